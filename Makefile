@@ -1,0 +1,52 @@
+# Everything runs from a project-local virtual environment, created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+FRAMEWORK ?= starlette
+
+.PHONY: help install demo test lint typecheck bench clean
+
+help:
+	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage)"
+	@echo "make test   - install the dev extras and run every check"
+	@echo "make bench  - run the benchmarks (installs the bench extra)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# One stamp per extra set, refreshed when pyproject.toml changes.
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+install: $(VENV)/.dev-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/secmw demo --framework $(FRAMEWORK) --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy src
+
+test: lint typecheck
+	$(BIN)/python -m pytest --cov=secmw --cov-branch --cov-report=term --cov-fail-under=90
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,30 @@
+"""secmw: composable security middlewares for ASGI and WSGI apps."""
+
+from __future__ import annotations
+
+from secmw.auth.apikey import hash_api_key
+from secmw.context import current_csp_nonce, current_principal
+from secmw.errors import ConfigurationError, MiddlewareNotInstalled
+from secmw.passwords import hash_password, verify_password
+from secmw.principal import ANONYMOUS, Principal
+from secmw.problems import Deny
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANONYMOUS",
+    "ConfigurationError",
+    "Deny",
+    "MiddlewareNotInstalled",
+    "Principal",
+    "RequestView",
+    "SecuritySettings",
+    "__version__",
+    "current_csp_nonce",
+    "current_principal",
+    "hash_api_key",
+    "hash_password",
+    "verify_password",
+]

@@ -1,0 +1,76 @@
+"""Shared pieces of the ASGI adapters: rendering a Deny, publishing the principal."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
+
+from secmw.principal import Principal
+from secmw.problems import Deny
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+T = TypeVar("T")
+
+POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
+
+
+async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
+    """Answer with the problem document, without calling the app.
+
+    A websocket is refused before accept: with an HTTP response through the
+    ``websocket.http.response`` extension when the server offers it, else by closing with 1008.
+    """
+    body = deny.body()
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in deny.response_headers(len(body))
+    ]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": deny.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {"type": "websocket.http.response.start", "status": deny.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": deny.detail})
+
+
+class AuthCredentials:
+    """What Starlette's ``@requires`` reads from ``scope["auth"]``: a ``scopes`` list.
+
+    Authenticated principals also carry Starlette's conventional ``"authenticated"`` scope.
+    """
+
+    __slots__ = ("scopes",)
+
+    def __init__(self, principal: Principal) -> None:
+        scopes = sorted(principal.scopes)
+        if principal.is_authenticated:
+            scopes.append("authenticated")
+        self.scopes = scopes
+
+
+def publish_principal(scope: Scope, principal: Principal) -> None:
+    """Make the principal visible to the app: ``request.state.principal``, ``request.user``,
+    ``request.auth``."""
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state["principal"] = principal
+    scope["user"] = principal
+    scope["auth"] = AuthCredentials(principal)
+
+
+async def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run a CPU-heavy call in the default executor so the event loop keeps serving."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(func, *args))

@@ -1,0 +1,112 @@
+"""``AuthenticationMiddleware`` for ASGI apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from secmw import audit
+from secmw.asgi._util import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    publish_principal,
+    run_blocking,
+    send_deny,
+)
+from secmw.auth import AuthChain, Found
+from secmw.auth.base import AsyncFailureThrottle
+from secmw.auth.build import build_chain
+from secmw.context import principal_var
+from secmw.principal import Principal
+from secmw.problems import Deny
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings, resolve_settings
+
+
+class AuthenticationMiddleware:
+    """Authenticates ``http`` and ``websocket`` requests before the router; pure ASGI.
+
+    On success the principal is published as ``scope["state"]["principal"]``, ``scope["user"]``,
+    ``scope["auth"]`` (Starlette's ``@requires`` works) and the ``secmw.current_principal()``
+    context variable. A refused request is answered here (401/400 problem+json with
+    ``WWW-Authenticate``); a websocket is refused before accept. ``lifespan`` passes through.
+    When the app itself answers 401 without a challenge, the configured challenges are added.
+
+    Args:
+        app: The ASGI app to protect.
+        settings: Settings to build from; default: the environment.
+        chain: A ready authenticator chain (overrides ``settings``).
+        throttle: Failed-authentication throttle, consulted before ``verify``.
+        **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        chain: AuthChain | None = None,
+        throttle: AsyncFailureThrottle | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        self.chain = chain or build_chain(resolve_settings(settings, overrides))
+        self.throttle = throttle
+        self._challenges = [
+            (b"www-authenticate", c.encode("latin-1")) for c in self.chain.challenges
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = RequestView.from_scope(scope)
+        result = await self.authenticate(request)
+        if isinstance(result, Deny):
+            audit.emit("auth.denied", result.detail, request=request)
+            await send_deny(scope, send, result)
+            return
+        publish_principal(scope, result)
+        token = principal_var.set(result)
+        try:
+            if scope["type"] == "http" and self._challenges:
+                await self.app(scope, receive, self._add_challenges(send))
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            principal_var.reset(token)
+
+    async def authenticate(self, request: RequestView) -> Principal | Deny:
+        """The request's principal or the reason to refuse it (blocking checks run in a thread)."""
+        found = self.chain.find(request)
+        if not isinstance(found, Found):
+            return found
+        authenticator, credential = found.authenticator, found.credential
+        if self.throttle is not None:
+            blocked = await self.throttle.blocked(request, credential)
+            if blocked is not None:
+                return blocked
+        averify = getattr(authenticator, "averify", None)
+        if averify is not None:  # authenticators with network I/O (JWKS, introspection)
+            result: Principal | Deny = await averify(credential)
+        elif authenticator.blocking:
+            result = await run_blocking(authenticator.verify, credential)
+        else:
+            result = authenticator.verify(credential)
+        if self.throttle is not None and isinstance(result, Deny) and result.status == 401:
+            await self.throttle.failed(request, credential)
+        return result
+
+    def _add_challenges(self, send: Send) -> Send:
+        challenges = self._challenges
+
+        async def send_with_challenges(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"www-authenticate" for name, _ in headers):
+                    message = {**message, "headers": headers + challenges}
+            await send(message)
+
+        return send_with_challenges

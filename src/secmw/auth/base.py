@@ -1,0 +1,172 @@
+"""The authenticator protocol and the chain that picks one per request.
+
+Authentication is split in two steps so that the failed-authentication throttle and the ASGI
+adapter can sit between them:
+
+1. ``extract`` (cheap, pure): find this scheme's credential in the request. None when absent; a
+   :class:`Deny` when present but malformed (empty, repeated, undecodable): a malformed credential
+   is never treated as absent.
+2. ``verify`` (may be costly: a signature or a password hash): turn the credential into a
+   :class:`Principal` or a :class:`Deny`. ``blocking`` authenticators are run in a worker thread
+   by the ASGI adapter so that they never stall the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from secmw.paths import PathSet
+from secmw.principal import ANONYMOUS, Principal
+from secmw.problems import Deny
+from secmw.request import RequestView
+
+MAX_AUTHORIZATION_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A credential found in a request. ``secret`` is excluded from ``repr``: it is never logged."""
+
+    scheme: str
+    secret: str = field(repr=False)
+    username: str | None = None
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """One authentication scheme.
+
+    Attributes:
+        scheme: Name written to ``Principal.scheme`` (``"bearer"``, ``"basic"``, ``"apikey"``).
+        authorization_scheme: The ``Authorization`` scheme it owns, lower-case, or None when the
+            credential travels elsewhere (an API-key header, a cookie).
+        blocking: ``verify`` is CPU-heavy; the ASGI adapter runs it in a thread.
+    """
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def authorization_scheme(self) -> str | None: ...
+
+    @property
+    def blocking(self) -> bool: ...
+
+    def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
+        """This scheme's credential, None when absent, Deny when present but malformed.
+
+        ``authorization`` is the parameter of an ``Authorization`` header whose scheme is this
+        authenticator's (already split off and checked by the chain), else None.
+        """
+
+    def verify(self, credential: Credential) -> Principal | Deny:
+        """The principal for a credential, or the reason it is refused."""
+
+    def challenge(self, error: str | None = None, description: str | None = None) -> str:
+        """The ``WWW-Authenticate`` challenge for this scheme (RFC 7235)."""
+
+
+class FailureThrottle(Protocol):
+    """Throttles failed authentication (sync). Consulted before any hash or signature check."""
+
+    def blocked(self, request: RequestView, credential: Credential) -> Deny | None:
+        """A 429 Deny when this client (or user name) failed too often, else None."""
+
+    def failed(self, request: RequestView, credential: Credential) -> None:
+        """Record one failed attempt."""
+
+
+class AsyncFailureThrottle(Protocol):
+    """The async twin of :class:`FailureThrottle`, for the ASGI adapter."""
+
+    async def blocked(self, request: RequestView, credential: Credential) -> Deny | None:
+        """A 429 Deny when this client (or user name) failed too often, else None."""
+
+    async def failed(self, request: RequestView, credential: Credential) -> None:
+        """Record one failed attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The chain found a credential; ``authenticator.verify(credential)`` decides."""
+
+    authenticator: Authenticator
+    credential: Credential
+
+
+class AuthChain:
+    """Authenticators tried in order; the first credential found decides.
+
+    - No credential at all: the anonymous principal, or 401 with one challenge per scheme when the
+      path requires authentication.
+    - A credential that is present but malformed or invalid: 400/401 at once, never anonymous.
+    - An ``Authorization`` header whose scheme no authenticator owns: 401 (closed by default).
+    """
+
+    def __init__(
+        self,
+        authenticators: Sequence[Authenticator],
+        *,
+        required: PathSet | None = None,
+        public: PathSet | None = None,
+    ) -> None:
+        self.authenticators = tuple(authenticators)
+        self._by_authorization = {
+            a.authorization_scheme: a for a in self.authenticators if a.authorization_scheme
+        }
+        self.required = required or PathSet(())
+        self.public = public or PathSet(())
+        self.challenges = tuple(a.challenge() for a in self.authenticators)
+
+    def challenge_headers(self) -> tuple[tuple[str, str], ...]:
+        """One ``WWW-Authenticate`` field per configured scheme."""
+        return tuple(("www-authenticate", c) for c in self.challenges)
+
+    def deny(self, status: int, detail: str, code: str) -> Deny:
+        """A denial carrying every configured challenge."""
+        return Deny(status, detail, code, self.challenge_headers())
+
+    def find(self, request: RequestView) -> Found | Principal | Deny:
+        """Locate the request's credential: Found, the anonymous principal, or a Deny."""
+        authorization = self._authorization(request)
+        if isinstance(authorization, Deny):
+            return authorization
+        owner, param = None, None
+        if authorization is not None:
+            scheme, param = authorization
+            owner = self._by_authorization.get(scheme)
+            if owner is None:
+                return self.deny(401, "unsupported authorization scheme", "invalid_credentials")
+        for authenticator in self.authenticators:
+            result = authenticator.extract(request, param if authenticator is owner else None)
+            if result is None:
+                continue
+            if isinstance(result, Credential):
+                return Found(authenticator, result)
+            return result
+        if request.normalized_path in self.required and request.normalized_path not in self.public:
+            return self.deny(401, "authentication required", "authentication_required")
+        return ANONYMOUS
+
+    def authenticate(self, request: RequestView) -> Principal | Deny:
+        """``find`` then ``verify``, synchronously."""
+        found = self.find(request)
+        if isinstance(found, Found):
+            return found.authenticator.verify(found.credential)
+        return found
+
+    def _authorization(self, request: RequestView) -> tuple[str, str] | Deny | None:
+        lines = request.headers.getlist("authorization")
+        if not lines:
+            return None
+        if len(lines) > 1:
+            return self.deny(400, "more than one Authorization header", "invalid_request")
+        value = lines[0]
+        if len(value) > MAX_AUTHORIZATION_BYTES:
+            return self.deny(400, "Authorization header too large", "invalid_request")
+        if not value.isascii() or not value.isprintable():
+            return self.deny(400, "malformed Authorization header", "invalid_request")
+        scheme, _, param = value.strip().partition(" ")
+        return scheme.lower(), param.strip()

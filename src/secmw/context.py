@@ -1,0 +1,31 @@
+"""Context variables: the principal (and CSP nonce) for code that sees no request object."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from secmw.errors import MiddlewareNotInstalled
+from secmw.principal import Principal
+
+principal_var: ContextVar[Principal] = ContextVar("secmw.principal")
+csp_nonce_var: ContextVar[str] = ContextVar("secmw.csp_nonce")
+
+
+def current_principal() -> Principal:
+    """The principal of the request being served.
+
+    Raises:
+        MiddlewareNotInstalled: no secmw authentication layer ran for this request. This is loud on
+            purpose: a silent anonymous answer would hide a missing middleware.
+    """
+    try:
+        return principal_var.get()
+    except LookupError:
+        raise MiddlewareNotInstalled(
+            "no principal: install secmw's AuthenticationMiddleware (or SecurityStack) on the app"
+        ) from None
+
+
+def current_csp_nonce() -> str | None:
+    """The CSP nonce of the request being served, None when the headers layer is not installed."""
+    return csp_nonce_var.get(None)

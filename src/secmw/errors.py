@@ -1,0 +1,15 @@
+"""Exceptions raised by secmw."""
+
+from __future__ import annotations
+
+
+class ConfigurationError(ValueError):
+    """Invalid configuration, raised when a middleware or settings object is built.
+
+    The message names the offending ``SECMW_*`` variable (or keyword argument) and never contains a
+    secret value.
+    """
+
+
+class MiddlewareNotInstalled(RuntimeError):
+    """Code asked for the request's principal, but no secmw authentication layer ran."""

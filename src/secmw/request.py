@@ -1,0 +1,206 @@
+"""The request view: one parse of an ASGI scope or WSGI environ, shared by every layer.
+
+Header names are lower-cased; values are decoded as latin-1 (RFC 9110 §5.5: field values are
+octets, and latin-1 maps each byte to one character, so nothing is lost or rejected here).
+Cookies and the query string are parsed lazily, only when a layer asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl
+
+ASGI_KEY = "secmw.request"
+WSGI_KEY = "secmw.request"
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, multi-valued, read-only headers.
+
+    ``headers[name]`` and ``get`` return the values of repeated fields joined with ``", "`` (the
+    RFC 9110 §5.3 combination); ``getlist`` returns each field line separately.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        fields: dict[str, list[str]] = {}
+        for name, value in pairs:
+            fields.setdefault(name.lower(), []).append(value)
+        self._fields = fields
+
+    def __getitem__(self, name: str) -> str:
+        return ", ".join(self._fields[name.lower()])
+
+    def __iter__(self) -> Any:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def getlist(self, name: str) -> list[str]:
+        """Every field line with this name, in order (empty list when absent)."""
+        return list(self._fields.get(name.lower(), ()))
+
+
+def normalize_path(path: str) -> str:
+    """Collapse repeated slashes and resolve ``.`` and ``..`` segments (RFC 3986 §5.2.4).
+
+    Rules (IP, rate limits, per-path headers) match this form, so ``//admin``, ``/./admin`` and
+    ``/x/../admin`` cannot dodge a rule for ``/admin``. A trailing slash is kept: routers treat it
+    as a different route. The result always starts with ``/``.
+    """
+    if "//" not in path and "/." not in path and path.startswith("/"):
+        return path  # the common case costs one scan
+    out: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = path.endswith("/") or segments[-1] in (".", "..")
+    joined = "/" + "/".join(out)
+    return joined + "/" if trailing and out else joined
+
+
+class RequestView:
+    """What every layer needs to know about a request, parsed once.
+
+    Attributes:
+        method: Upper-case HTTP method (``"GET"``; ``"WEBSOCKET"`` for a websocket handshake).
+        path: The decoded path as the server gave it.
+        normalized_path: ``normalize_path(path)``, the form rules match.
+        query_string: The raw query string (bytes, undecoded).
+        headers: Case-insensitive multi-valued headers.
+        scheme: ``"http"``, ``"https"``, ``"ws"`` or ``"wss"``.
+        peer: The address of the TCP peer, or None when the server gave none.
+        client: The client address every layer agrees on (the IP layer may resolve it from
+            trusted proxy headers); starts as ``peer``.
+        state: Per-request scratch space shared by the layers (principal, csp nonce...).
+    """
+
+    __slots__ = (
+        "_cookies",
+        "_query",
+        "client",
+        "headers",
+        "method",
+        "normalized_path",
+        "path",
+        "peer",
+        "query_string",
+        "scheme",
+        "state",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        query_string: bytes = b"",
+        headers: Headers | None = None,
+        scheme: str = "http",
+        peer: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.normalized_path = normalize_path(path)
+        self.query_string = query_string
+        self.headers = headers if headers is not None else Headers()
+        self.scheme = scheme
+        self.peer = peer
+        self.client = peer
+        self.state: dict[str, Any] = {}
+        self._cookies: dict[str, str] | None = None
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def is_secure(self) -> bool:
+        """True for https and wss."""
+        return self.scheme in ("https", "wss")
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """Cookies from every ``Cookie`` header; a malformed header yields what parsed before it."""
+        if self._cookies is None:
+            jar: dict[str, str] = {}
+            for line in self.headers.getlist("cookie"):
+                cookie: SimpleCookie = SimpleCookie()
+                try:
+                    cookie.load(line)
+                except CookieError:
+                    continue
+                for key, morsel in cookie.items():
+                    jar.setdefault(key, morsel.value)
+            self._cookies = jar
+        return self._cookies
+
+    def query_params(self, name: str) -> list[str]:
+        """Every value of query parameter ``name`` (percent-decoded, blank values kept)."""
+        if self._query is None:
+            parsed: dict[str, list[str]] = {}
+            text = self.query_string.decode("latin-1")
+            for key, value in parse_qsl(text, keep_blank_values=True, encoding="latin-1"):
+                parsed.setdefault(key, []).append(value)
+            self._query = parsed
+        return list(self._query.get(name, ()))
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_scope(cls, scope: MutableMapping[str, Any]) -> RequestView:
+        """The view for an ASGI ``http`` or ``websocket`` scope, built once, kept in the scope."""
+        view = scope.get(ASGI_KEY)
+        if isinstance(view, RequestView):
+            return view
+        client = scope.get("client")
+        is_ws = scope["type"] == "websocket"
+        view = cls(
+            "WEBSOCKET" if is_ws else scope.get("method", "GET"),
+            scope.get("path", "/") or "/",
+            query_string=scope.get("query_string", b""),
+            headers=Headers(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+            ),
+            scheme=scope.get("scheme", "ws" if is_ws else "http"),
+            peer=client[0] if client else None,
+        )
+        scope[ASGI_KEY] = view
+        return view
+
+    @classmethod
+    def from_environ(cls, environ: MutableMapping[str, Any]) -> RequestView:
+        """The view for a WSGI environ, built once and kept in the environ."""
+        view = environ.get(WSGI_KEY)
+        if isinstance(view, RequestView):
+            return view
+        pairs = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                pairs.append((key[5:].replace("_", "-"), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                pairs.append((key.replace("_", "-"), value))
+        path = environ.get("PATH_INFO", "") or "/"
+        if not path.isascii():
+            # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
+            path = path.encode("latin-1").decode("utf-8", "replace")
+        view = cls(
+            environ.get("REQUEST_METHOD", "GET"),
+            path,
+            query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
+            headers=Headers(pairs),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            peer=environ.get("REMOTE_ADDR") or None,
+        )
+        environ[WSGI_KEY] = view
+        return view

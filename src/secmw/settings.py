@@ -1,0 +1,176 @@
+"""One settings object for every layer: ``SecuritySettings``, read from ``SECMW_*`` variables.
+
+Nested sections use ``__`` (``SECMW_JWT__SECRET``), a ``.env`` file in the working directory is
+read, list settings take JSON or comma-separated values, and secrets can come from files
+(``SECMW_JWT__SECRET_FILE``). An invalid value raises :class:`ConfigurationError` naming the
+variable, when the settings are built: at app start, never at the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from secmw._config import Section, StrList, variable_name
+from secmw.auth.introspection import IntrospectionSettings
+from secmw.auth.session import SessionSettings
+from secmw.auth.totp import TOTPSettings
+from secmw.authz import AuthzSettings
+from secmw.errors import ConfigurationError
+from secmw.headers import HeadersSettings
+from secmw.netaddr import IPSettings
+from secmw.ratelimit import RateLimitSettings
+from secmw.tokens import TokenSettings
+
+
+class JWTSettings(Section):
+    """Bearer JWT verification (``SECMW_JWT__*``). Enabled when a secret or public key is set."""
+
+    secret: SecretStr | None = Field(None, description="HMAC secret (at least 32 bytes for HS256).")
+    secret_file: Path | None = Field(None, description="File holding the HMAC secret.")
+    public_key: str | None = Field(None, description="PEM public key for RS/PS/ES/EdDSA tokens.")
+    public_key_file: Path | None = Field(None, description="File holding the PEM public key.")
+    algorithms: StrList | None = Field(
+        None,
+        description="Allowed algorithms; default HS256 with a secret, inferred from a public key.",
+    )
+    issuer: str | None = Field(None, description="Required `iss` claim.")
+    audience: StrList | None = Field(None, description="Accepted `aud` values.")
+    leeway: float = Field(0, ge=0, le=300, description="Clock skew tolerated, in seconds.")
+    require_exp: bool = Field(True, description="Refuse tokens without an `exp` claim.")
+    subject_claim: str = Field("sub", min_length=1, description="Claim holding the principal id.")
+    scopes_claim: str | None = Field(
+        None, description="Claim holding scopes; default tries `scope`, `scopes`, `scp`."
+    )
+    roles_claim: str | None = Field("roles", description="Claim holding roles.")
+    max_token_bytes: int = Field(8192, ge=256, description="Longer tokens are refused unread.")
+
+
+class APIKeyEntry(Section):
+    """One API key: its stored hash and what it grants."""
+
+    hash: str = Field(description="`sha256:<hex>` from `secmw hash-key`.")
+    id: str = Field(min_length=1, description="Principal id of the key's owner.")
+    scopes: StrList = Field(default_factory=list)
+    roles: StrList = Field(default_factory=list)
+    name: str | None = None
+
+
+class APIKeySettings(Section):
+    """API keys (``SECMW_API_KEYS__*``). Enabled when any key is configured."""
+
+    header: str | None = Field("X-API-Key", description="Header carrying the key; empty for none.")
+    query_param: str | None = Field(
+        "api_key", description="Query parameter carrying the key; empty for none."
+    )
+    keys: list[APIKeyEntry] = Field(default_factory=list, description="Keys as a JSON list.")
+    file: Path | None = Field(None, description="JSON file with a list of keys.")
+
+    @field_validator("header", "query_param", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class BasicUserEntry(Section):
+    """One HTTP Basic user."""
+
+    password_hash: str = Field(description="argon2id or bcrypt hash from `secmw hash-password`.")
+    scopes: StrList = Field(default_factory=list)
+    roles: StrList = Field(default_factory=list)
+
+
+class BasicSettings(Section):
+    """HTTP Basic (``SECMW_BASIC__*``). Enabled when any user is configured."""
+
+    users: dict[str, BasicUserEntry] = Field(
+        default_factory=dict, description="JSON object: user name to {password_hash, scopes}."
+    )
+    users_file: Path | None = Field(None, description="JSON file with the same object.")
+
+
+class AuthSettings(Section):
+    """The authentication layer as a whole (``SECMW_AUTH__*``)."""
+
+    enabled: bool = Field(True, description="Run the authentication layer.")
+    realm: str = Field("api", description="`realm` of every challenge.")
+    order: StrList = Field(
+        default_factory=lambda: ["bearer", "apikey", "basic"],
+        description="Order in which schemes are tried.",
+    )
+    required: StrList = Field(
+        default_factory=list, description="Path patterns where anonymous requests get 401."
+    )
+    public: StrList = Field(
+        default_factory=list, description="Path patterns exempt from `required`."
+    )
+
+    @field_validator("order")
+    @classmethod
+    def _known_schemes(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"bearer", "apikey", "basic"}
+        if unknown:
+            raise ValueError(f"unknown scheme(s): {', '.join(sorted(unknown))}")
+        return value
+
+
+class SecuritySettings(BaseSettings):
+    """Every secmw setting, one section per layer.
+
+    Build it with no arguments to read the environment, or pass sections (as objects or dicts) to
+    override it: ``SecuritySettings(jwt={"secret": "..."})``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SECMW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    auth: AuthSettings = AuthSettings()
+    jwt: JWTSettings = JWTSettings()
+    api_keys: APIKeySettings = APIKeySettings()
+    basic: BasicSettings = BasicSettings()
+    introspection: IntrospectionSettings = IntrospectionSettings()
+    session: SessionSettings = SessionSettings()
+    totp: TOTPSettings = TOTPSettings()
+    ip: IPSettings = IPSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    headers: HeadersSettings = HeadersSettings()
+    authz: AuthzSettings = AuthzSettings()
+    tokens: TokenSettings = TokenSettings()
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from None
+
+
+def resolve_settings(
+    settings: SecuritySettings | None, overrides: dict[str, Any]
+) -> SecuritySettings:
+    """The settings a middleware runs on: explicit settings, else the environment, plus overrides.
+
+    ``overrides`` are whole sections as dicts or section objects, for example
+    ``{"jwt": {"secret": "..."}}``; given with ``settings``, they replace those sections.
+    """
+    if settings is None:
+        return SecuritySettings(**overrides)
+    if not overrides:
+        return settings
+    merged = {name: getattr(settings, name) for name in type(settings).model_fields}
+    merged.update(overrides)
+    return SecuritySettings(**merged)
+
+
+def _explain(exc: ValidationError) -> str:
+    messages = []
+    for error in exc.errors(include_url=False, include_input=False):
+        messages.append(f"{variable_name(*error['loc'])}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(messages)

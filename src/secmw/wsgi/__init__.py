@@ -1,0 +1,7 @@
+"""WSGI middlewares (Flask, any PEP 3333 app). Same names as ``secmw.asgi``."""
+
+from __future__ import annotations
+
+from secmw.wsgi.auth import AuthenticationMiddleware
+
+__all__ = ["AuthenticationMiddleware"]

@@ -1,0 +1,91 @@
+"""``AuthenticationMiddleware`` for WSGI apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from secmw import audit
+from secmw.auth import AuthChain, Found
+from secmw.auth.base import FailureThrottle
+from secmw.auth.build import build_chain
+from secmw.context import principal_var
+from secmw.principal import Principal
+from secmw.problems import Deny
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings, resolve_settings
+from secmw.wsgi._util import (
+    PRINCIPAL_KEY,
+    Environ,
+    ExcInfo,
+    Headers,
+    StartResponse,
+    WSGIApp,
+    respond_deny,
+)
+
+
+class AuthenticationMiddleware:
+    """Authenticates every request before the app; PEP 3333 compliant.
+
+    Use as ``app.wsgi_app = AuthenticationMiddleware(app.wsgi_app)`` in Flask. The principal is
+    published as ``environ["secmw.principal"]`` and the ``secmw.current_principal()`` context
+    variable (set while the app is called). Same arguments as ``secmw.asgi``'s twin.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        chain: AuthChain | None = None,
+        throttle: FailureThrottle | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        self.chain = chain or build_chain(resolve_settings(settings, overrides))
+        self.throttle = throttle
+        self._challenges = list(self.chain.challenge_headers())
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        request = RequestView.from_environ(environ)
+        result = self.authenticate(request)
+        if isinstance(result, Deny):
+            audit.emit("auth.denied", result.detail, request=request)
+            return respond_deny(start_response, result)
+        environ[PRINCIPAL_KEY] = result
+        token = principal_var.set(result)
+        try:
+            if self._challenges:
+                return self.app(environ, self._add_challenges(start_response))
+            return self.app(environ, start_response)
+        finally:
+            principal_var.reset(token)
+
+    def authenticate(self, request: RequestView) -> Principal | Deny:
+        """The request's principal or the reason to refuse it."""
+        found = self.chain.find(request)
+        if not isinstance(found, Found):
+            return found
+        if self.throttle is not None:
+            blocked = self.throttle.blocked(request, found.credential)
+            if blocked is not None:
+                return blocked
+        result = found.authenticator.verify(found.credential)
+        if self.throttle is not None and isinstance(result, Deny) and result.status == 401:
+            self.throttle.failed(request, found.credential)
+        return result
+
+    def _add_challenges(self, start_response: StartResponse) -> StartResponse:
+        challenges = self._challenges
+
+        def start(
+            status: str, headers: Headers, exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if status.startswith("401") and not any(
+                name.lower() == "www-authenticate" for name, _ in headers
+            ):
+                headers = [*headers, *challenges]
+            return start_response(status, headers, exc_info)
+
+        return start
