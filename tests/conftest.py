@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Drop inherited SECMW_* variables and run in an empty directory (no stray ``.env``)."""
     for name in list(os.environ):
         if name.startswith("SECMW_") and name != "SECMW_TEST_REDIS_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield

@@ -68,6 +68,7 @@ class AuthenticationMiddleware:
             audit.emit("auth.denied", result.detail, request=request)
             await send_deny(scope, send, result)
             return
+        request.state["principal"] = result  # later layers (rate limits, headers) read it here
         publish_principal(scope, result)
         token = principal_var.set(result)
         try:

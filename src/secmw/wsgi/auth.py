@@ -53,6 +53,7 @@ class AuthenticationMiddleware:
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=request)
             return respond_deny(start_response, result)
+        request.state["principal"] = result  # later layers (rate limits, headers) read it here
         environ[PRINCIPAL_KEY] = result
         token = principal_var.set(result)
         try:
