@@ -283,3 +283,14 @@ def test_credential_is_frozen() -> None:
     cred = Credential("bearer", "tok")
     with pytest.raises(AttributeError):
         cred.secret = "x"  # type: ignore[misc]
+
+
+def test_cors_preflight_is_anonymous_even_on_required_paths(chain: AuthChain) -> None:
+    """OPTIONS with Origin and Access-Control-Request-Method skips authentication."""
+    headers = Headers([("origin", "https://app"), ("access-control-request-method", "POST")])
+    preflight = RequestView("OPTIONS", "/private/x", headers=headers)
+    assert chain.authenticate(preflight) is ANONYMOUS
+    plain_options = RequestView("OPTIONS", "/private/x", headers=Headers([("origin", "x")]))
+    assert isinstance(chain.authenticate(plain_options), Deny)
+    strict = AuthChain(chain.authenticators, required=chain.required, preflight_anonymous=False)
+    assert isinstance(strict.authenticate(preflight), Deny)

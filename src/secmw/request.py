@@ -130,6 +130,17 @@ class RequestView:
         return self.scheme in ("https", "wss")
 
     @property
+    def is_cors_preflight(self) -> bool:
+        """An ``OPTIONS`` request with ``Origin`` and ``Access-Control-Request-Method`` (Fetch
+        standard §3.2.2): browsers send these without credentials, so layers let them through to
+        the app's CORS handling."""
+        return (
+            self.method == "OPTIONS"
+            and "origin" in self.headers
+            and "access-control-request-method" in self.headers
+        )
+
+    @property
     def cookies(self) -> Mapping[str, str]:
         """Cookies from every ``Cookie`` header; a malformed header yields what parsed before it."""
         if self._cookies is None:

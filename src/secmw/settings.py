@@ -47,6 +47,30 @@ class JWTSettings(Section):
     )
     roles_claim: str | None = Field("roles", description="Claim holding roles.")
     max_token_bytes: int = Field(8192, ge=256, description="Longer tokens are refused unread.")
+    jwks_url: str | None = Field(None, description="JWKS URL of the identity provider.")
+    discovery: bool = Field(
+        False, description="Find the JWKS URL from `issuer` + /.well-known/openid-configuration."
+    )
+    jwks_cache_ttl: float = Field(
+        300, gt=0, le=86400, description="Seconds JWKS keys are kept without a `max-age`."
+    )
+    jwks_max_ttl: float = Field(
+        3600, gt=0, le=86400, description="Upper bound on the JWKS `Cache-Control: max-age`."
+    )
+    jwks_cooldown: float = Field(
+        30, gt=0, le=3600, description="Minimum seconds between JWKS fetches (unknown `kid`)."
+    )
+    jwks_timeout: float = Field(5, gt=0, le=60, description="Total seconds one fetch may take.")
+    jwks_allow_http: bool = Field(
+        False, description="Accept a plain-http JWKS or issuer URL on a non-loopback host."
+    )
+    cache_size: int = Field(
+        10_000, ge=0, le=1_000_000, description="Verified tokens remembered; 0 turns it off."
+    )
+    negative_ttl: float = Field(5, ge=0, le=60, description="Seconds a refused token is cached.")
+    revocation_url: str | None = Field(
+        None, description="Redis URL of the `jti` denylist (redis://, rediss://, unix://)."
+    )
 
 
 class APIKeyEntry(Section):
@@ -106,6 +130,9 @@ class AuthSettings(Section):
     )
     public: StrList = Field(
         default_factory=list, description="Path patterns exempt from `required`."
+    )
+    cors_preflight_anonymous: bool = Field(
+        True, description="Let CORS preflight requests through unauthenticated."
     )
 
     @field_validator("order")

@@ -103,6 +103,8 @@ class AuthChain:
       path requires authentication.
     - A credential that is present but malformed or invalid: 400/401 at once, never anonymous.
     - An ``Authorization`` header whose scheme no authenticator owns: 401 (closed by default).
+    - A CORS preflight is anonymous (unless ``preflight_anonymous`` is off), so the app's CORS
+      middleware answers it wherever it sits.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class AuthChain:
         *,
         required: PathSet | None = None,
         public: PathSet | None = None,
+        preflight_anonymous: bool = True,
     ) -> None:
         self.authenticators = tuple(authenticators)
         self._by_authorization = {
@@ -118,6 +121,7 @@ class AuthChain:
         }
         self.required = required or PathSet(())
         self.public = public or PathSet(())
+        self.preflight_anonymous = preflight_anonymous
         self.challenges = tuple(a.challenge() for a in self.authenticators)
 
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
@@ -130,6 +134,8 @@ class AuthChain:
 
     def find(self, request: RequestView) -> Found | Principal | Deny:
         """Locate the request's credential: Found, the anonymous principal, or a Deny."""
+        if self.preflight_anonymous and request.is_cors_preflight:
+            return ANONYMOUS  # browsers never send credentials on a preflight
         authorization = self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization

@@ -117,4 +117,5 @@ def build_chain(settings: SecuritySettings) -> AuthChain:
         chain,
         required=PathSet(settings.auth.required, setting="SECMW_AUTH__REQUIRED"),
         public=PathSet(settings.auth.public, setting="SECMW_AUTH__PUBLIC"),
+        preflight_anonymous=settings.auth.cors_preflight_anonymous,
     )
