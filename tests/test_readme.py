@@ -24,7 +24,7 @@ def block_defining(name: str) -> dict[str, Any]:
     for code in python_blocks():
         if name in code:
             namespace: dict[str, Any] = {"__name__": "readme_example"}
-            exec(compile(code, str(README), "exec"), namespace)  # noqa: S102
+            exec(compile(code, str(README), "exec"), namespace)
             return namespace
     raise AssertionError(f"no README block mentions {name}")
 
