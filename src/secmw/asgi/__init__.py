@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from secmw.asgi.auth import AuthenticationMiddleware
+from secmw.asgi.ipfilter import IPFilterMiddleware
 
-__all__ = ["AuthenticationMiddleware"]
+__all__ = ["AuthenticationMiddleware", "IPFilterMiddleware"]
