@@ -1,0 +1,48 @@
+"""Token helpers for apps that issue their own tokens: login, OAuth2 password grant, refresh,
+revocation, and single-use tokens for password reset and email verification."""
+
+from __future__ import annotations
+
+from secmw.tokens.config import TokenSettings
+from secmw.tokens.issuer import TokenIssuer, family_key, mint_access_token
+from secmw.tokens.model import ACCESS, REFRESH, TOKEN_USE_CLAIM, Account, IssuedTokens
+from secmw.tokens.oauth import (
+    OAuthError,
+    invalid_grant,
+    invalid_request,
+    invalid_scope,
+    parse_token_request,
+    unsupported_grant_type,
+)
+from secmw.tokens.onetime import (
+    REQUEST_ACCEPTED,
+    MemorySingleUseStore,
+    RedisSingleUseStore,
+    SingleUseStore,
+    SingleUseTokens,
+    TokenStoreError,
+)
+
+__all__ = [
+    "ACCESS",
+    "REFRESH",
+    "REQUEST_ACCEPTED",
+    "TOKEN_USE_CLAIM",
+    "Account",
+    "IssuedTokens",
+    "MemorySingleUseStore",
+    "OAuthError",
+    "RedisSingleUseStore",
+    "SingleUseStore",
+    "SingleUseTokens",
+    "TokenIssuer",
+    "TokenSettings",
+    "TokenStoreError",
+    "family_key",
+    "invalid_grant",
+    "invalid_request",
+    "invalid_scope",
+    "mint_access_token",
+    "parse_token_request",
+    "unsupported_grant_type",
+]

@@ -1,0 +1,58 @@
+"""``TokenSettings``: lifetimes, known scopes, signing key and stores (``SECMW_TOKENS__*``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from secmw._config import Section, parse_list
+
+
+class TokenSettings(Section):
+    """Issuing tokens (``SECMW_TOKENS__*``): lifetimes, known scopes, stores."""
+
+    access_ttl: int = Field(900, ge=1, le=86_400, description="Access-token lifetime, seconds.")
+    refresh_ttl: int = Field(
+        14 * 86_400, ge=60, le=366 * 86_400, description="Refresh-token lifetime, seconds."
+    )
+    token_url: str | None = Field(
+        None, description="Path of the app's token endpoint (OpenAPI OAuth2 password flow)."
+    )
+    scopes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Known scopes: JSON object scope -> description, or a list. Token requests"
+        " for other scopes get `invalid_scope`.",
+    )
+    private_key: SecretStr | None = Field(
+        None, description="PEM private key matching SECMW_JWT__PUBLIC_KEY, to sign tokens."
+    )
+    private_key_file: Path | None = Field(None, description="File holding the PEM private key.")
+    storage_uri: str = Field(
+        "memory://",
+        description="Refresh grants and single-use tokens: `memory://` or a Redis URL.",
+    )
+    storage_timeout: float = Field(1.0, gt=0, le=30, description="Redis timeout, seconds.")
+    max_entries: int = Field(100_000, ge=1, description="Cap of the memory store.")
+    reset_ttl: int = Field(3600, ge=60, description="Password-reset token lifetime, seconds.")
+    verification_ttl: int = Field(
+        86_400, ge=60, description="Email-verification token lifetime, seconds."
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _scope_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("{") else parse_list(text)
+        return dict.fromkeys(value, "") if isinstance(value, list) else value
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be memory:// or a redis://, rediss:// or unix:// URL")
+        return value

@@ -1,0 +1,296 @@
+"""``TokenIssuer``: access and refresh tokens the configured JWT authenticator accepts.
+
+Tokens are signed with the key the JWT authenticator verifies (``SECMW_JWT__*``: same algorithm,
+issuer, audience, subject and scope claims), so whatever the issuer signs the middleware admits.
+
+- Access tokens: ``token_use: "access"``, RFC 9068 header ``typ: at+jwt``, a ``jti``, scopes in
+  the configured scope claim (``scope``, space-delimited, by default), roles in ``roles``.
+- Refresh tokens: ``token_use: "refresh"``, a rotation family (``fam``), and their scopes and
+  roles inside a ``grant`` claim, where no authenticator looks for a grant. Each works once: the
+  live ones are kept in a single-use store, and presenting a spent one (a stolen copy, RFC 6819
+  §5.2.2.3, RFC 9700 §4.14.2) revokes the whole family.
+- Revocation writes the ``jti`` (or the family) into the :mod:`secmw.revocation` denylist the
+  JWT authenticator consults, until the token would have expired anyway.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from secmw import audit
+from secmw.revocation import MemoryRevocationStore, RevocationStore
+from secmw.tokens import endpoint
+from secmw.tokens.codec import TokenCodec
+from secmw.tokens.model import (
+    FAMILY_CLAIM,
+    REFRESH,
+    TOKEN_USE_CLAIM,
+    Account,
+    IssuedTokens,
+)
+from secmw.tokens.oauth import (
+    OAuthError,
+    invalid_grant,
+    temporarily_unavailable,
+)
+from secmw.tokens.onetime import (
+    STORE_ERRORS,
+    MemorySingleUseStore,
+    SingleUseStore,
+    SingleUseTokens,
+    build_store,
+)
+
+if TYPE_CHECKING:
+    from secmw.settings import SecuritySettings
+
+FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible refresh token
+
+
+def family_key(family: str) -> str:
+    """The revocation-store key marking a refresh-token family revoked."""
+    return f"family:{family}"
+
+
+def _grant_key(jti: str) -> str:
+    return f"refresh:{jti}"
+
+
+class TokenIssuer:
+    """Issues, refreshes and revokes tokens that the configured JWT authenticator accepts.
+
+    Args:
+        settings: Settings to build from; default: the environment.
+        revocation: The denylist the JWT authenticator consults (give both the same store; use a
+            shared Redis store across processes). Default: a memory store.
+        store: Where live refresh grants are kept. Default: ``SECMW_TOKENS__STORAGE_URI``.
+        clock: UNIX time, injectable for tests.
+        **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
+
+    Raises:
+        ConfigurationError: no JWT key, or (public-key algorithms) no private key or one that does
+            not match ``SECMW_JWT__PUBLIC_KEY``.
+    """
+
+    def __init__(
+        self,
+        settings: SecuritySettings | None = None,
+        *,
+        revocation: RevocationStore | None = None,
+        store: SingleUseStore | None = None,
+        clock: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> None:
+        from secmw.settings import resolve_settings  # settings imports this module
+
+        self.settings = resolve_settings(settings, overrides)
+        tokens = self.settings.tokens
+        self.codec = TokenCodec(self.settings, clock)
+        self.access_ttl = tokens.access_ttl
+        self.refresh_ttl = tokens.refresh_ttl
+        self.known_scopes = frozenset(tokens.scopes)
+        self.revocation: Any = revocation if revocation is not None else MemoryRevocationStore()
+        self.store = (
+            store
+            if store is not None
+            else build_store(
+                tokens.storage_uri, max_entries=tokens.max_entries, timeout=tokens.storage_timeout
+            )
+        )
+        self._clock = clock
+
+    # -- issuing ------------------------------------------------------------------------------
+
+    def access_token(
+        self, account: Account, scopes: Iterable[str] | None = None, *, ttl: int | None = None
+    ) -> str:
+        """A signed access token for ``account`` (all its scopes unless narrowed), valid for
+        ``ttl`` seconds (default ``SECMW_TOKENS__ACCESS_TTL``)."""
+        granted = account.scopes if scopes is None else frozenset(scopes)
+        return self.codec.access_token(account, granted, self.access_ttl if ttl is None else ttl)
+
+    def issue(
+        self, account: Account, scopes: Iterable[str] | None = None, *, refresh: bool = True
+    ) -> IssuedTokens:
+        """An access token and (by default) a new refresh-token family.
+
+        Raises:
+            TokenStoreError: the refresh grant could not be stored.
+        """
+        granted = account.scopes if scopes is None else frozenset(scopes)
+        if not refresh:
+            return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted)
+        jti, token = self._new_family(account, granted)
+        self.store.put(_grant_key(jti), account.subject, self.refresh_ttl)
+        return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted, token)
+
+    async def aissue(
+        self, account: Account, scopes: Iterable[str] | None = None, *, refresh: bool = True
+    ) -> IssuedTokens:
+        """Async twin of :meth:`issue`."""
+        granted = account.scopes if scopes is None else frozenset(scopes)
+        if not refresh:
+            return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted)
+        jti, token = self._new_family(account, granted)
+        await self.store.aput(_grant_key(jti), account.subject, self.refresh_ttl)
+        return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted, token)
+
+    # -- the token endpoint --------------------------------------------------------------------
+
+    def exchange(
+        self, form: Mapping[str, Any], authenticate: Callable[[str, str], Account | None]
+    ) -> IssuedTokens | OAuthError:
+        """Answer a token request: ``grant_type=password`` or ``grant_type=refresh_token``.
+
+        Args:
+            form: The request's form fields (RFC 6749 §4.3.2 / §6).
+            authenticate: ``authenticate(username, password)``: the :class:`Account` for valid
+                credentials, else None (then ``invalid_grant``). Verify unknown users against
+                ``secmw.passwords.dummy_hash()`` so both cases take the same time.
+
+        Returns:
+            The tokens, or the RFC 6749 §5.2 error to send (``invalid_request``,
+            ``invalid_grant``, ``invalid_scope``, ``unsupported_grant_type``; 503
+            ``temporarily_unavailable`` when a store is down).
+        """
+        return endpoint.exchange(self, form, authenticate)
+
+    async def aexchange(
+        self, form: Mapping[str, Any], authenticate: Callable[[str, str], Any]
+    ) -> IssuedTokens | OAuthError:
+        """Async twin of :meth:`exchange`; ``authenticate`` may be sync or async (run password
+        hashing off the event loop, for example with ``asyncio.to_thread``)."""
+        return await endpoint.aexchange(self, form, authenticate)
+
+    # -- refreshing ---------------------------------------------------------------------------
+
+    def refresh(self, refresh_token: str, scope: str | None = None) -> IssuedTokens | OAuthError:
+        """Rotate a refresh token (RFC 6749 §6): new access and refresh tokens, the old one spent.
+
+        ``scope`` may narrow the original grant, never widen it. A refresh token that was already
+        used revokes its family: the thief's and the user's copies both stop working.
+        """
+        grant = self.codec.read_refresh(refresh_token, scope)
+        if isinstance(grant, OAuthError):
+            return grant
+        account, scopes, jti, family = grant.account, grant.scopes, grant.jti, grant.family
+        try:
+            if self.revocation.is_revoked(family_key(family)):
+                return invalid_grant("refresh token revoked")
+            if self.store.consume(_grant_key(jti)) is None:
+                self.revocation.revoke(family_key(family), self._family_until())
+                return self._reused(account)
+            new_jti, token = self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
+            self.store.put(_grant_key(new_jti), account.subject, self.refresh_ttl)
+        except STORE_ERRORS:
+            return temporarily_unavailable()
+        return IssuedTokens(self.access_token(account, scopes), self.access_ttl, scopes, token)
+
+    async def arefresh(
+        self, refresh_token: str, scope: str | None = None
+    ) -> IssuedTokens | OAuthError:
+        """Async twin of :meth:`refresh`."""
+        grant = self.codec.read_refresh(refresh_token, scope)
+        if isinstance(grant, OAuthError):
+            return grant
+        account, scopes, jti, family = grant.account, grant.scopes, grant.jti, grant.family
+        try:
+            if await self.revocation.ais_revoked(family_key(family)):
+                return invalid_grant("refresh token revoked")
+            if await self.store.aconsume(_grant_key(jti)) is None:
+                await self.revocation.arevoke(family_key(family), self._family_until())
+                return self._reused(account)
+            new_jti, token = self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
+            await self.store.aput(_grant_key(new_jti), account.subject, self.refresh_ttl)
+        except STORE_ERRORS:
+            return temporarily_unavailable()
+        return IssuedTokens(self.access_token(account, scopes), self.access_ttl, scopes, token)
+
+    # -- revoking -----------------------------------------------------------------------------
+
+    def revoke(self, token: str) -> bool:
+        """Revoke an access token (its ``jti``) or a refresh token (its whole family).
+
+        Returns False for a token this issuer did not sign or that has expired already.
+
+        Raises:
+            TokenStoreError: (or the store's own error) the revocation could not be written.
+        """
+        claims = self.codec.decode(token)
+        if claims is None:
+            return False
+        if claims.get(TOKEN_USE_CLAIM) == REFRESH:
+            self.revocation.revoke(family_key(claims[FAMILY_CLAIM]), self._family_until())
+            self.store.consume(_grant_key(claims["jti"]))
+        else:
+            self.revocation.revoke(claims["jti"], float(claims["exp"]))
+        audit.emit(
+            "token.revoked", "token revoked", principal=str(claims[self.codec.subject_claim])
+        )
+        return True
+
+    async def arevoke(self, token: str) -> bool:
+        """Async twin of :meth:`revoke`."""
+        claims = self.codec.decode(token)
+        if claims is None:
+            return False
+        if claims.get(TOKEN_USE_CLAIM) == REFRESH:
+            await self.revocation.arevoke(family_key(claims[FAMILY_CLAIM]), self._family_until())
+            await self.store.aconsume(_grant_key(claims["jti"]))
+        else:
+            await self.revocation.arevoke(claims["jti"], float(claims["exp"]))
+        audit.emit(
+            "token.revoked", "token revoked", principal=str(claims[self.codec.subject_claim])
+        )
+        return True
+
+    # -- single-use tokens --------------------------------------------------------------------
+
+    def password_reset_tokens(self) -> SingleUseTokens:
+        """Single-use password-reset tokens in this issuer's store (``SECMW_TOKENS__RESET_TTL``)."""
+        return SingleUseTokens(
+            self.store, purpose="password-reset", ttl=self.settings.tokens.reset_ttl
+        )
+
+    def verification_tokens(self) -> SingleUseTokens:
+        """Single-use email-verification tokens (``SECMW_TOKENS__VERIFICATION_TTL``)."""
+        return SingleUseTokens(
+            self.store, purpose="email-verification", ttl=self.settings.tokens.verification_ttl
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _new_family(self, account: Account, scopes: frozenset[str]) -> tuple[str, str]:
+        family = secrets.token_urlsafe(16)
+        return self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
+
+    def _family_until(self) -> float:
+        return self._clock() + self.refresh_ttl + self.codec.leeway + FAMILY_MARGIN
+
+    def _reused(self, account: Account) -> OAuthError:
+        # RFC 6819 §5.2.2.3 / RFC 9700 §4.14.2: a spent refresh token came back; the family dies.
+        audit.emit(
+            "token.refresh_reused", "used refresh token presented", principal=account.subject
+        )
+        return invalid_grant("refresh token revoked")
+
+
+def mint_access_token(
+    settings: SecuritySettings | None,
+    subject: str,
+    *,
+    scopes: Iterable[str] = (),
+    roles: Iterable[str] = (),
+    ttl: int | None = None,
+    claims: Mapping[str, Any] | None = None,
+) -> str:
+    """One access token signed with the configured key (``secmw token``, local testing)."""
+    issuer = TokenIssuer(settings, store=MemorySingleUseStore(max_entries=1))  # no refresh
+    account = Account.create(subject, scopes=scopes, roles=roles, claims=claims)
+    return issuer.access_token(account, ttl=ttl)
+
+
+__all__ = ["TokenIssuer", "family_key", "mint_access_token"]
