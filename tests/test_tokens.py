@@ -276,10 +276,6 @@ def test_refresh_token_carries_no_grant_an_authenticator_would_read() -> None:
     assert not isinstance(result, Principal) or (not result.scopes and not result.roles)
 
 
-@pytest.mark.xfail(
-    reason="JWTAuthenticator must refuse token_use=refresh (check requested from auth/jwt.py)",
-    strict=True,
-)
 def test_refresh_token_is_not_accepted_as_an_access_token() -> None:
     """The JWT authenticator refuses a refresh token presented as a bearer token."""
     settings = SecuritySettings(jwt={"secret": SECRET})

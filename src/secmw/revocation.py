@@ -1,16 +1,26 @@
 """Revocation denylist: token ids (``jti``) refused until their own expiry.
 
 The JWT authenticator consults the store on every request, cached token or not. Entries expire
-when the token would have expired anyway, so the store never grows past the live tokens.
+when the token would have expired anyway, so the store never grows past the live tokens. Two
+stores: :class:`MemoryRevocationStore` (one process) and :class:`RedisRevocationStore` (shared by
+every process and machine; each entry is a key whose Redis TTL is the token's remaining life).
+A store that cannot answer raises; the authenticator then refuses with 503 (fail closed).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+DEFAULT_PREFIX = "secmw:revoked:"
 
 
 class RevocationStore(Protocol):
@@ -72,3 +82,84 @@ class MemoryRevocationStore:
     async def ais_revoked(self, jti: str) -> bool:
         """Async twin of :meth:`is_revoked` (no I/O)."""
         return self.is_revoked(jti)
+
+
+class RedisRevocationStore:
+    """The denylist in Redis: one key per revoked ``jti``, expiring with the token.
+
+    Give a sync client (redis-py, for WSGI), an async client (``redis.asyncio``, for ASGI), or
+    both; :meth:`from_url` builds both with short timeouts, so a Redis outage turns into a quick
+    503 rather than a hung request. Redis errors propagate: the authenticator refuses the token.
+
+    Args:
+        client: A ``redis.Redis`` (sync methods).
+        async_client: A ``redis.asyncio.Redis`` (async methods).
+        prefix: Key prefix (``secmw:revoked:``).
+        clock: UNIX time source for the TTL computation.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client is None and async_client is None:
+            raise ValueError("RedisRevocationStore needs a sync or an async Redis client")
+        self._client = client
+        self._async = async_client
+        self.prefix = prefix
+        self._clock = clock
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, timeout: float = 0.5, prefix: str = DEFAULT_PREFIX
+    ) -> RedisRevocationStore:
+        """Both clients for ``url`` (``redis://``, ``rediss://``, ``unix://``), bounded timeouts."""
+        import redis
+        import redis.asyncio
+
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        return cls(
+            redis.Redis.from_url(url, **options),
+            redis.asyncio.Redis.from_url(url, **options),
+            prefix=prefix,
+        )
+
+    def _ttl(self, until: float) -> int:
+        return math.ceil(until - self._clock())
+
+    def revoke(self, jti: str, until: float) -> None:
+        """Refuse ``jti`` until ``until`` (nothing to store when that is already past)."""
+        ttl = self._ttl(until)
+        if ttl > 0:
+            self._sync().set(self.prefix + jti, b"1", ex=ttl)
+
+    def is_revoked(self, jti: str) -> bool:
+        """True while ``jti`` is on the denylist."""
+        return bool(self._sync().exists(self.prefix + jti))
+
+    async def arevoke(self, jti: str, until: float) -> None:
+        """Async twin of :meth:`revoke`."""
+        ttl = self._ttl(until)
+        if ttl > 0:
+            await self._asynchronous().set(self.prefix + jti, b"1", ex=ttl)
+
+    async def ais_revoked(self, jti: str) -> bool:
+        """Async twin of :meth:`is_revoked`."""
+        return bool(await self._asynchronous().exists(self.prefix + jti))
+
+    def _sync(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("no synchronous Redis client configured")
+        return self._client
+
+    def _asynchronous(self) -> redis.asyncio.Redis:
+        if self._async is None:
+            raise RuntimeError("no asynchronous Redis client configured")
+        return self._async

@@ -27,7 +27,10 @@ from secmw.tokens import TokenSettings
 
 
 class JWTSettings(Section):
-    """Bearer JWT verification (``SECMW_JWT__*``). Enabled when a secret or public key is set."""
+    """Bearer JWT verification (``SECMW_JWT__*``).
+
+    Enabled when a secret, a public key, a JWKS URL or discovery (with ``issuer``) is set.
+    """
 
     secret: SecretStr | None = Field(None, description="HMAC secret (at least 32 bytes for HS256).")
     secret_file: Path | None = Field(None, description="File holding the HMAC secret.")
@@ -138,7 +141,7 @@ class AuthSettings(Section):
     @field_validator("order")
     @classmethod
     def _known_schemes(cls, value: list[str]) -> list[str]:
-        unknown = set(value) - {"bearer", "apikey", "basic"}
+        unknown = set(value) - {"bearer", "apikey", "basic", "introspection", "session"}
         if unknown:
             raise ValueError(f"unknown scheme(s): {', '.join(sorted(unknown))}")
         return value

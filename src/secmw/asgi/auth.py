@@ -22,6 +22,7 @@ from secmw.context import principal_var
 from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
+from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 
 
@@ -39,6 +40,7 @@ class AuthenticationMiddleware:
         settings: Settings to build from; default: the environment.
         chain: A ready authenticator chain (overrides ``settings``).
         throttle: Failed-authentication throttle, consulted before ``verify``.
+        revocation: The JWT ``jti`` denylist (share it with ``secmw.tokens.TokenIssuer``).
         **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
     """
 
@@ -49,10 +51,13 @@ class AuthenticationMiddleware:
         settings: SecuritySettings | None = None,
         chain: AuthChain | None = None,
         throttle: AsyncFailureThrottle | None = None,
+        revocation: RevocationStore | AsyncRevocationStore | None = None,
         **overrides: Any,
     ) -> None:
         self.app = app
-        self.chain = chain or build_chain(resolve_settings(settings, overrides))
+        self.chain = chain or build_chain(
+            resolve_settings(settings, overrides), revocation=revocation
+        )
         self.throttle = throttle
         self._challenges = [
             (b"www-authenticate", c.encode("latin-1")) for c in self.chain.challenges

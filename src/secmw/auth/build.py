@@ -8,14 +8,30 @@ from secmw._config import read_json_file, read_secret_file
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
 from secmw.auth.base import AuthChain, Authenticator
 from secmw.auth.basic import BasicAuthenticator, BasicUser
+from secmw.auth.introspection import (
+    BearerDispatcher,
+    IntrospectionAuthenticator,
+    IntrospectionSettings,
+)
+from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.errors import ConfigurationError
 from secmw.paths import PathSet
+from secmw.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
 from secmw.settings import APIKeyEntry, BasicUserEntry, JWTSettings, SecuritySettings
 
 
-def build_jwt_authenticator(jwt: JWTSettings, realm: str = "api") -> JWTAuthenticator | None:
-    """The JWT authenticator the settings describe, or None when no key is configured."""
+def build_jwt_authenticator(
+    jwt: JWTSettings,
+    realm: str = "api",
+    *,
+    revocation: RevocationStore | AsyncRevocationStore | None = None,
+) -> JWTAuthenticator | None:
+    """The JWT authenticator the settings describe, or None when no key is configured.
+
+    ``revocation`` overrides the Redis denylist ``SECMW_JWT__REVOCATION_URL`` would build.
+    """
     secret = jwt.secret.get_secret_value() if jwt.secret else None
     if jwt.secret_file:
         secret = read_secret_file(jwt.secret_file, "SECMW_JWT__SECRET_FILE")
@@ -27,11 +43,25 @@ def build_jwt_authenticator(jwt: JWTSettings, realm: str = "api") -> JWTAuthenti
             "SECMW_JWT__SECRET: set either a secret or a public key, not both (key confusion)"
         )
     key = secret or public_key
-    if not key:
+    source = _jwks_source(jwt)
+    if source is not None and key:
+        raise ConfigurationError(
+            "SECMW_JWT__JWKS_URL: a JWKS cannot be combined with a secret or a public key"
+        )
+    if source is not None:
+        algorithms = list(jwt.algorithms or DEFAULT_ALGORITHMS)
+    elif key:
+        algorithms = jwt.algorithms or (["HS256"] if secret else _infer_algorithms(key))
+    else:
         return None
-    algorithms = jwt.algorithms or (["HS256"] if secret else _infer_algorithms(key))
+    if revocation is None and jwt.revocation_url:
+        revocation = _redis_store(RedisRevocationStore, jwt.revocation_url, "JWT__REVOCATION_URL")
     return JWTAuthenticator(
-        key,
+        key or None,
+        key_source=source,
+        cache_size=jwt.cache_size,
+        negative_ttl=jwt.negative_ttl,
+        revocation=revocation,
         algorithms=algorithms,
         issuer=jwt.issuer,
         audience=jwt.audience,
@@ -42,6 +72,65 @@ def build_jwt_authenticator(jwt: JWTSettings, realm: str = "api") -> JWTAuthenti
         roles_claim=jwt.roles_claim,
         realm=realm,
         max_token_bytes=jwt.max_token_bytes,
+    )
+
+
+def _jwks_source(jwt: JWTSettings) -> JWKSKeySource | None:
+    if not jwt.jwks_url and not jwt.discovery:
+        return None
+    return JWKSKeySource(
+        jwt.jwks_url,
+        issuer=jwt.issuer,
+        discovery=jwt.discovery,
+        algorithms=jwt.algorithms or DEFAULT_ALGORITHMS,
+        cache_ttl=jwt.jwks_cache_ttl,
+        cooldown=jwt.jwks_cooldown,
+        max_ttl=jwt.jwks_max_ttl,
+        timeout=jwt.jwks_timeout,
+        allow_http=jwt.jwks_allow_http,
+    )
+
+
+def _redis_store(kind: Any, url: str, variable: str) -> Any:
+    """``kind.from_url(url)``; a bad URL or a missing redis package names the variable."""
+    try:
+        return kind.from_url(url)
+    except ImportError:
+        raise ConfigurationError(
+            f"SECMW_{variable}: Redis support needs the redis extra (pip install 'secmw[redis]')"
+        ) from None
+    except ValueError:
+        raise ConfigurationError(f"SECMW_{variable}: not a Redis URL") from None
+
+
+def build_introspection_authenticator(
+    settings: IntrospectionSettings, realm: str = "api"
+) -> IntrospectionAuthenticator | None:
+    """The introspection authenticator the settings describe, or None without a URL."""
+    if not settings.url:
+        return None
+    secret = settings.client_secret.get_secret_value() if settings.client_secret else None
+    if settings.client_secret_file:
+        secret = read_secret_file(
+            settings.client_secret_file, "SECMW_INTROSPECTION__CLIENT_SECRET_FILE"
+        )
+    if not settings.client_id or not secret:
+        raise ConfigurationError(
+            "SECMW_INTROSPECTION__CLIENT_ID: introspection needs a client id and a client secret"
+        )
+    return IntrospectionAuthenticator(
+        settings.url,
+        client_id=settings.client_id,
+        client_secret=secret,
+        auth_method=settings.auth_method,
+        cache_ttl=settings.cache_ttl,
+        cache_size=settings.cache_size,
+        negative_ttl=settings.negative_ttl,
+        timeout=settings.timeout,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        realm=realm,
+        allow_http=settings.allow_http,
     )
 
 
@@ -94,13 +183,48 @@ def _basic_users(settings: SecuritySettings) -> list[BasicUser]:
     ]
 
 
-def build_chain(settings: SecuritySettings) -> AuthChain:
-    """The authenticator chain the settings describe; unconfigured schemes are left out."""
+def build_chain(
+    settings: SecuritySettings,
+    *,
+    sessions: Sessions | None = None,
+    revocation: RevocationStore | AsyncRevocationStore | None = None,
+) -> AuthChain:
+    """The authenticator chain the settings describe; unconfigured schemes are left out.
+
+    Args:
+        settings: The settings.
+        sessions: The app's :class:`Sessions` (the same object its login and logout views use);
+            default: built from ``SECMW_SESSION__*`` when ``"session"`` is in the order.
+        revocation: A denylist for JWTs, instead of the one ``SECMW_JWT__REVOCATION_URL`` builds.
+
+    ``"bearer"`` (JWT) and ``"introspection"`` both own the Bearer scheme: when both are
+    configured and listed, one :class:`BearerDispatcher` takes the first of their places and sends
+    JWS-shaped tokens to the JWT verifier, every other token to introspection.
+    """
     realm = settings.auth.realm
+    order = settings.auth.order
     available: dict[str, Authenticator] = {}
-    jwt = build_jwt_authenticator(settings.jwt, realm)
-    if jwt:
-        available["bearer"] = jwt
+    jwt = build_jwt_authenticator(settings.jwt, realm, revocation=revocation)
+    opaque = build_introspection_authenticator(settings.introspection, realm)
+    if opaque is not None and "introspection" not in order:
+        raise ConfigurationError(
+            "SECMW_AUTH__ORDER: SECMW_INTROSPECTION__URL is set but 'introspection' is not in"
+            " the order"
+        )
+    if jwt and opaque and "bearer" in order:
+        first = min(order.index("bearer"), order.index("introspection"))
+        available[order[first]] = BearerDispatcher(jwt, opaque)
+    else:
+        if jwt:
+            available["bearer"] = jwt
+        if opaque:
+            available["introspection"] = opaque
+    if "session" in order:
+        available["session"] = SessionAuthenticator(
+            sessions or Sessions.from_settings(settings.session),
+            trusted_origins=settings.session.trusted_origins,
+            realm=realm,
+        )
     records = _api_key_records(settings)
     if records:
         available["apikey"] = APIKeyAuthenticator(

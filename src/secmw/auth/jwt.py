@@ -9,20 +9,33 @@ Security choices, each closed by default:
 - Keys come only from configuration: ``jwk``, ``jku``, ``x5u`` and ``x5c`` token headers are ignored
   (PyJWT never reads them for verification).
 - Tokens longer than ``max_token_bytes`` are refused before any decoding.
+
+Keys come from configuration (one HMAC secret or one PEM public key) or from a JWKS endpoint
+(:class:`secmw.auth.jwks.JWKSKeySource`): then the token's ``kid`` picks the key and its ``alg``
+must be allowed and fit that key's type. A successful check is cached per token until its ``exp``
+(:class:`secmw.auth.cache.TokenCache`), so a client repeating its token pays the signature once;
+the revocation denylist (``jti``) is consulted on every request, cached or not, and an unreachable
+denylist refuses with 503 rather than letting a possibly revoked token through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jwt as pyjwt
 
+from secmw import audit
 from secmw.auth.base import Credential
+from secmw.auth.cache import TokenCache
+from secmw.auth.jwks import JWKSKeySource, VerificationKey
 from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
+from secmw.revocation import AsyncRevocationStore, RevocationStore
 
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 PUBLIC_KEY_ALGORITHMS = frozenset(
@@ -84,6 +97,7 @@ _ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (pyjwt.InvalidAudienceError, "token audience not accepted"),
     (pyjwt.InvalidIssuerError, "token issuer not accepted"),
     (pyjwt.MissingRequiredClaimError, "token lacks a required claim"),
+    (pyjwt.exceptions.InvalidSubjectError, "token subject invalid"),
     (pyjwt.InvalidSignatureError, "signature invalid"),
     (pyjwt.InvalidAlgorithmError, "token algorithm not allowed"),
     (pyjwt.DecodeError, "malformed token"),
@@ -91,10 +105,11 @@ _ERRORS: tuple[tuple[type[Exception], str], ...] = (
 
 
 class JWTAuthenticator:
-    """Verifies ``Authorization: Bearer <JWT>`` with a configured key.
+    """Verifies ``Authorization: Bearer <JWT>`` with a configured key or a JWKS key source.
 
     Args:
-        key: HMAC secret (str or bytes) or a PEM public key.
+        key: HMAC secret (str or bytes) or a PEM public key; None with ``key_source``.
+        key_source: Keys from a JWKS endpoint, picked by the token's ``kid``.
         algorithms: Allowlist; must not mix HMAC and public-key algorithms.
         issuer: Required ``iss`` when set.
         audience: Accepted ``aud`` value(s) when set (``aud`` then becomes required).
@@ -105,6 +120,12 @@ class JWTAuthenticator:
         roles_claim: Claim holding roles (``roles``), None for none.
         realm: ``realm`` of the challenge.
         max_token_bytes: Longer tokens are refused before decoding.
+        cache_size: Verified tokens remembered (0 turns the cache off).
+        negative_ttl: Seconds a refused token is remembered.
+        revocation: Denylist of ``jti`` values, consulted on every request (sync ``is_revoked``
+            for WSGI, async ``ais_revoked`` for ASGI). Tokens without ``jti`` cannot be revoked
+            one by one: add ``"jti"`` to ``require`` to refuse them.
+        clock: UNIX time source of the cache (injected in tests).
     """
 
     scheme = "bearer"
@@ -113,8 +134,9 @@ class JWTAuthenticator:
 
     def __init__(
         self,
-        key: str | bytes,
+        key: str | bytes | None = None,
         *,
+        key_source: JWKSKeySource | None = None,
         algorithms: Sequence[str] = ("HS256",),
         issuer: str | None = None,
         audience: str | Iterable[str] | None = None,
@@ -125,10 +147,26 @@ class JWTAuthenticator:
         roles_claim: str | None = "roles",
         realm: str = "api",
         max_token_bytes: int = 8192,
+        cache_size: int = 10_000,
+        negative_ttl: float = 5.0,
+        revocation: RevocationStore | AsyncRevocationStore | None = None,
+        clock: Callable[[], float] = time.time,
         setting: str = "SECMW_JWT",
     ) -> None:
         self.algorithms = check_algorithms(algorithms, setting=f"{setting}__ALGORITHMS")
-        self._key = self._load_key(key, setting)
+        if (key is None) == (key_source is None):
+            raise ConfigurationError(
+                f"{setting}__SECRET: configure exactly one of a secret, a public key or a JWKS URL"
+            )
+        self.key_source = key_source
+        if key_source is not None:
+            outside = set(self.algorithms) - key_source.algorithms
+            if outside:
+                raise ConfigurationError(
+                    f"{setting}__ALGORITHMS: {', '.join(sorted(outside))} cannot be verified with"
+                    " JWKS keys (public-key algorithms only)"
+                )
+        self._key = self._load_key(key, setting) if key is not None else None
         self.issuer = issuer
         self.audience = audience if isinstance(audience, str | None) else list(audience)
         self.leeway = leeway
@@ -139,6 +177,14 @@ class JWTAuthenticator:
         self.max_token_bytes = max_token_bytes
         self._required = list(dict.fromkeys([*require, subject_claim]))
         self._decoder = pyjwt.PyJWT(options={"require": self._required})
+        self.cache = TokenCache(cache_size, negative_ttl=negative_ttl, clock=clock)
+        self.revocation = revocation
+        self._is_revoked = getattr(revocation, "is_revoked", None)
+        self._ais_revoked = getattr(revocation, "ais_revoked", None)
+        if revocation is not None and self._is_revoked is None and self._ais_revoked is None:
+            raise ConfigurationError(
+                f"{setting}__REVOCATION_URL: the revocation store has no is_revoked/ais_revoked"
+            )
 
     def _load_key(self, key: str | bytes, setting: str) -> Any:
         if self.algorithms[0] in HMAC_ALGORITHMS:
@@ -179,12 +225,100 @@ class JWTAuthenticator:
         return Credential(self.scheme, authorization)
 
     def verify(self, credential: Credential) -> Principal | Deny:
-        """Check signature and claims; build the principal from the payload."""
+        """Check signature and claims (or take the cached result), then the denylist."""
+        token = credential.secret
+        generation = self._generation
+        result = self.cache.get(token, generation)
+        if result is None:
+            step = self._prepare(token)
+            if isinstance(step, _Lookup):
+                step = self._from_source(step.source.get(step.kid, step.alg), step)
+            result = self._remember(token, step, generation)
+        elif self.key_source is not None:
+            self.key_source.refresh_if_due()
+        jti = _jti(result) if self.revocation is not None else None
+        if jti is None:
+            return result
+        try:
+            revoked = self._is_revoked_sync(jti)
+        except Exception as exc:  # any store failure: refuse, never let a revoked token in
+            return self._revocation_unavailable(exc)
+        return self._deny(401, "token revoked", "invalid_token") if revoked else result
+
+    async def averify(self, credential: Credential) -> Principal | Deny:
+        """Async twin of :meth:`verify`: JWKS fetches and the denylist never block the loop."""
+        token = credential.secret
+        generation = self._generation
+        result = self.cache.get(token, generation)
+        if result is None:
+            step = self._prepare(token)
+            if isinstance(step, _Lookup):
+                step = self._from_source(await step.source.aget(step.kid, step.alg), step)
+            result = self._remember(token, step, generation)
+        elif self.key_source is not None:
+            self.key_source.refresh_if_due()
+        jti = _jti(result) if self.revocation is not None else None
+        if jti is None:
+            return result
+        try:
+            if self._ais_revoked is not None:
+                revoked = bool(await self._ais_revoked(jti))
+            else:
+                revoked = self._is_revoked_sync(jti)
+        except Exception as exc:  # any store failure: refuse, never let a revoked token in
+            return self._revocation_unavailable(exc)
+        return self._deny(401, "token revoked", "invalid_token") if revoked else result
+
+    @property
+    def _generation(self) -> int:
+        return self.key_source.generation if self.key_source is not None else 0
+
+    def _prepare(self, token: str) -> _Keyed | _Lookup | Deny:
+        """The configured key, or what a JWKS lookup needs (kid, alg), or a refusal."""
+        if self.key_source is None:
+            return _Keyed(self._key, list(self.algorithms))
+        try:
+            header = pyjwt.get_unverified_header(token)
+        except pyjwt.PyJWTError:
+            return self._deny(401, "malformed token", "invalid_token")
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            return self._deny(401, "token algorithm not allowed", "invalid_token")
+        if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
+            return self._deny(401, "malformed token", "invalid_token")
+        return _Lookup(self.key_source, kid, alg)
+
+    def _from_source(self, found: VerificationKey | str, lookup: _Lookup) -> _Keyed | Deny:
+        if isinstance(found, VerificationKey):
+            return _Keyed(found.key, [lookup.alg])
+        if found == "unknown":
+            return self._deny(401, "token signing key unknown", "invalid_token")
+        # No key set was ever loaded: an unavailable dependency (503), not a bad token.
+        retry = str(max(1, int(lookup.source.cooldown)))
+        return Deny(
+            503, "signing keys unavailable", "temporarily_unavailable", (("retry-after", retry),)
+        )
+
+    def _remember(self, token: str, step: _Keyed | Deny, generation: int) -> Principal | Deny:
+        if isinstance(step, Deny):
+            # Refused before any signature check (malformed, alg, unknown kid): cheap to redo,
+            # and an unknown kid must be looked up again once the key set may have changed.
+            return step
+        result = self._decode(token, step)
+        expires_at = None
+        if isinstance(result, Principal):
+            exp = result.claims.get("exp")
+            if isinstance(exp, int | float) and not isinstance(exp, bool):
+                expires_at = float(exp)
+        self.cache.put(token, result, expires_at=expires_at, generation=generation)
+        return result
+
+    def _decode(self, token: str, key: _Keyed) -> Principal | Deny:
         try:
             claims = self._decoder.decode(
-                credential.secret,
-                self._key,
-                algorithms=list(self.algorithms),
+                token,
+                key.key,
+                algorithms=key.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
@@ -193,8 +327,26 @@ class JWTAuthenticator:
             return self._deny(401, _describe(exc), "invalid_token")
         return self.principal_from_claims(claims)
 
+    def _is_revoked_sync(self, jti: str) -> bool:
+        if self._is_revoked is None:
+            raise TypeError("the revocation store has no synchronous is_revoked")
+        return bool(self._is_revoked(jti))
+
+    def _revocation_unavailable(self, exc: Exception) -> Deny:
+        audit.emit("revocation.unavailable", type(exc).__name__)
+        return Deny(
+            503, "revocation list unavailable", "temporarily_unavailable", (("retry-after", "5"),)
+        )
+
     def principal_from_claims(self, claims: Mapping[str, Any]) -> Principal | Deny:
-        """The principal for verified claims (the subject must be a non-empty string or int)."""
+        """The principal for verified claims (the subject must be a non-empty string or int).
+
+        Tokens that say they are not access tokens (``token_use`` other than ``"access"``, as
+        ``secmw.tokens`` writes into refresh tokens) are refused: a refresh token must never work
+        as a bearer token.
+        """
+        if claims.get("token_use", "access") != "access":
+            return self._deny(401, "not an access token", "invalid_token")
         subject = claims.get(self.subject_claim)
         if isinstance(subject, bool) or not isinstance(subject, str | int) or subject == "":
             return self._deny(401, "token subject invalid", "invalid_token")
@@ -219,6 +371,31 @@ class JWTAuthenticator:
 
     def _deny(self, status: int, detail: str, code: str) -> Deny:
         return Deny(status, detail, code, (("www-authenticate", self.challenge(code, detail)),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A verification key with the algorithms it may check for this token."""
+
+    key: Any
+    algorithms: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """A key still to be found in a JWKS key source."""
+
+    source: JWKSKeySource
+    kid: str | None
+    alg: str
+
+
+def _jti(result: Principal | Deny) -> str | None:
+    if isinstance(result, Principal):
+        jti = result.claims.get("jti")
+        if isinstance(jti, str):
+            return jti
+    return None
 
 
 def _describe(exc: Exception) -> str:

@@ -13,6 +13,7 @@ from secmw.context import principal_var
 from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
+from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.wsgi._util import (
     PRINCIPAL_KEY,
@@ -40,10 +41,13 @@ class AuthenticationMiddleware:
         settings: SecuritySettings | None = None,
         chain: AuthChain | None = None,
         throttle: FailureThrottle | None = None,
+        revocation: RevocationStore | AsyncRevocationStore | None = None,
         **overrides: Any,
     ) -> None:
         self.app = app
-        self.chain = chain or build_chain(resolve_settings(settings, overrides))
+        self.chain = chain or build_chain(
+            resolve_settings(settings, overrides), revocation=revocation
+        )
         self.throttle = throttle
         self._challenges = list(self.chain.challenge_headers())
 

@@ -1,0 +1,225 @@
+"""RFC 7662 introspection against a real loopback authorization server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from secmw import audit
+from secmw.asgi import AuthenticationMiddleware as ASGIAuth
+from secmw.auth.base import Credential
+from secmw.auth.introspection import IntrospectionAuthenticator
+from secmw.principal import Principal
+from secmw.problems import Deny
+from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
+from tests.identity_support import FakeClock, IdentityProvider
+from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
+
+pytestmark = pytest.mark.server
+
+OPAQUE = "2YotnFZFEjr1zCsicMWpAA"
+ISS = "https://as.example"
+
+
+@pytest.fixture
+def idp() -> Iterator[IdentityProvider]:
+    with IdentityProvider() as provider:
+        provider.state.answers[OPAQUE] = {
+            "active": True,
+            "sub": "alice",
+            "scope": "items:read items:write",
+            "username": "Alice",
+            "exp": int(time.time()) + 3600,
+            "iss": "https://as.example",
+            "aud": ["api", "other"],
+        }
+        yield provider
+
+
+@pytest.fixture
+def events() -> Iterator[list[audit.AuditEvent]]:
+    seen: list[audit.AuditEvent] = []
+    audit.add_hook(seen.append)
+    yield seen
+    audit.remove_hook(seen.append)
+
+
+def make(idp: IdentityProvider, **options: Any) -> IntrospectionAuthenticator:
+    client_id, secret = idp.state.client
+    return IntrospectionAuthenticator(
+        f"{idp.url}/introspect", client_id=client_id, client_secret=secret, **options
+    )
+
+
+def check(auth: IntrospectionAuthenticator, token: str = OPAQUE) -> Principal | Deny:
+    return auth.verify(Credential("introspection", token))
+
+
+def acheck(auth: IntrospectionAuthenticator, token: str = OPAQUE) -> Principal | Deny:
+    return asyncio.run(auth.averify(Credential("introspection", token)))
+
+
+@pytest.mark.parametrize("run", [check, acheck], ids=["sync", "async"])
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_active_token_gives_principal(idp: IdentityProvider, run: Any, method: str) -> None:
+    """sub, scope and username become the principal; the client authenticates either way."""
+    result = run(make(idp, auth_method=method))
+    assert isinstance(result, Principal)
+    assert (result.id, result.scheme, result.display_name) == ("alice", "introspection", "Alice")
+    assert result.scopes == {"items:read", "items:write"}
+    form = idp.state.forms[-1]
+    assert form["token"] == [OPAQUE]
+    assert form["token_type_hint"] == ["access_token"]
+    assert ("client_secret" in form) is (method == "client_secret_post")
+
+
+@pytest.mark.parametrize("run", [check, acheck], ids=["sync", "async"])
+def test_inactive_token_is_401(idp: IdentityProvider, run: Any) -> None:
+    """active: false (here: an unknown token) is a 401 invalid_token with a Bearer challenge."""
+    result = run(make(idp), "unknown-token")
+    assert isinstance(result, Deny)
+    assert (result.status, result.detail, result.code) == (401, "token inactive", "invalid_token")
+    assert dict(result.headers)["www-authenticate"].startswith('Bearer realm="api"')
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        ({"active": "true", "sub": "a"}, "token inactive"),
+        ({"active": True, "sub": "a", "exp": 1}, "token expired"),
+        ({"active": True, "sub": "a", "nbf": 2**40}, "token not yet valid"),
+        ({"active": True, "sub": "a", "iss": "https://evil"}, "token issuer not accepted"),
+        ({"active": True, "sub": "a", "iss": ISS, "aud": "x"}, "token audience not accepted"),
+        ({"active": True, "iss": ISS, "aud": "api"}, "token subject invalid"),
+    ],
+    ids=["active-string", "expired", "nbf-future", "wrong-iss", "wrong-aud", "no-subject"],
+)
+def test_answers_we_do_not_trust(
+    idp: IdentityProvider, answer: dict[str, Any], detail: str
+) -> None:
+    """Only a literal true, within its times, for our issuer and audience, admits."""
+    idp.state.answers["t"] = answer
+    result = check(make(idp, issuer="https://as.example", audience=["api"]), "t")
+    assert isinstance(result, Deny)
+    assert (result.status, result.detail) == (401, detail)
+
+
+@pytest.mark.parametrize("run", [check, acheck], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        ("down", "connection refused"),
+        ("garbage", "answer is not JSON"),
+        ("array", "answer is not a JSON object"),
+        ("500", "HTTP 500"),
+        ("bad-client", "HTTP 401"),
+        ("slow", "timed out"),
+    ],
+)
+def test_server_trouble_is_503_and_logged_once(
+    idp: IdentityProvider, events: list[audit.AuditEvent], run: Any, breakage: str, reason: str
+) -> None:
+    """Down, garbage, errors, refused client credentials, slowness: 503, never a pass or a 500;
+    one log line per outage."""
+    auth = make(idp, timeout=0.3)
+    if breakage == "down":
+        idp.stop()
+    elif breakage == "garbage":
+        idp.state.introspect_raw = b"{nope"
+    elif breakage == "array":
+        idp.state.introspect_raw = b"[]"
+    elif breakage == "500":
+        idp.state.introspect_status = 500
+    elif breakage == "bad-client":
+        idp.state.client = ("someone", "else")
+    else:
+        idp.state.delay = 2.0
+    for _ in range(2):
+        result = run(auth)
+        assert isinstance(result, Deny)
+        assert (result.status, result.code) == (503, "temporarily_unavailable")
+        assert dict(result.headers)["retry-after"] == "5"
+    assert [(e.name, e.reason) for e in events] == [("introspection.failed", reason)]
+
+
+def test_recovery_is_logged_and_nothing_failed_was_cached(
+    idp: IdentityProvider, events: list[audit.AuditEvent]
+) -> None:
+    """After an outage the next request asks again and succeeds."""
+    auth = make(idp)
+    idp.state.introspect_status = 500
+    assert isinstance(check(auth), Deny)
+    idp.state.introspect_status = 200
+    assert isinstance(check(auth), Principal)
+    assert [e.name for e in events] == ["introspection.failed", "introspection.recovered"]
+
+
+def test_answers_cached_until_exp_and_at_most_cache_ttl(idp: IdentityProvider) -> None:
+    """An active answer is reused until min(exp, now + cache_ttl); inactive for negative_ttl."""
+    now = time.time()
+    clock = FakeClock(now)
+    idp.state.answers["short"] = {"active": True, "sub": "s", "exp": int(now) + 10}
+    auth = make(idp, cache_ttl=60, negative_ttl=5, clock=clock)
+    for _ in range(5):
+        check(auth), check(auth, "short"), check(auth, "nope")
+    assert idp.state.hits["/introspect"] == 3
+    clock.advance(11)  # past "short"'s exp, past the negative TTL
+    check(auth), check(auth, "short"), check(auth, "nope")
+    assert idp.state.hits["/introspect"] == 5
+    clock.advance(50)  # past cache_ttl for the long-lived token
+    check(auth)
+    assert idp.state.hits["/introspect"] == 6
+
+
+@pytest.mark.parametrize("side", ["asgi-uvicorn", "wsgi-werkzeug"])
+def test_jwt_and_opaque_tokens_side_by_side_over_real_servers(
+    idp: IdentityProvider, side: str
+) -> None:
+    """Settings with both schemes: JWTs verified locally, opaque tokens introspected, an outage
+    of the introspection server is a 503 problem while JWTs keep working."""
+    sections: dict[str, Any] = {
+        "jwt": {"secret": SECRET},
+        "introspection": {
+            "url": f"{idp.url}/introspect",
+            "client_id": idp.state.client[0],
+            "client_secret": idp.state.client[1],
+            "timeout": 1,
+        },
+        "auth": {"order": ["bearer", "introspection"]},
+    }
+    if side == "asgi-uvicorn":
+        server = uvicorn_server(ASGIAuth(_asgi_app, **sections))
+    else:
+        server = werkzeug_server(WSGIAuth(_wsgi_app, **sections))
+    with server as base, httpx.Client(base_url=base) as client:
+        opaque = client.get("/", headers={"Authorization": f"Bearer {OPAQUE}"})
+        assert (opaque.status_code, opaque.text) == (200, "introspection:alice")
+        jwt = client.get("/", headers={"Authorization": f"Bearer {make_token()}"})
+        assert (jwt.status_code, jwt.text) == (200, "bearer:user-1")
+        inactive = client.get("/", headers={"Authorization": "Bearer revoked-token"})
+        assert inactive.status_code == 401
+        idp.stop()
+        down = client.get("/", headers={"Authorization": "Bearer another-opaque-token"})
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["detail"] == "token introspection unavailable"
+        still = client.get("/", headers={"Authorization": f"Bearer {make_token(n=2)}"})
+        assert still.status_code == 200
+    assert idp.state.hits["/introspect"] == 2
+
+
+async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    user = scope["user"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": f"{user.scheme}:{user.id}".encode()})
+
+
+def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    user = environ["secmw.principal"]
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [f"{user.scheme}:{user.id}".encode()]
