@@ -1,0 +1,180 @@
+"""The benchmark harness: every stack it measures answers as expected, and its reports render.
+
+No timing is asserted. Each in-process variant is built, checked (200 ``ok`` for the valid token,
+401 without a token where the stack authenticates, security headers where it adds them) and run
+a handful of times, so a benchmark never silently measures a refusal. Variants whose packages or
+secmw layers are missing are skipped with the harness's reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import http_load, inprocess_asgi, inprocess_wsgi, report
+from benchmarks.common import Context, Skip, Variant, build, redis_server, summarize
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the Redis variants."""
+    with redis_server() as server:
+        if server is None:
+            pytest.skip("redis-server is not installed")
+        yield server.url
+
+
+def _params(variants: list[Variant]) -> list[Any]:
+    return [
+        pytest.param(v, id=v.key, marks=[pytest.mark.redis] if v.redis else []) for v in variants
+    ]
+
+
+def _context(variant: Variant, request: pytest.FixtureRequest) -> Context:
+    return Context(redis_url=request.getfixturevalue("redis_url") if variant.redis else None)
+
+
+def _build_or_skip(variant: Variant, ctx: Context) -> Any:
+    try:
+        return build(variant, ctx)
+    except Skip as exc:
+        pytest.skip(f"{variant.key}: {exc}")
+
+
+@pytest.mark.parametrize("variant", _params(inprocess_asgi.VARIANTS))
+def test_asgi_variant_answers_as_expected(variant: Variant, request: pytest.FixtureRequest) -> None:
+    """An ASGI stack answers 200 to the benchmark token (401 without it) before and after a run."""
+    ctx = _context(variant, request)
+    bench = inprocess_asgi.ASGIBench()
+    try:
+        app = _build_or_skip(variant, ctx)
+        assert bench.check(variant, app) == []
+        run = bench.runner(app)
+        assert run(5) > 0
+        assert bench.call(app, inprocess_asgi.http_scope()).status == 200
+    finally:
+        bench.close()
+        ctx.close()
+
+
+@pytest.mark.parametrize("variant", _params(inprocess_wsgi.VARIANTS))
+def test_wsgi_variant_answers_as_expected(variant: Variant, request: pytest.FixtureRequest) -> None:
+    """A WSGI stack answers 200 to the benchmark token (401 without it) before and after a run."""
+    ctx = _context(variant, request)
+    bench = inprocess_wsgi.WSGIBench()
+    try:
+        app = _build_or_skip(variant, ctx)
+        assert bench.check(variant, app) == []
+        run = bench.runner(app)
+        assert run(5) > 0
+        assert bench.call(app, inprocess_wsgi.environ()).status == 200
+    finally:
+        bench.close()
+        ctx.close()
+
+
+def test_check_catches_a_stack_that_refuses_the_token() -> None:
+    """A stack answering 401 to the valid token is reported, not measured."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    variant = Variant("refuse", "refuses", "secmw", lambda ctx: refuse, auth=True)
+    bench = inprocess_asgi.ASGIBench()
+    try:
+        problems = bench.check(variant, refuse)
+    finally:
+        bench.close()
+    assert problems == ["valid token answered 401 b''"]
+
+
+def test_check_catches_a_stack_that_lets_anonymous_requests_in() -> None:
+    """An authenticating stack that answers 200 without a token is reported, not measured."""
+    variant = Variant("open", "open", "secmw", lambda ctx: inprocess_asgi.raw_app, auth=True)
+    bench = inprocess_asgi.ASGIBench()
+    try:
+        problems = bench.check(variant, inprocess_asgi.raw_app)
+    finally:
+        bench.close()
+    assert problems == ["request without a token answered 200, not 401"]
+
+
+def test_summary_ratios_are_taken_within_rounds() -> None:
+    """Ratios are medians of per-round ratios, so a slow round slows the baseline alike."""
+    samples = {
+        "base": {"us": [10.0, 20.0, 10.0], "cpu": [5.0, 5.0, 5.0]},
+        "stack": {"us": [15.0, 30.0, 15.0], "cpu": [10.0, 10.0, 10.0]},
+    }
+    summary = summarize(samples, "base")
+    assert summary["stack"]["ratio"] == 1.5
+    assert summary["stack"]["added"] == 0.5
+    assert summary["stack"]["cpu_ratio"] == 2.0
+    assert summary["stack"]["us"] == 15.0
+
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:40000/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   620.00us  100.00us   3.00ms   90.00%
+  Latency Distribution
+     50%  610.00us
+     75%  700.00us
+     90%  800.00us
+     99%    1.50ms
+  12000 requests in 2.00s, 1.50MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   6000.00
+"""
+
+
+def test_wrk_output_is_parsed() -> None:
+    """Requests, seconds, p50/p99 (units converted to ms) and non-2xx come from wrk's output."""
+    load = http_load.parse_wrk(WRK_OUTPUT)
+    assert (load.requests, load.seconds, load.non_2xx) == (12000, 2.0, 3)
+    assert load.p50_ms == pytest.approx(0.61)
+    assert load.p99_ms == pytest.approx(1.5)
+    assert load.rps == 6000
+
+
+def _results() -> dict[str, Any]:
+    machine = {
+        "date": "2026-01-01T00:00:00+0000", "cpu": "test cpu", "cores": 2, "python": "3.11",
+        "implementation": "CPython", "load_before": [0.5], "load_after": [0.5],
+    }  # fmt: skip
+    ok = {"status": "ok", "us": 10.0, "us_p25": 9.0, "us_p75": 11.0, "cpu_us": 9.0}
+    return {
+        "machine": machine,
+        "settings": {"quick": True, "limit": "1/s", "strategy": "fixed-window", "rounds": 3,
+                     "http_rounds": 1},
+        "asgi": {"results": {
+            "starlette": {**ok, "label": "bare Starlette", "kind": "baseline", "ratio": 1.0},
+            "secmw_stack_memory": {**ok, "label": "stack", "kind": "secmw", "us": 15.0,
+                                   "ratio": 1.5, "added": 0.5},
+            "secmw_stack_redis": {"label": "stack redis", "kind": "secmw", "status": "n/a",
+                                  "reason": "no redis-server on this machine"},
+        }},
+    }  # fmt: skip
+
+
+def test_report_writes_json_and_markdown(tmp_path: Path) -> None:
+    """The run lands in latest.json and latest.md, with the targets and the n/a reasons."""
+    written = report.write(_results(), tmp_path, chart=False)
+    assert sorted(p.name for p in written) == ["latest.json", "latest.md"]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    stack_target = next(t for t in data["targets"] if t["key"] == "asgi:secmw_stack_memory")
+    assert (stack_target["status"], stack_target["stretch_met"]) == ("met", True)
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "| stack | 15.0 |" in markdown
+    assert "n/a: no redis-server on this machine" in markdown
+
+
+def test_report_draws_the_chart(tmp_path: Path) -> None:
+    """With matplotlib installed, latest.png is a PNG."""
+    pytest.importorskip("matplotlib")
+    path = report.plot(_results(), tmp_path / "latest.png")
+    assert path is not None
+    assert path.read_bytes().startswith(b"\x89PNG")
