@@ -1,0 +1,76 @@
+"""``SecurityHeadersMiddleware`` for ASGI apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from secmw.asgi._util import ASGIApp, Message, Receive, Scope, Send, send_deny
+from secmw.context import csp_nonce_var
+from secmw.headers import INTERNAL_ERROR, SecurityHeaders
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings, resolve_settings
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every ``http`` response; pure ASGI, no body buffering.
+
+    The headers are merged into ``http.response.start`` as it passes (headers the app set are
+    kept unless ``override`` is set; none is ever sent twice), so streaming and ``HEAD`` responses
+    are untouched otherwise. When the active policy's CSP uses a nonce, a fresh one is published
+    as ``scope["state"]["csp_nonce"]`` (``request.state.csp_nonce`` in Starlette) and the
+    ``secmw.current_csp_nonce()`` context variable.
+
+    If the app raises before starting its response, a 500 problem+json goes out with the headers,
+    then the exception is re-raised so the server logs it (as Starlette's ``ServerErrorMiddleware``
+    does); once the response has started nothing more is sent. ``lifespan`` and ``websocket``
+    scopes pass through.
+
+    Args:
+        app: The ASGI app to wrap (place this layer outermost: it must see every response,
+            including the 401, 403 and 429 of the inner layers).
+        settings: Settings to build from; default: the environment.
+        policy: A ready :class:`~secmw.headers.SecurityHeaders` (overrides ``settings``).
+        **overrides: Settings sections, for example ``headers={"frame_options": "SAMEORIGIN"}``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        policy: SecurityHeaders | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        if policy is None:
+            policy = SecurityHeaders(resolve_settings(settings, overrides).headers)
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.policy.enabled:
+            await self.app(scope, receive, send)
+            return
+        request = RequestView.from_scope(scope)
+        header_pass = self.policy.start(request)
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": header_pass.apply(message.get("headers", ()))}
+            await send(message)
+
+        token = None
+        if header_pass.nonce is not None:
+            scope.setdefault("state", {})["csp_nonce"] = header_pass.nonce
+            token = csp_nonce_var.set(header_pass.nonce)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if not started:
+                await send_deny(scope, send_with_headers, INTERNAL_ERROR)
+            raise
+        finally:
+            if token is not None:
+                csp_nonce_var.reset(token)
