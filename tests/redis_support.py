@@ -50,7 +50,7 @@ class RedisServer:
     """One ``redis-server`` process on loopback: start, kill, start again on the same port."""
 
     def __init__(self, workdir: Path, *, cluster: bool = False, port: int | None = None) -> None:
-        self.binary = shutil.which("redis-server") or "redis-server"
+        self.binary: str = shutil.which("redis-server") or "redis-server"
         self.workdir = workdir
         self.cluster = cluster
         self.port = port or free_port(bus=cluster)
@@ -141,6 +141,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
     cli = shutil.which("redis-cli")
     if cli is None:
         unavailable("redis-cli is not on PATH")
+        return
     workdir = tmp_path_factory.mktemp("cluster")
     nodes: list[RedisServer] = []
     try:

@@ -1,9 +1,298 @@
-"""Rate-limit rules, keys and response headers (the limits glue lives at the edge)."""
+"""Rate-limit rules and keys: the pure core of the rate-limit layer.
+
+A request is charged against the **default** limits (``SECMW_RATE_LIMIT__DEFAULT``) and against
+the first **rule** whose path pattern and method match it. A rule may carry its own limits, a
+**cost** (units per request, charged to every limit the request is under), a shared **bucket**
+several rules draw from, a **key** choice, and **overrides** that give principals holding a scope
+or a role other limits. Exempt paths, networks and scopes are not limited at all.
+
+Keys never leak or collide: each is ``<prefix>:{<identity>}:<namespace>:<limit>``, where the
+namespace is the rule (or bucket) and never the concrete URL unless the rule asks (``per_path``),
+so ``/items/1`` and ``/items/2`` share one budget. Identities are the principal id, the client
+address (IPv6 clients by prefix, /64 by default, so one host cannot rotate through its addresses)
+or the SHA-256 of the API key (never the key itself); long or unusual parts are hashed, so a key
+stays under 200 characters whatever the request holds. Rules match the normalized path,
+case-insensitively, so ``//Login/`` meets the rule for ``/login``.
+
+There is never a shared bucket for clients nobody can identify: a request under a limit whose key
+cannot be built (no client address and no principal) is refused with 403 ``client_unidentified``
+rather than charged to a bucket every such client would share.
+"""
 
 from __future__ import annotations
 
-from secmw._config import Section
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import TypeAlias
+
+from secmw._ratesettings import (
+    CompiledRule,
+    KeyKind,
+    Limit,
+    RateLimitExempt,
+    RateLimitOverride,
+    RateLimitRule,
+    RateLimitSettings,
+    StorageErrorPolicy,
+    bounded,
+    compile_limits,
+    compile_rules,
+    digest,
+    var,
+)
+from secmw._ratewindow import LimitHit, Outcome, Strategy, admits, rate_limit_fields, window_stats
+from secmw.errors import ConfigurationError
+from secmw.netaddr import IPAddress, NetworkSet, parse_address
+from secmw.paths import PathSet, PathTable
+from secmw.principal import Principal
+from secmw.problems import Deny
+from secmw.request import RequestView
+
+__all__ = [
+    "UNIDENTIFIED",
+    "KeyFunc",
+    "KeyKind",
+    "Plan",
+    "RateLimitExempt",
+    "RateLimitOverride",
+    "RateLimitPolicy",
+    "RateLimitRule",
+    "RateLimitSettings",
+    "StorageErrorPolicy",
+    "storage_unavailable",
+]
+
+KeyFunc: TypeAlias = Callable[[RequestView], "str | None"]
+Fields: TypeAlias = list[tuple[str, str]]
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WEBSOCKET")
+UNIDENTIFIED = Deny(
+    403, "The client cannot be identified for rate limiting.", "client_unidentified"
+)
 
 
-class RateLimitSettings(Section):
-    """Settings of this layer (``SECMW_RATE_LIMIT__*``)."""
+def storage_unavailable(retry_after: float) -> Deny:
+    """503 while the storage is down under ``on_storage_error=deny`` (fail closed, RFC 9110
+    §15.6.4), or when the in-memory store is full."""
+    seconds = str(max(1, math.ceil(retry_after)))
+    return Deny(
+        503, "Rate limiting is unavailable.", "rate_limit_unavailable", (("retry-after", seconds),)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The limits one request is charged against, in a fixed order."""
+
+    hits: tuple[LimitHit, ...]
+    rule: str
+
+
+class RateLimitPolicy:
+    """The compiled rules: which limits a request is charged against, under which keys.
+
+    Pure: it builds plans and turns a storage :class:`Outcome` into a 429 or response fields; the
+    adapters do the storage I/O in between.
+
+    Args:
+        settings: The rate-limit settings.
+        key_func: Custom key: request -> identity (None when it cannot tell); replaces the
+            global ``key`` (rules naming a key keep theirs).
+        apikey_header: Header carrying API keys (for ``key="apikey"``).
+        apikey_query: Query parameter carrying API keys.
+        clock: Wall clock for ``X-RateLimit-Reset`` (Unix seconds).
+    """
+
+    def __init__(
+        self,
+        settings: RateLimitSettings,
+        *,
+        key_func: KeyFunc | None = None,
+        apikey_header: str | None = "X-API-Key",
+        apikey_query: str | None = "api_key",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.strategy: Strategy = settings.strategy
+        self.key_func = key_func
+        self._apikey_header = apikey_header
+        self._apikey_query = apikey_query
+        self._clock = clock
+        # The strategy is part of every key: switching it on a live Redis must not meet keys of
+        # the other layout (a list where a counter is expected is a WRONGTYPE error).
+        self._suffix = {"fixed-window": "fw", "moving-window": "mw"}.get(self.strategy, "sw")
+        self._prefix = settings.key_prefix
+        self._default = (
+            compile_limits(settings.default, settings.overrides, "default", var("default"))
+            if settings.default
+            else None
+        )
+        rules = compile_rules(settings.rules, self._default)
+        self._check_costs(rules)
+        self._tables = {
+            method: PathTable(
+                [(r.path, c) for r, c in rules if not r.methods or _covers(r.methods, method)],
+                setting=var("rules"),
+            )
+            for method in {*_METHODS, *(m for r, _ in rules for m in r.methods)}
+        }
+        self._other = PathTable([(r.path, c) for r, c in rules if not r.methods])
+        exempt = settings.exempt
+        self._exempt_paths = PathSet(exempt.paths, setting=var("exempt", "paths"))
+        self._exempt_networks = NetworkSet.parse(exempt.networks, var("exempt", "networks"))
+        self._exempt_scopes = frozenset(exempt.scopes)
+        self._auth_failures = compile_limits(
+            settings.auth_failures, (), "auth-failures", var("auth_failures")
+        ).base
+
+    def _check_costs(self, rules: list[tuple[RateLimitRule, CompiledRule]]) -> None:
+        for _, rule in rules:
+            sets = [rule.limits or self._default]
+            if rule.include_default and rule.limits:
+                sets.append(self._default)
+            for limit_set in sets:
+                if limit_set is None:
+                    continue
+                for limits in (limit_set.base, *(o[2] for o in limit_set.overrides)):
+                    if any(rule.cost > limit.item.amount for limit in limits):
+                        raise ConfigurationError(
+                            f"{var('rules')}: rule {rule.name!r} costs {rule.cost}, more than"
+                            " one of its limits allows: no request could ever pass"
+                        )
+
+    # -- per request ---------------------------------------------------------------------
+
+    def plan(self, request: RequestView) -> Plan | Deny | None:
+        """The limits ``request`` is under; None when exempt or unlimited; 403 when the client
+        cannot be identified."""
+        path = request.normalized_path
+        if path in self._exempt_paths:
+            return None
+        principal = request.state.get("principal")
+        if not isinstance(principal, Principal):
+            principal = None
+        if principal is not None and self._exempt_scopes & principal.scopes:
+            return None
+        if self._exempt_networks and self._address(request) in self._exempt_networks:
+            return None
+        table = self._tables.get(request.method)
+        found = (self._other if table is None else table).match(path)
+        rule = found[1] if found else None
+        charged: list[tuple[str, Limit, KeyKind | None, bool]] = []
+        cost = rule.cost if rule else 1
+        if self._default is not None and (rule is None or rule.include_default or not rule.limits):
+            charged += [("d", lim, None, False) for lim in self._default.for_principal(principal)]
+        if rule is not None and rule.limits is not None:
+            limits = rule.limits.for_principal(principal)
+            charged += [(rule.namespace, lim, rule.key, rule.per_path) for lim in limits]
+        if not charged:
+            return None
+        hits = []
+        identities: dict[KeyKind | None, str | None] = {}
+        for namespace, limit, kind, per_path in charged:
+            if kind not in identities:
+                identities[kind] = self._identity(kind, request, principal)
+            tag = identities[kind]
+            if tag is None:
+                return UNIDENTIFIED
+            space = namespace
+            if per_path:
+                space += ":" + bounded(path.lower().rstrip("/") or "/")
+            key = f"{self._prefix}:{{{tag}}}:{space}:{limit.slug}:{self._suffix}"
+            hits.append(LimitHit(limit.policy, limit.item, key, tag, cost))
+        return Plan(tuple(hits), rule.name if rule else "default")
+
+    def conclude(
+        self,
+        plan: Plan,
+        outcome: Outcome,
+        *,
+        detail: str = "Rate limit exceeded.",
+        code: str = "rate_limited",
+    ) -> Deny | Fields:
+        """A 429 with ``Retry-After`` when refused, else the rate-limit fields to add."""
+        stats = [
+            window_stats(
+                self.strategy,
+                hit,
+                state,
+                not outcome.admitted and not admits(self.strategy, hit, state),
+            )
+            for hit, state in zip(plan.hits, outcome.states, strict=True)
+        ]
+        fields = rate_limit_fields(self.settings.headers, stats, self._clock())
+        if outcome.admitted:
+            return fields
+        retry = max((s.retry_after for s in stats), default=1) or 1
+        return Deny(429, detail, code, (("retry-after", str(retry)), *fields))
+
+    def failure_plan(self, request: RequestView, username: str | None) -> Plan | None:
+        """The failed-authentication budgets of this client address and, when given, this user
+        name (hashed, case-folded); None when neither is known."""
+        tags = []
+        address = self._address_identity(request)
+        if address is not None:
+            tags.append(("auth-failures", address))
+        if username:
+            tags.append(("auth-failures-user", "u:" + digest(username.casefold())))
+        hits = [
+            LimitHit(
+                limit.policy.replace("auth-failures", name, 1),
+                limit.item,
+                f"{self._prefix}:{{{tag}}}:auth:{limit.slug}:{self._suffix}",
+                tag,
+                1,
+            )
+            for name, tag in tags
+            for limit in self._auth_failures
+        ]
+        return Plan(tuple(hits), "auth-failures") if hits else None
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def _identity(
+        self, kind: KeyKind | None, request: RequestView, principal: Principal | None
+    ) -> str | None:
+        if kind is None:
+            if self.key_func is not None:
+                value = self.key_func(request)
+                return bounded("c:" + value) if value else None
+            kind = self.settings.key
+        known = principal is not None and principal.is_authenticated and principal.id
+        if kind == "apikey" and known and principal and principal.scheme == "apikey":
+            presented = self._api_key(request)
+            if presented:
+                return "k:" + digest(presented)  # never the key itself
+        if kind in ("principal", "principal-or-ip", "apikey") and known and principal:
+            return bounded("p:" + principal.id)
+        if kind == "principal":
+            return None
+        return self._address_identity(request)
+
+    def _address(self, request: RequestView) -> IPAddress | None:
+        return parse_address(request.client) if request.client else None
+
+    def _address_identity(self, request: RequestView) -> str | None:
+        if not request.client:
+            return None
+        address = self._address(request)
+        if address is None:  # a server that reports something else (a socket path, a name)
+            return bounded("a:" + request.client)
+        if isinstance(address, IPv6Address) and self.settings.ipv6_prefix < 128:
+            network = IPv6Network((address, self.settings.ipv6_prefix), strict=False)
+            return "ip:" + str(network)
+        return "ip:" + str(address)
+
+    def _api_key(self, request: RequestView) -> str | None:
+        if self._apikey_header and (value := request.headers.get(self._apikey_header)):
+            return value
+        if self._apikey_query and (values := request.query_params(self._apikey_query)):
+            return values[0]
+        return None
+
+
+def _covers(methods: list[str], method: str) -> bool:
+    # A rule for GET covers HEAD too: servers answer HEAD with the GET handler (RFC 9110 §9.3.2).
+    return method in methods or (method == "HEAD" and "GET" in methods)

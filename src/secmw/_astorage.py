@@ -1,0 +1,151 @@
+"""The rate-limit storage edge (async twin of :mod:`secmw._storage`) for the ASGI adapters.
+
+Redis is reached through ``limits.aio`` (redis-py's asyncio client), so no call blocks the event
+loop; each call is also capped by ``connect_timeout + command_timeout``. The in-memory storage is
+the same object as on the sync side: its operations are microseconds of CPU under a lock never
+held across an ``await``, so they run inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.storage import storage_from_string
+
+from secmw._breaker import CircuitBreaker
+from secmw._ratewindow import LimitHit, Outcome, Strategy
+from secmw._storage import (
+    LUA,
+    MemoryWindows,
+    StorageFailure,
+    groups,
+    limits_error,
+    merge,
+    parse_reply,
+    redis_options,
+    scheme_of,
+    script_call,
+)
+from secmw.problems import Deny
+from secmw.ratelimit import RateLimitSettings, storage_unavailable
+
+
+class AsyncRedisWindows:
+    """Rate-limit windows in Redis through ``limits.aio``; one script call per request (per
+    identity in a cluster, concurrently). The client is built lazily on the running loop and
+    rebuilt if the loop changes (a client's connections belong to one loop)."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        import limits.aio.storage  # noqa: F401  (registers the async+ schemes)
+
+        self.strategy: Strategy = settings.strategy
+        uri = settings.storage_uri.get_secret_value()
+        self._uri = "async+" + uri
+        self._options = redis_options(settings, uri, asyncio=True)
+        self._clustered = scheme_of(uri).endswith("+cluster")
+        self._deadline = settings.connect_timeout + settings.command_timeout
+        self._client: Any = None
+        self._script: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Task[Any] | None = None
+        self.check()
+
+    def check(self) -> None:
+        """Build a client once, so a missing client library fails at startup."""
+        try:
+            self._build()
+        except LimitsConfigurationError as exc:
+            raise limits_error(exc) from None
+
+    def _build(self) -> Any:
+        return storage_from_string(self._uri, **self._options)
+
+    def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        storage: Any = self._build()
+        self._client = storage.bridge.get_connection()
+        self._script = self._client.register_script(LUA)
+        self._loop = loop
+        # A cluster client reads the slot map on first use; requests racing that first read lose
+        # connections under it (redis-py asyncio), so every call waits for one explicit read.
+        self._ready = loop.create_task(self._client.initialize()) if self._clustered else None
+
+    async def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Run the script within the deadline; raises on any storage error."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._connect(loop)
+        return await asyncio.wait_for(self._apply(hits, charging), self._deadline)
+
+    async def _apply(self, hits: Sequence[LimitHit], charging: bool) -> Outcome:
+        ready = self._ready
+        if ready is not None:
+            try:
+                await asyncio.shield(ready)
+            except Exception:
+                if self._ready is ready:
+                    self._loop = None  # the slot map could not be read: a new client next time
+                raise
+        parts = groups(hits, self._clustered)
+        outcomes = await asyncio.gather(*(self._call(group, charging) for group in parts))
+        if len(parts) == 1:
+            return outcomes[0]
+        return merge(zip(parts, outcomes, strict=True), hits)
+
+    async def _call(self, group: list[LimitHit], charging: bool) -> Outcome:
+        keys, args = script_call(self.strategy, group, charging)
+        return parse_reply(self.strategy, group, await self._script(keys, args))
+
+    async def aclose(self) -> None:
+        """Close the client's connections (call on the loop that used them)."""
+        client, self._client, self._script, self._loop = self._client, None, None, None
+        ready, self._ready = self._ready, None
+        if ready is not None and not ready.done():
+            ready.cancel()
+        if client is not None:
+            await client.aclose()
+
+
+class AsyncLimiter:
+    """The storage behind the ASGI adapters; same answers as :class:`secmw._storage.Limiter`."""
+
+    def __init__(
+        self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = settings.on_storage_error
+        self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
+        self.remote: AsyncRedisWindows | None = None
+        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
+        if not settings.storage_uri.get_secret_value().startswith("memory"):
+            self.remote = AsyncRedisWindows(settings)
+
+    async def apply(
+        self, hits: Sequence[LimitHit], *, charging: bool = True
+    ) -> Outcome | Deny | None:
+        """Charge (or only check) ``hits``: an Outcome, None (``allow``) or a 503 Deny."""
+        try:
+            if self.remote is None:
+                return self.memory.apply(hits, charging=charging)
+            if self.breaker.allow():
+                try:
+                    outcome = await self.remote.apply(hits, charging=charging)
+                except Exception as exc:  # a timeout, a refused connection, a cluster error...
+                    self.breaker.failure(exc)
+                else:
+                    self.breaker.success()
+                    return outcome
+            if self.policy == "allow":
+                return None
+            if self.policy == "memory":
+                return self.memory.apply(hits, charging=charging)
+        except StorageFailure:
+            return storage_unavailable(self.breaker.pause)
+        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
+
+    async def aclose(self) -> None:
+        """Close the Redis client, if any."""
+        if self.remote is not None:
+            await self.remote.aclose()

@@ -1,0 +1,289 @@
+"""The rate-limit storage edge (sync): ``limits`` storages, one round trip, a circuit breaker.
+
+- **Memory** (``memory://``, and the fallback of ``on_storage_error=memory``): ``limits``'
+  ``MemoryStorage``. Every limit of a request is checked, then charged, under one lock, so a
+  request refused by one limit costs nothing on the others and threads never over-admit. That
+  storage starts a ``threading.Timer`` (10 ms) after a write when none is running, so while
+  traffic flows it creates up to about 100 short-lived threads a second, and each run scans
+  every key (about 1.5 ms for 10,000 fixed-window keys, 20-60 ms for as many moving windows, see
+  ``benchmarks/bench_ratelimit.py``). Hence a cap (``memory_max_keys``, 10,000): past it new
+  clients get 503 rather than memory and CPU growing without bound; use Redis for more.
+- **Redis** (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://``,
+  ``valkey://``...): ``limits`` builds the client from the URI; ``limits`` has no call that
+  applies several limits at once (each strategy ``hit`` is a round trip, its window statistics
+  another), so secmw runs one Lua script (``ratelimit.lua``) per request that checks and charges
+  every limit atomically and returns what the response fields need: **one round trip** however
+  many limits apply. In a cluster, keys of one identity share a hash tag; limits keyed on
+  different identities (a rule keyed by address beside a default keyed by principal) take one
+  round trip per identity, and a refusal there does not refund the others.
+- **Failures**: timeouts are bounded (no client retries: the breaker decides), a
+  :class:`CircuitBreaker` stops calling a failed storage, probes it after a pause and closes
+  again on success; each transition is one audit event. While it is open the
+  ``on_storage_error`` policy answers: per-process memory limits, allow, or 503.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.storage import MemoryStorage, storage_from_string
+
+from secmw import audit
+from secmw._breaker import CircuitBreaker
+from secmw._ratewindow import STATE_WIDTH, LimitHit, Outcome, State, Strategy, admits, charge
+from secmw.errors import ConfigurationError
+from secmw.problems import Deny
+from secmw.ratelimit import RateLimitSettings, storage_unavailable
+
+LUA = resources.files("secmw").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+_URI = "SECMW_RATE_LIMIT__STORAGE_URI"
+
+
+class StorageFailure(Exception):
+    """The storage could not answer; the message names the cause's type only (never a URI)."""
+
+
+class MemoryWindows:
+    """Rate-limit windows in this process, on ``limits``' ``MemoryStorage``.
+
+    Args:
+        strategy: The windowing strategy.
+        max_keys: Cap on stored keys; beyond it new keys are refused (:class:`StorageFailure`)
+            rather than letting memory grow without bound.
+    """
+
+    def __init__(self, strategy: Strategy, *, max_keys: int = 10_000) -> None:
+        self.strategy: Strategy = strategy
+        self.max_keys = max_keys
+        self.storage = MemoryStorage()
+        self._lock = threading.Lock()
+        self._full = False
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Check every limit, then charge them all when each has room (and ``charging``)."""
+        with self._lock:
+            states = [self._state(hit) for hit in hits]
+            admitted = all(admits(self.strategy, h, s) for h, s in zip(hits, states, strict=True))
+            if admitted and charging:
+                if any(self._is_new(s) for s in states):
+                    self._check_capacity()
+                for hit in hits:
+                    self._charge(hit)
+                states = [charge(self.strategy, h, s) for h, s in zip(hits, states, strict=True)]
+        return Outcome(admitted, tuple(states))
+
+    def _is_new(self, state: State) -> bool:
+        if self.strategy == "sliding-window-counter":
+            return state[0] == 0 and state[2] == 0
+        return state[0] == 0
+
+    def _check_capacity(self) -> None:
+        size = len(self.storage.storage) + len(self.storage.events)
+        if size < self.max_keys:
+            self._full = False
+            return
+        if not self._full:
+            self._full = True
+            audit.emit("ratelimit.memory_full", f"in-memory store holds {size} keys")
+        raise StorageFailure("in-memory rate-limit store is full")
+
+    def _state(self, hit: LimitHit) -> State:
+        storage, key, window = self.storage, hit.key, hit.item.get_expiry()
+        now = time.time()
+        if self.strategy == "fixed-window":
+            count = storage.get(key)
+            return (count, max(0, int((storage.get_expiry(key) - now) * 1000)) if count else 0)
+        if self.strategy == "moving-window":
+            start, count = storage.get_moving_window(key, hit.amount, window)
+            return (count, int((now - start) * 1000) if count else 0)
+        previous, previous_ttl, current, current_ttl = storage.get_sliding_window(key, window)
+        return (previous, int(previous_ttl * 1000), current, int(current_ttl * 1000))
+
+    def _charge(self, hit: LimitHit) -> None:
+        storage, key, window = self.storage, hit.key, hit.item.get_expiry()
+        if self.strategy == "fixed-window":
+            storage.incr(key, window, amount=hit.cost)
+        elif self.strategy == "moving-window":
+            storage.acquire_entry(key, hit.amount, window, amount=hit.cost)
+        else:
+            storage.acquire_sliding_window_entry(key, hit.amount, window, amount=hit.cost)
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+def script_call(
+    strategy: Strategy, hits: Sequence[LimitHit], charging: bool
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``ratelimit.lua`` for these limits."""
+    keys: list[str] = []
+    args: list[Any] = ["1" if charging else "0", strategy]
+    for hit in hits:
+        if strategy == "sliding-window-counter":
+            keys += [hit.key + ":p", hit.key + ":c"]
+        else:
+            keys.append(hit.key)
+        args += [hit.amount, hit.window_ms, hit.cost]
+    return keys, args
+
+
+def parse_reply(strategy: Strategy, hits: Sequence[LimitHit], reply: Any) -> Outcome:
+    """The :class:`Outcome` in a script reply; StorageFailure when it has the wrong shape."""
+    width = STATE_WIDTH[strategy]
+    try:
+        values = [int(value) for value in reply]
+    except (TypeError, ValueError):
+        raise StorageFailure("unexpected reply from the rate-limit script") from None
+    if len(values) != 1 + width * len(hits):
+        raise StorageFailure("unexpected reply from the rate-limit script")
+    states = tuple(tuple(values[1 + i * width : 1 + (i + 1) * width]) for i in range(len(hits)))
+    return Outcome(values[0] == 1, states)
+
+
+def groups(hits: Sequence[LimitHit], clustered: bool) -> list[list[LimitHit]]:
+    """One script call per hash tag in a cluster (keys of a call must share a slot), else one."""
+    if not clustered:
+        return [list(hits)]
+    by_tag: dict[str, list[LimitHit]] = {}
+    for hit in hits:
+        by_tag.setdefault(hit.tag, []).append(hit)
+    return list(by_tag.values())
+
+
+def merge(parts: Iterable[tuple[list[LimitHit], Outcome]], hits: Sequence[LimitHit]) -> Outcome:
+    """Put per-group outcomes back in the order of ``hits``."""
+    found: dict[int, State] = {}
+    admitted = True
+    for group, outcome in parts:
+        admitted = admitted and outcome.admitted
+        for hit, state in zip(group, outcome.states, strict=True):
+            found[id(hit)] = state
+    return Outcome(admitted, tuple(found[id(hit)] for hit in hits))
+
+
+def scheme_of(uri: str) -> str:
+    """The URI scheme (``redis+cluster``), read without touching the credentials."""
+    return uri.partition("://")[0].lower()
+
+
+def redis_options(settings: RateLimitSettings, uri: str, *, asyncio: bool) -> dict[str, Any]:
+    """Client options: bounded timeouts, no client-side retries (the breaker decides)."""
+    from redis.backoff import NoBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        retry: Any = AsyncRetry(NoBackoff(), 0)
+    else:
+        from redis.retry import Retry
+
+        retry = Retry(NoBackoff(), 0)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.command_timeout,
+        "retry": retry,
+    }
+    if scheme_of(uri).endswith("+sentinel"):
+        options["sentinel_kwargs"] = {
+            "socket_connect_timeout": settings.connect_timeout,
+            "socket_timeout": settings.command_timeout,
+            "retry": retry,
+        }
+    if asyncio:
+        options["implementation"] = "redispy"  # the same client family as the sync side
+    return options
+
+
+def limits_error(exc: Exception) -> ConfigurationError:
+    """A ``limits`` configuration error (a missing client library...) naming the variable."""
+    return ConfigurationError(f"{_URI}: {exc} (install `secmw[redis]`, or `valkey` for valkey://)")
+
+
+class RedisWindows:
+    """Rate-limit windows in Redis (sync client), one script call per request (per identity in
+    a cluster). The client is built by ``limits`` from the URI, lazily: a Redis that refuses
+    connections at startup does not stop the app."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.strategy: Strategy = settings.strategy
+        uri = settings.storage_uri.get_secret_value()
+        self._uri = uri
+        self._options = redis_options(settings, uri, asyncio=False)
+        self._clustered = scheme_of(uri).endswith("+cluster")
+        self._script: Any = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Build the client (a cluster client reads the slot map now); raises on failure."""
+        with self._lock:
+            if self._script is not None:
+                return
+            try:
+                storage: Any = storage_from_string(self._uri, **self._options)
+            except LimitsConfigurationError as exc:
+                raise limits_error(exc) from None
+            self._script = storage.get_connection().register_script(LUA)
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Run the script; raises on any storage error."""
+        if self._script is None:
+            self.connect()
+        parts = []
+        for group in groups(hits, self._clustered):
+            keys, args = script_call(self.strategy, group, charging)
+            parts.append((group, parse_reply(self.strategy, group, self._script(keys, args))))
+        return parts[0][1] if len(parts) == 1 else merge(parts, hits)
+
+
+class Limiter:
+    """The storage behind the sync adapters: primary storage, breaker, failure policy.
+
+    :meth:`apply` returns an :class:`Outcome`, or None (``allow``: not limited), or a 503 Deny
+    (``deny``, or a full in-memory store). Never raises for a storage problem.
+    """
+
+    def __init__(
+        self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = settings.on_storage_error
+        self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
+        self.remote: RedisWindows | None = None
+        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
+        if not settings.storage_uri.get_secret_value().startswith("memory"):
+            self.remote = RedisWindows(settings)
+            self._connect_early()
+
+    def _connect_early(self) -> None:
+        assert self.remote is not None
+        try:
+            self.remote.connect()
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # the app starts anyway; the policy applies from request one
+            self.breaker.failure(exc)
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome | Deny | None:
+        """Charge (or only check) ``hits``; see the class docstring for the answers."""
+        try:
+            if self.remote is None:
+                return self.memory.apply(hits, charging=charging)
+            if self.breaker.allow():
+                try:
+                    outcome = self.remote.apply(hits, charging=charging)
+                except Exception as exc:
+                    self.breaker.failure(exc)
+                else:
+                    self.breaker.success()
+                    return outcome
+            if self.policy == "allow":
+                return None
+            if self.policy == "memory":
+                return self.memory.apply(hits, charging=charging)
+        except StorageFailure:
+            return storage_unavailable(self.breaker.pause)
+        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)

@@ -1,0 +1,107 @@
+"""``RateLimitMiddleware`` for ASGI apps."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from secmw import audit
+from secmw._astorage import AsyncLimiter
+from secmw.asgi._util import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    refuse_malformed,
+    send_deny,
+)
+from secmw.problems import Deny
+from secmw.ratelimit import KeyFunc, RateLimitPolicy
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings, resolve_settings
+
+
+class RateLimitMiddleware:
+    """Rate limits ``http`` requests and ``websocket`` handshakes; pure ASGI.
+
+    A request over a limit gets 429 ``application/problem+json`` with ``Retry-After``; every
+    response under a limit carries the rate-limit fields (``SECMW_RATE_LIMIT__HEADERS``), added on
+    ``http.response.start`` without buffering the body. A websocket over its limit is refused
+    before accept. ``lifespan`` passes through. Place it after the authentication layer so limits
+    can key on the principal. Redis is reached through ``limits.aio``: nothing blocks the loop.
+
+    Args:
+        app: The ASGI app to protect.
+        settings: Settings to build from; default: the environment.
+        key_func: Custom key: request view -> identity (None when it cannot tell).
+        **overrides: Settings sections, for example ``rate_limit={"default": "10/second"}``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        key_func: KeyFunc | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        resolved = resolve_settings(settings, overrides)
+        self.settings = resolved.rate_limit
+        self.policy = RateLimitPolicy(
+            self.settings,
+            key_func=key_func,
+            apikey_header=resolved.api_keys.header,
+            apikey_query=resolved.api_keys.query_param,
+        )
+        self.limiter = AsyncLimiter(self.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        request = RequestView.from_scope(scope)
+        if await refuse_malformed(scope, send, request):
+            return
+        plan = self.policy.plan(request)
+        if plan is None:
+            await self.app(scope, receive, send)
+            return
+        if isinstance(plan, Deny):
+            audit.emit("ratelimit.unidentified", plan.detail, request=request)
+            await send_deny(scope, send, plan)
+            return
+        result = await self.limiter.apply(plan.hits)
+        if result is None:  # storage down, on_storage_error=allow
+            await self.app(scope, receive, send)
+            return
+        verdict = result if isinstance(result, Deny) else self.policy.conclude(plan, result)
+        if isinstance(verdict, Deny):
+            audit.emit(
+                "ratelimit.exceeded" if verdict.status == 429 else "ratelimit.unavailable",
+                verdict.detail,
+                request=request,
+                rule=plan.rule,
+                level=logging.INFO,
+            )
+            await send_deny(scope, send, verdict)
+            return
+        if scope["type"] == "http" and verdict:
+            fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in verdict]
+            await self.app(scope, receive, _with_fields(send, fields))
+        else:
+            await self.app(scope, receive, send)
+
+    async def aclose(self) -> None:
+        """Close the Redis client (for example from a lifespan shutdown handler)."""
+        await self.limiter.aclose()
+
+
+def _with_fields(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_fields(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *fields]}
+        await send(message)
+
+    return send_with_fields

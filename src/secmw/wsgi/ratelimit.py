@@ -1,0 +1,91 @@
+"""``RateLimitMiddleware`` for WSGI apps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from secmw import audit
+from secmw._storage import Limiter
+from secmw.problems import Deny
+from secmw.ratelimit import KeyFunc, RateLimitPolicy
+from secmw.request import RequestView
+from secmw.settings import SecuritySettings, resolve_settings
+from secmw.wsgi._util import (
+    Environ,
+    ExcInfo,
+    Headers,
+    StartResponse,
+    WSGIApp,
+    refuse_malformed,
+    respond_deny,
+)
+
+
+class RateLimitMiddleware:
+    """Rate limits every request before the app; PEP 3333 compliant.
+
+    Same arguments and behaviour as ``secmw.asgi.RateLimitMiddleware``: 429 problem+json with
+    ``Retry-After`` over a limit, rate-limit fields added at ``start_response`` on every response
+    under a limit. Use as ``app.wsgi_app = RateLimitMiddleware(app.wsgi_app)`` in Flask, after
+    the authentication layer so limits can key on the principal.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        key_func: KeyFunc | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        resolved = resolve_settings(settings, overrides)
+        self.settings = resolved.rate_limit
+        self.policy = RateLimitPolicy(
+            self.settings,
+            key_func=key_func,
+            apikey_header=resolved.api_keys.header,
+            apikey_query=resolved.api_keys.query_param,
+        )
+        self.limiter = Limiter(self.settings)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.settings.enabled:
+            return self.app(environ, start_response)
+        request = RequestView.from_environ(environ)
+        malformed = refuse_malformed(request, start_response)
+        if malformed is not None:
+            return malformed
+        plan = self.policy.plan(request)
+        if plan is None:
+            return self.app(environ, start_response)
+        if isinstance(plan, Deny):
+            audit.emit("ratelimit.unidentified", plan.detail, request=request)
+            return respond_deny(start_response, plan)
+        result = self.limiter.apply(plan.hits)
+        if result is None:  # storage down, on_storage_error=allow
+            return self.app(environ, start_response)
+        verdict = result if isinstance(result, Deny) else self.policy.conclude(plan, result)
+        if isinstance(verdict, Deny):
+            audit.emit(
+                "ratelimit.exceeded" if verdict.status == 429 else "ratelimit.unavailable",
+                verdict.detail,
+                request=request,
+                rule=plan.rule,
+                level=logging.INFO,
+            )
+            return respond_deny(start_response, verdict)
+        if not verdict:
+            return self.app(environ, start_response)
+        return self.app(environ, _with_fields(start_response, verdict))
+
+
+def _with_fields(start_response: StartResponse, fields: Headers) -> StartResponse:
+    def start(
+        status: str, headers: Headers, exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        return start_response(status, [*headers, *fields], exc_info)
+
+    return start

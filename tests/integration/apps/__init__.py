@@ -1,0 +1,1 @@
+"""Apps served by real servers in the integration tests."""
