@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from secmw.auth.apikey import hash_api_key
-from secmw.context import current_csp_nonce, current_principal
+from secmw.context import current_csp_nonce, current_principal, current_request
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled
 from secmw.passwords import hash_password, verify_password
 from secmw.principal import ANONYMOUS, Principal
@@ -24,6 +24,7 @@ __all__ = [
     "__version__",
     "current_csp_nonce",
     "current_principal",
+    "current_request",
     "hash_api_key",
     "hash_password",
     "verify_password",

@@ -6,8 +6,10 @@ from contextvars import ContextVar
 
 from secmw.errors import MiddlewareNotInstalled
 from secmw.principal import Principal
+from secmw.request import RequestView
 
 principal_var: ContextVar[Principal] = ContextVar("secmw.principal")
+request_var: ContextVar[RequestView] = ContextVar("secmw.request")
 csp_nonce_var: ContextVar[str] = ContextVar("secmw.csp_nonce")
 
 
@@ -29,3 +31,20 @@ def current_principal() -> Principal:
 def current_csp_nonce() -> str | None:
     """The CSP nonce of the request being served, None when the headers layer is not installed."""
     return csp_nonce_var.get(None)
+
+
+def current_request() -> RequestView:
+    """The request view of the request being served (client address, headers...).
+
+    For code that sees no request object, such as a FastOpenAPI endpoint reporting a failed login
+    to the throttle.
+
+    Raises:
+        MiddlewareNotInstalled: no secmw authentication layer ran for this request.
+    """
+    try:
+        return request_var.get()
+    except LookupError:
+        raise MiddlewareNotInstalled(
+            "no request: install secmw's AuthenticationMiddleware (or SecurityStack) on the app"
+        ) from None

@@ -25,6 +25,7 @@ annotations. This module therefore does not use ``from __future__ import annotat
 neither may app modules that declare their own ``security_scopes: SecurityScopes`` parameters.
 """
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,7 @@ from secmw.authz import Authorizer, check_permission
 from secmw.context import current_principal
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled
 from secmw.principal import Principal
+from secmw.problems import PROBLEM_CONTENT_TYPE, Deny
 from secmw.tokens.model import IssuedTokens
 from secmw.tokens.oauth import OAuthError
 
@@ -233,6 +235,14 @@ def token_response(result: IssuedTokens | OAuthError) -> Response:
     §5.2 error with its status, both with ``Cache-Control: no-store``."""
     status = result.status if isinstance(result, OAuthError) else 200
     return Response(content=result.body(), status_code=status, headers=dict(result.headers))
+
+
+def problem_response(deny: Deny) -> Response:
+    """The FastOpenAPI response for a :class:`~secmw.problems.Deny` (problem+json, its headers),
+    for routes that refuse a request themselves (a throttled login, for example)."""
+    headers = {"Content-Type": PROBLEM_CONTENT_TYPE}
+    headers.update(dict(deny.headers))
+    return Response(content=json.loads(deny.body()), status_code=deny.status, headers=headers)
 
 
 SchemeKind = Literal["oauth2", "bearer", "apikey", "apikey-query", "basic"]

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from secmw.asgi.auth import AuthenticationMiddleware
+from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
+from secmw.asgi.ratelimit import RateLimitMiddleware
+from secmw.asgi.stack import SecurityStack
+from secmw.asgi.stepup import StepUpMiddleware
 
-__all__ = ["AuthenticationMiddleware", "IPFilterMiddleware"]
+__all__ = [
+    "AuthenticationMiddleware",
+    "IPFilterMiddleware",
+    "RateLimitMiddleware",
+    "SecurityHeadersMiddleware",
+    "SecurityStack",
+    "StepUpMiddleware",
+]

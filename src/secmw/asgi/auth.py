@@ -12,13 +12,14 @@ from secmw.asgi._util import (
     Scope,
     Send,
     publish_principal,
+    refuse_malformed,
     run_blocking,
     send_deny,
 )
 from secmw.auth import AuthChain, Found
 from secmw.auth.base import AsyncFailureThrottle
 from secmw.auth.build import build_chain
-from secmw.context import principal_var
+from secmw.context import principal_var, request_var
 from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
@@ -68,6 +69,8 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         request = RequestView.from_scope(scope)
+        if await refuse_malformed(scope, send, request):
+            return
         result = await self.authenticate(request)
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=request)
@@ -76,12 +79,14 @@ class AuthenticationMiddleware:
         request.state["principal"] = result  # later layers (rate limits, headers) read it here
         publish_principal(scope, result)
         token = principal_var.set(result)
+        request_token = request_var.set(request)
         try:
             if scope["type"] == "http" and self._challenges:
                 await self.app(scope, receive, self._add_challenges(send))
             else:
                 await self.app(scope, receive, send)
         finally:
+            request_var.reset(request_token)
             principal_var.reset(token)
 
     async def authenticate(self, request: RequestView) -> Principal | Deny:

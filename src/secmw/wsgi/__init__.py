@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from secmw.wsgi.auth import AuthenticationMiddleware
+from secmw.wsgi.headers import SecurityHeadersMiddleware
 from secmw.wsgi.ipfilter import IPFilterMiddleware
+from secmw.wsgi.ratelimit import RateLimitMiddleware
+from secmw.wsgi.stack import SecurityStack
+from secmw.wsgi.stepup import StepUpMiddleware
 
-__all__ = ["AuthenticationMiddleware", "IPFilterMiddleware"]
+__all__ = [
+    "AuthenticationMiddleware",
+    "IPFilterMiddleware",
+    "RateLimitMiddleware",
+    "SecurityHeadersMiddleware",
+    "SecurityStack",
+    "StepUpMiddleware",
+]

@@ -9,7 +9,7 @@ from secmw import audit
 from secmw.auth import AuthChain, Found
 from secmw.auth.base import FailureThrottle
 from secmw.auth.build import build_chain
-from secmw.context import principal_var
+from secmw.context import principal_var, request_var
 from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
@@ -22,6 +22,7 @@ from secmw.wsgi._util import (
     Headers,
     StartResponse,
     WSGIApp,
+    refuse_malformed,
     respond_deny,
 )
 
@@ -53,6 +54,9 @@ class AuthenticationMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = RequestView.from_environ(environ)
+        malformed = refuse_malformed(request, start_response)
+        if malformed is not None:
+            return malformed
         result = self.authenticate(request)
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=request)
@@ -60,11 +64,13 @@ class AuthenticationMiddleware:
         request.state["principal"] = result  # later layers (rate limits, headers) read it here
         environ[PRINCIPAL_KEY] = result
         token = principal_var.set(result)
+        request_token = request_var.set(request)
         try:
             if self._challenges:
                 return self.app(environ, self._add_challenges(start_response))
             return self.app(environ, start_response)
         finally:
+            request_var.reset(request_token)
             principal_var.reset(token)
 
     def authenticate(self, request: RequestView) -> Principal | Deny:

@@ -1,0 +1,75 @@
+"""``SecurityStack``: every layer in one fixed order, for ASGI apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from secmw.asgi._util import ASGIApp, Receive, Scope, Send
+from secmw.asgi.auth import AuthenticationMiddleware
+from secmw.asgi.headers import SecurityHeadersMiddleware
+from secmw.asgi.ipfilter import IPFilterMiddleware
+from secmw.asgi.ratelimit import RateLimitMiddleware
+from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
+from secmw.revocation import AsyncRevocationStore, RevocationStore
+from secmw.settings import SecuritySettings, resolve_settings
+from secmw.throttle import AsyncFailedAuthThrottle
+
+
+class SecurityStack:
+    """All secmw layers around an app, in one documented order (outermost first):
+
+    1. security headers, so every answer (401, 403, 429, 500) carries them;
+    2. client address resolution and the IP filter;
+    3. the failed-authentication throttle, then authentication;
+    4. TOTP step-up, when ``secret_for`` is given (``SECMW_TOTP__*`` says where);
+    5. rate limiting (keyed on the principal, else the resolved address);
+    6. the app.
+
+    The request is parsed once (the :class:`~secmw.request.RequestView` is kept in the scope and
+    shared by every layer). Each layer can be switched off with its ``enabled`` setting
+    (``SECMW_HEADERS__ENABLED=false``...); the throttle runs with rate limiting. CORS preflights
+    are neither authenticated nor rate-limited, so the framework's CORS middleware works inside
+    or outside the stack.
+
+    Args:
+        app: The ASGI app to protect.
+        settings: Settings to build from; default: the environment.
+        revocation: The JWT ``jti`` denylist, shared with ``secmw.tokens.TokenIssuer``.
+        secret_for: Looks up a principal's TOTP secret; enables the step-up layer.
+        **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: SecuritySettings | None = None,
+        revocation: RevocationStore | AsyncRevocationStore | None = None,
+        secret_for: SecretLookup | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = resolved = resolve_settings(settings, overrides)
+        self.app = app
+        inner: ASGIApp = app
+        throttle = (
+            AsyncFailedAuthThrottle(settings=resolved) if resolved.rate_limit.enabled else None
+        )
+        if resolved.rate_limit.enabled:
+            inner = RateLimitMiddleware(inner, settings=resolved)
+        if secret_for is not None:
+            inner = StepUpMiddleware(
+                inner, secret_for=secret_for, settings=resolved, throttle=throttle
+            )
+        if resolved.auth.enabled:
+            inner = AuthenticationMiddleware(
+                inner, settings=resolved, throttle=throttle, revocation=revocation
+            )
+        if resolved.ip.enabled:
+            inner = IPFilterMiddleware(inner, settings=resolved)
+        if resolved.headers.enabled:
+            inner = SecurityHeadersMiddleware(inner, settings=resolved)
+        self.throttle = throttle
+        self._entry = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)

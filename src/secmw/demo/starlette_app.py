@@ -1,0 +1,105 @@
+"""The demo on FastOpenAPI's Starlette router, behind ``secmw.asgi.SecurityStack``.
+
+No ``from __future__ import annotations`` here: FastOpenAPI reads parameter annotations at run
+time (``SecurityScopes``, ``Form``).
+"""
+
+import asyncio
+from typing import Annotated, Any
+
+from fastopenapi import Form, Header, Security
+from fastopenapi.routers import StarletteRouter
+from pydantic import BaseModel
+from starlette.applications import Starlette
+
+from secmw.asgi import SecurityStack
+from secmw.asgi._util import ASGIApp
+from secmw.context import current_request
+from secmw.demo.common import Demo, failed_login, password_credential, token_form
+from secmw.fastopenapi import (
+    SecurityBridge,
+    describe_security,
+    problem_response,
+    token_response,
+)
+from secmw.principal import Principal
+
+
+class NewItem(BaseModel):
+    name: str
+
+
+def build_app(demo: Demo) -> ASGIApp:
+    """The demo ASGI app: routes on a FastOpenAPI router, wrapped in the whole stack."""
+    security = SecurityBridge(settings=demo.settings)
+    app = Starlette()
+    router = StarletteRouter(app=app, title="secmw demo", version="1")
+    describe_security(router, demo.settings)
+    Reader = Annotated[Principal, Security(security.principal, scopes=["items:read"])]
+    Writer = Annotated[Principal, Security(security.principal, scopes=["items:write"])]
+    Admin = Annotated[Principal, Security(security.principal, scopes=["admin:read"])]
+    Anyone = Annotated[Principal, Security(security.principal)]
+    BearerHeader = Annotated[str, Header(alias="Authorization")]
+    stack: dict[str, SecurityStack] = {}
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.post("/token")
+    async def token(
+        grant_type: Annotated[str, Form()] = "",
+        username: Annotated[str | None, Form()] = None,
+        password: Annotated[str | None, Form()] = None,
+        scope: Annotated[str | None, Form()] = None,
+        refresh_token: Annotated[str | None, Form()] = None,
+    ) -> Any:
+        form = token_form(grant_type, username, password, scope, refresh_token)
+        credential = password_credential(form)
+        throttle = stack["app"].throttle
+        if credential is not None and throttle is not None:
+            blocked = await throttle.blocked(current_request(), credential)
+            if blocked is not None:
+                return problem_response(blocked)
+        result = await demo.issuer.aexchange(form, _in_thread(demo.authenticate))
+        if credential is not None and throttle is not None and failed_login(result):
+            await throttle.failed(current_request(), credential)
+        return token_response(result)
+
+    @router.post("/logout")
+    async def logout(user: Anyone, authorization: BearerHeader = "") -> Any:
+        scheme, _, token = authorization.partition(" ")
+        revoked = scheme.lower() == "bearer" and await demo.issuer.arevoke(token.strip())
+        return {"revoked": bool(revoked)}
+
+    @router.get("/me")
+    async def me(user: Anyone) -> dict[str, Any]:
+        return {"id": user.id, "scheme": user.scheme, "scopes": sorted(user.scopes)}
+
+    @router.get("/items")
+    async def list_items(user: Reader) -> dict[str, Any]:
+        return {"items": list(demo.items)}
+
+    @router.post("/items", status_code=201)
+    async def create_item(body: NewItem, user: Writer) -> dict[str, Any]:
+        return demo.add_item(body.name, user.id)
+
+    @router.get("/admin/stats")
+    async def admin_stats(user: Admin) -> dict[str, Any]:
+        return {"items": len(demo.items), "for": user.id}
+
+    @router.get("/internal/status")
+    async def internal_status() -> dict[str, Any]:
+        return {"status": "ok", "client": current_request().client}
+
+    stack["app"] = SecurityStack(app, settings=demo.settings, revocation=demo.revocation)
+    return stack["app"]
+
+
+def _in_thread(check: Any) -> Any:
+    """Run the password check (argon2, CPU-heavy) off the event loop."""
+
+    async def run(username: str, password: str) -> Any:
+        return await asyncio.to_thread(check, username, password)
+
+    return run

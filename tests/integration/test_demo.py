@@ -1,0 +1,170 @@
+"""The demo contract over real HTTP: uvicorn for Starlette, werkzeug for Flask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from secmw.demo import DEMO_API_KEY, Demo, build
+from secmw.demo.common import banner
+from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
+
+pytestmark = pytest.mark.server
+FRAMEWORKS = ["starlette", "flask"]
+
+
+@contextmanager
+def demo_server(framework: str) -> Iterator[httpx.Client]:
+    app = build(framework)
+    server = uvicorn_server(app) if framework == "starlette" else werkzeug_server(app)
+    with server as base, httpx.Client(base_url=base, timeout=10) as client:
+        yield client
+
+
+def login(client: httpx.Client, user: str, password: str, **extra: str) -> httpx.Response:
+    form = {"grant_type": "password", "username": user, "password": password, **extra}
+    return client.post("/token", data=form)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_demo_contract(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users, API key, token endpoint, scopes, logout and the loopback-only route."""
+    monkeypatch.setenv("SECMW_IP__TRUSTED_PROXIES", "127.0.0.1")
+    with demo_server(framework) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+
+        issued = login(client, "alice", "alice-password")
+        assert issued.status_code == 200
+        body = issued.json()
+        assert body["token_type"] == "bearer"
+        assert set(body) >= {"access_token", "expires_in", "refresh_token", "scope"}
+        assert set(body["scope"].split()) == {"items:read", "items:write", "admin:read"}
+        assert issued.headers["cache-control"] == "no-store"
+        alice = bearer(body["access_token"])
+
+        me = client.get("/me", headers=alice).json()
+        assert me == {"id": "alice", "scheme": "bearer", "scopes": sorted(me["scopes"])}
+        assert client.get("/admin/stats", headers=alice).status_code == 200
+        created = client.post("/items", json={"name": "new"}, headers=alice)
+        assert created.status_code == 201
+
+        bob = ("bob", "bob-password")
+        assert client.get("/me", auth=bob).json() == {
+            "id": "bob",
+            "scheme": "basic",
+            "scopes": ["items:read"],
+        }
+        assert client.get("/items", auth=bob).status_code == 200
+        assert client.post("/items", json={"name": "x"}, auth=bob).status_code == 403
+        assert client.get("/admin/stats", auth=bob).status_code == 403
+
+        svc = client.get("/me", headers={"X-API-Key": DEMO_API_KEY}).json()
+        assert svc == {"id": "svc-reporting", "scheme": "apikey", "scopes": ["items:read"]}
+        assert client.get("/items").status_code == 401
+        assert client.get("/items", headers={"X-API-Key": "wrong"}).status_code == 401
+
+        narrowed = login(client, "alice", "alice-password", scope="items:read").json()
+        assert narrowed["scope"] == "items:read"
+        narrow = bearer(narrowed["access_token"])
+        assert client.post("/items", json={"name": "x"}, headers=narrow).status_code == 403
+
+        refreshed = client.post(
+            "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+        )
+        assert refreshed.status_code == 200
+        again = client.post(
+            "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+        )
+        assert again.json()["error"] == "invalid_grant"
+
+        assert client.post("/logout", headers=alice).json() == {"revoked": True}
+        assert client.get("/me", headers=alice).status_code == 401
+
+        assert client.get("/internal/status").json()["client"] == "127.0.0.1"
+        proxied = client.get("/internal/status", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert proxied.status_code == 403
+        assert proxied.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_token_endpoint_errors(framework: str) -> None:
+    """RFC 6749 errors: invalid_grant, invalid_scope, unsupported_grant_type."""
+    with demo_server(framework) as client:
+        wrong = login(client, "alice", "nope")
+        assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")
+        unknown = login(client, "mallory", "x")
+        assert unknown.json() == wrong.json()
+        scope = login(client, "bob", "bob-password", scope="admin:read")
+        assert scope.json()["error"] == "invalid_scope"
+        grant = client.post("/token", data={"grant_type": "client_credentials"})
+        assert (grant.status_code, grant.json()["error"]) == (400, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_environment_changes_behaviour(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SECMW_JWT__SECRET, rate limits and the failed-login throttle come from the environment."""
+    monkeypatch.setenv("SECMW_JWT__SECRET", SECRET)
+    monkeypatch.setenv("SECMW_RATE_LIMIT__DEFAULT", "3/minute")
+    monkeypatch.setenv("SECMW_RATE_LIMIT__AUTH_FAILURES", "2/minute")
+    with demo_server(framework) as client:
+        token = make_token(sub="minted-elsewhere", scope="items:read")
+        statuses = [client.get("/items", headers=bearer(token)).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        assert all(client.get("/health").status_code == 200 for _ in range(5))
+        failures = [login(client, "bob", "wrong").status_code for _ in range(3)]
+        assert failures == [400, 400, 429]
+        locked = login(client, "bob", "bob-password")
+        assert locked.status_code == 429
+        assert int(locked.headers["retry-after"]) > 0
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_rate_limits_on_redis(
+    framework: str, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """SECMW_RATE_LIMIT__STORAGE_URI=redis://... puts the counters in Redis."""
+    monkeypatch.setenv("SECMW_RATE_LIMIT__STORAGE_URI", redis_url)
+    monkeypatch.setenv("SECMW_RATE_LIMIT__DEFAULT", "2/minute")
+    client_redis = redis.Redis.from_url(redis_url)
+    client_redis.flushall()
+    with demo_server(framework) as client:
+        statuses = [client.get("/me", auth=("bob", "bob-password")).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+    assert client_redis.dbsize() > 0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_docs_pages_and_headers(framework: str) -> None:
+    """/docs, /redoc and /openapi.json load; the docs get their own CSP, the API the strict one."""
+    with demo_server(framework) as client:
+        docs = client.get("/docs")
+        assert docs.status_code == 200
+        assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+        assert client.get("/redoc").status_code == 200
+        spec = client.get("/openapi.json").json()
+        assert "/items" in spec["paths"]
+        api = client.get("/health")
+        assert api.headers["content-security-policy"].startswith("default-src 'none'")
+        assert api.headers["x-content-type-options"] == "nosniff"
+
+
+def test_banner_lists_address_users_and_curl_lines() -> None:
+    """The start-up text shows the address, both users, the key and three curl lines."""
+    demo: Any = Demo.create()
+    text = banner(demo, "starlette", "127.0.0.1", 8000)
+    assert "http://127.0.0.1:8000" in text
+    assert "alice / alice-password" in text
+    assert "bob / bob-password" in text
+    assert DEMO_API_KEY in text
+    assert text.count("curl ") == 3
+    assert "SECMW_JWT__SECRET is unset" in text
