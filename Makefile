@@ -6,12 +6,13 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 FRAMEWORK ?= starlette
 
-.PHONY: help install demo test lint typecheck bench clean
+.PHONY: help install demo test lint typecheck bench fuzz clean
 
 help:
 	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage)"
 	@echo "make test   - install the dev extras and run every check"
 	@echo "make bench  - run the benchmarks (installs the bench extra)"
+	@echo "make fuzz   - coverage-guided fuzzing of every parser (FUZZ_RUNS per harness)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,9 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	touch $@
 
+# The test suite runs a short seeded pass of each fuzz harness, so it needs atheris too.
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
 	touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
@@ -48,5 +50,11 @@ test: lint typecheck
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run
 
+FUZZ_RUNS ?= 100000
+FUZZ_SEED ?= 1
+
+fuzz: $(VENV)/.dev-installed
+	$(BIN)/python tests/fuzz/run.py --runs $(FUZZ_RUNS) --seed $(FUZZ_SEED) --artifacts fuzz-artifacts
+
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov fuzz-artifacts

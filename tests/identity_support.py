@@ -186,7 +186,7 @@ def public_jwk(private: Any, kid: str, **members: Any) -> dict[str, Any]:
 
 def sign(private: Any, alg: str, kid: str | None, **claims: Any) -> str:
     """A JWT signed by ``private``; ``sub`` user-1 and ``exp`` one minute ahead by default."""
-    payload: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 60, **claims}
+    payload: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 3600, **claims}
     headers = {"kid": kid} if kid is not None else {}
     return jwt.encode(payload, private, algorithm=alg, headers=headers)
 

@@ -17,8 +17,8 @@ SECRET = "s" * 32
 
 
 def make_token(secret: str | bytes = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
-    """A signed JWT; ``exp`` defaults to one minute ahead and ``sub`` to ``"user-1"``."""
-    payload: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 60}
+    """A signed JWT; ``exp`` defaults to one hour ahead and ``sub`` to ``"user-1"``."""
+    payload: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 3600}
     payload.update(claims)
     payload = {k: v for k, v in payload.items() if v is not None}
     return jwt.encode(payload, secret, algorithm=algorithm)

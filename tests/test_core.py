@@ -10,7 +10,7 @@ from secmw.errors import ConfigurationError
 from secmw.paths import PathSet, PathTable
 from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
-from secmw.request import Headers, RequestView, normalize_path
+from secmw.request import Headers, RequestView, has_dot_segments, normalize_path, parse_cookies
 from tests.support import http_scope
 
 
@@ -185,3 +185,56 @@ def test_bad_path_pattern_is_a_configuration_error(bad: str) -> None:
     """A malformed pattern fails at construction, naming the setting."""
     with pytest.raises(ConfigurationError, match="SECMW_AUTH__REQUIRED"):
         PathSet([bad], setting="SECMW_AUTH__REQUIRED")
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["a=1; b=2"], {"a": "1", "b": "2"}),
+        (["a=1", "a=2; c=3"], {"a": "1", "c": "3"}),
+        (['q="quoted value"'], {"q": "quoted value"}),
+        (['e=""'], {"e": ""}),
+        (["novalue; =x; ok=y"], {"ok": "y"}),
+        (["a=b=c"], {"a": "b=c"}),
+        ([], {}),
+    ],
+    ids=["two", "repeated", "quoted", "empty-quoted", "junk", "equals-in-value", "none"],
+)
+def test_parse_cookies(lines: list[str], expected: dict[str, str]) -> None:
+    """RFC 6265 pairs, first value wins, one pair of quotes removed."""
+    assert parse_cookies(lines) == expected
+
+
+def test_parse_cookies_reads_a_bounded_prefix() -> None:
+    """Only the first limit characters are read, whatever the header size."""
+    jar = parse_cookies(["a=1; big=" + "x" * 100_000 + "; late=1"], limit=50)
+    assert jar["a"] == "1"
+    assert "late" not in jar
+
+
+@pytest.mark.parametrize(
+    ("path", "rejected"),
+    [
+        ("/a/b", False),
+        ("/a.b/.c/..d", False),
+        ("/a/./b", True),
+        ("/a/../b", True),
+        ("/a/..", True),
+        ("/.", True),
+    ],
+    ids=repr,
+)
+def test_dot_segments_are_rejected(path: str, rejected: bool) -> None:
+    """A path with '.' or '..' segments carries a 400 rejection for every layer."""
+    assert has_dot_segments(path) is rejected
+    view = RequestView("GET", path)
+    assert (view.rejection is not None) is rejected
+    if rejected:
+        assert view.rejection is not None
+        assert view.rejection.status == 400
+
+
+def test_methods_are_upper_cased() -> None:
+    """Rules see the method as routers do (werkzeug upper-cases it)."""
+    assert RequestView.from_scope(http_scope(method="post")).method == "POST"
+    assert RequestView.from_environ({"REQUEST_METHOD": "post"}).method == "POST"

@@ -35,7 +35,7 @@ def doc_app() -> dict[str, Any]:
 
 
 def bearer(sub: str = "alice", **claims: Any) -> dict[str, str]:
-    payload = {"sub": sub, "exp": int(time.time()) + 60, **claims}
+    payload = {"sub": sub, "exp": int(time.time()) + 3600, **claims}
     return {"authorization": f"Bearer {jwt.encode(payload, SECRET)}"}
 
 

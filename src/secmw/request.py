@@ -8,12 +8,18 @@ Cookies and the query string are parsed lazily, only when a layer asks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
+from secmw.problems import Deny
+
 ASGI_KEY = "secmw.request"
 WSGI_KEY = "secmw.request"
+MAX_COOKIE_BYTES = 8192
+DOT_SEGMENTS = Deny(400, "path contains '.' or '..' segments", "invalid_path")
+"""Routers do not resolve dot segments but rules would, so ``/admin/x/../..`` could reach an
+``/admin`` route while matching the rules of ``/``. Browsers and HTTP clients resolve them before
+sending (RFC 3986 §5.2.4), so every secmw layer refuses such a path instead of guessing."""
 
 
 class Headers(Mapping[str, str]):
@@ -46,6 +52,35 @@ class Headers(Mapping[str, str]):
     def getlist(self, name: str) -> list[str]:
         """Every field line with this name, in order (empty list when absent)."""
         return list(self._fields.get(name.lower(), ()))
+
+
+def has_dot_segments(path: str) -> bool:
+    """True when a ``/``-separated segment of ``path`` is ``.`` or ``..``."""
+    if "/." not in path:
+        return False
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
+def parse_cookies(lines: Iterable[str], limit: int = MAX_COOKIE_BYTES) -> dict[str, str]:
+    """Cookies from ``Cookie`` field lines, in linear time (RFC 6265 §5.4).
+
+    Pairs split on ``;`` then on the first ``=``; one pair of surrounding double quotes is removed
+    and nothing is unescaped (the standard library's ``SimpleCookie`` unquoting is quadratic,
+    CVE-2024-7592). Only the first ``limit`` characters of the joined fields are read; the first
+    value of a repeated name wins; pairs without ``=`` or with an empty name are skipped.
+    """
+    jar: dict[str, str] = {}
+    text = "; ".join(lines)[:limit]
+    for pair in text.split(";"):
+        name, eq, value = pair.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        jar.setdefault(name, value)
+    return jar
 
 
 def normalize_path(path: str) -> str:
@@ -86,6 +121,8 @@ class RequestView:
         client: The client address every layer agrees on (the IP layer may resolve it from
             trusted proxy headers); starts as ``peer``.
         state: Per-request scratch space shared by the layers (principal, csp nonce...).
+        rejection: A Deny every layer answers with before anything else (a path with dot
+            segments), or None.
     """
 
     __slots__ = (
@@ -98,6 +135,7 @@ class RequestView:
         "path",
         "peer",
         "query_string",
+        "rejection",
         "scheme",
         "state",
     )
@@ -115,6 +153,7 @@ class RequestView:
         self.method = method
         self.path = path
         self.normalized_path = normalize_path(path)
+        self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
         self.query_string = query_string
         self.headers = headers if headers is not None else Headers()
         self.scheme = scheme
@@ -142,18 +181,9 @@ class RequestView:
 
     @property
     def cookies(self) -> Mapping[str, str]:
-        """Cookies from every ``Cookie`` header; a malformed header yields what parsed before it."""
+        """Cookies from every ``Cookie`` header, parsed once in linear time (``parse_cookies``)."""
         if self._cookies is None:
-            jar: dict[str, str] = {}
-            for line in self.headers.getlist("cookie"):
-                cookie: SimpleCookie = SimpleCookie()
-                try:
-                    cookie.load(line)
-                except CookieError:
-                    continue
-                for key, morsel in cookie.items():
-                    jar.setdefault(key, morsel.value)
-            self._cookies = jar
+            self._cookies = parse_cookies(self.headers.getlist("cookie"))
         return self._cookies
 
     def query_params(self, name: str) -> list[str]:
@@ -177,7 +207,7 @@ class RequestView:
         client = scope.get("client")
         is_ws = scope["type"] == "websocket"
         view = cls(
-            "WEBSOCKET" if is_ws else scope.get("method", "GET"),
+            "WEBSOCKET" if is_ws else scope.get("method", "GET").upper(),
             scope.get("path", "/") or "/",
             query_string=scope.get("query_string", b""),
             headers=Headers(
@@ -206,7 +236,8 @@ class RequestView:
             # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
             path = path.encode("latin-1").decode("utf-8", "replace")
         view = cls(
-            environ.get("REQUEST_METHOD", "GET"),
+            # werkzeug upper-cases the method before routing; rules must see what the router sees
+            environ.get("REQUEST_METHOD", "GET").upper(),
             path,
             query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
             headers=Headers(pairs),

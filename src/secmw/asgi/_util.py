@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from secmw.principal import Principal
 from secmw.problems import Deny
+from secmw.request import RequestView
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,6 +43,17 @@ async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": deny.detail})
+
+
+async def refuse_malformed(scope: Scope, send: Send, request: RequestView) -> bool:
+    """Answer a request that no rule can be matched safely (see ``RequestView.rejection``).
+
+    Returns True when the request was answered and the layer must stop.
+    """
+    if request.rejection is None:
+        return False
+    await send_deny(scope, send, request.rejection)
+    return True
 
 
 class AuthCredentials:

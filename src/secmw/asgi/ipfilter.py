@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send, send_deny
+from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
 from secmw.netaddr import DENIED, FORWARDED_KEY, IPFilter
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
@@ -46,6 +46,8 @@ class IPFilterMiddleware:
             await self.app(scope, receive, send)
             return
         request = RequestView.from_scope(scope)
+        if await refuse_malformed(scope, send, request):
+            return
         refusal = self.filter.check(request)
         if self.filter.rewrite_client and request.client != request.peer:
             _rewrite_client(scope, request)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send, send_deny
+from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
 from secmw.auth.base import AsyncFailureThrottle, Credential
 from secmw.auth.totp import AsyncReplayStore, StepUp, replay_store_from_settings
 from secmw.principal import ANONYMOUS, Principal
@@ -62,6 +62,8 @@ class StepUpMiddleware:
             await self.app(scope, receive, send)
             return
         request = RequestView.from_scope(scope)
+        if await refuse_malformed(scope, send, request):
+            return
         principal = request.state.get("principal", ANONYMOUS)
         if self.step_up.needed(request, principal):
             denied = await self.check(request, principal)

@@ -1,14 +1,18 @@
 """HTTP Basic authentication (RFC 7617) against argon2id or bcrypt password hashes.
 
-An unknown user name still costs one hash verification (against a dummy hash), so response times
-do not reveal which users exist. Verification is CPU-heavy by design: ``blocking`` tells the ASGI
-adapter to run it in a worker thread.
+An unknown user name still costs one hash verification, against one of the configured users'
+hashes (so the cost matches whatever algorithm and parameters those hashes use, and a password
+that happens to match a decoy is still refused): response times do not reveal which users exist.
+Verification is CPU-heavy by design: ``blocking`` tells the ASGI adapter to run it in a worker
+thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,7 +43,10 @@ class BasicAuthenticator:
     def __init__(self, users: Iterable[BasicUser], *, realm: str = "api") -> None:
         self.users = {u.username: u for u in users}
         self.realm = realm
-        dummy_hash()  # computed now, so the first unknown user does not pay for it
+        # An unknown name is checked against one of the configured hashes, picked by a keyed hash
+        # of the name: the same cost as a real user whatever algorithm and cost the hashes use.
+        self._decoys = sorted(u.password_hash for u in self.users.values()) or [dummy_hash()]
+        self._decoy_key = secrets.token_bytes(16)
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """Decode the user-pass; bad base64, non-UTF-8 or a missing colon is a 400."""
@@ -62,11 +69,16 @@ class BasicAuthenticator:
 
     def verify(self, credential: Credential) -> Principal | Deny:
         """Check the password; an unknown user costs the same hash verification as a known one."""
-        user = self.users.get(credential.username or "")
-        ok = verify_password(credential.secret, user.password_hash if user else dummy_hash())
+        name = credential.username or ""
+        user = self.users.get(name)
+        ok = verify_password(credential.secret, user.password_hash if user else self._decoy(name))
         if not ok or user is None:
             return self._deny(401, "invalid user name or password", "invalid_credentials")
         return Principal(user.username, self.scheme, user.scopes, user.roles)
+
+    def _decoy(self, name: str) -> str:
+        digest = hmac.digest(self._decoy_key, name.encode("utf-8", "surrogatepass"), "sha256")
+        return self._decoys[int.from_bytes(digest[:4], "big") % len(self._decoys)]
 
     def challenge(self, error: str | None = None, description: str | None = None) -> str:
         """``Basic realm="...", charset="UTF-8"`` (RFC 7617 §2.1)."""

@@ -309,7 +309,10 @@ class JWTAuthenticator:
         if isinstance(result, Principal):
             exp = result.claims.get("exp")
             if isinstance(exp, int | float) and not isinstance(exp, bool):
-                expires_at = float(exp)
+                try:
+                    expires_at = float(exp)
+                except OverflowError:  # a signed exp beyond float range: valid, never cached
+                    return result
         self.cache.put(token, result, expires_at=expires_at, generation=generation)
         return result
 

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from secmw.problems import Deny
+from secmw.request import RequestView
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -38,3 +39,11 @@ def respond_deny(start_response: StartResponse, deny: Deny) -> list[bytes]:
     body = deny.body()
     start_response(status_line(deny.status), deny.response_headers(len(body)))
     return [body]
+
+
+def refuse_malformed(request: RequestView, start_response: StartResponse) -> list[bytes] | None:
+    """The response for a request no rule can be matched safely (``RequestView.rejection``),
+    or None when the layer may go on."""
+    if request.rejection is None:
+        return None
+    return respond_deny(start_response, request.rejection)

@@ -9,7 +9,7 @@ from secmw import audit
 from secmw.netaddr import DENIED, IPFilter
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
-from secmw.wsgi._util import Environ, StartResponse, WSGIApp, respond_deny
+from secmw.wsgi._util import Environ, StartResponse, WSGIApp, refuse_malformed, respond_deny
 
 
 class IPFilterMiddleware:
@@ -37,6 +37,9 @@ class IPFilterMiddleware:
         if not self.filter.enabled:
             return self.app(environ, start_response)
         request = RequestView.from_environ(environ)
+        malformed = refuse_malformed(request, start_response)
+        if malformed is not None:
+            return malformed
         refusal = self.filter.check(request)
         if self.filter.rewrite_client and request.client != request.peer:
             # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.

@@ -12,7 +12,7 @@ from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
-from secmw.wsgi._util import Environ, StartResponse, WSGIApp, respond_deny
+from secmw.wsgi._util import Environ, StartResponse, WSGIApp, refuse_malformed, respond_deny
 
 SecretLookup = Callable[[Principal], "str | None"]
 
@@ -47,6 +47,9 @@ class StepUpMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = RequestView.from_environ(environ)
+        malformed = refuse_malformed(request, start_response)
+        if malformed is not None:
+            return malformed
         principal = request.state.get("principal", ANONYMOUS)
         if self.step_up.needed(request, principal):
             denied = self.check(request, principal)
