@@ -74,12 +74,8 @@ def _address(i: int) -> str:
 
 def _memory_keys(middleware: Any) -> int | None:
     """Entries in secmw's in-memory rate-limit store (internal layout; None if unknown)."""
-    storage = getattr(
-        getattr(getattr(middleware, "limiter", None), "memory", None), "storage", None
-    )
-    if storage is None:
-        return None
-    return sum(len(getattr(storage, name, ())) for name in ("storage", "events"))
+    memory = getattr(getattr(middleware, "limiter", None), "memory", None)
+    return None if memory is None else len(memory)
 
 
 def clients(count: int) -> dict[str, Any]:

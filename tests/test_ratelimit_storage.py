@@ -142,18 +142,44 @@ def test_peek_does_not_charge() -> None:
 
 
 def test_memory_store_is_capped(events: list[Any]) -> None:
-    """Past ``memory_max_keys`` new clients get 503 instead of growing memory; known ones pass."""
-    limiter = Limiter(RateLimitSettings(default="5/hour", memory_max_keys=100))
-    settings = RateLimitSettings(default="5/hour")
-    for index in range(100):
-        assert isinstance(
-            limiter.apply(hits_for(settings, f"10.0.{index // 250}.{index % 250}")), Outcome
-        )
-    refused = limiter.apply(hits_for(settings, "10.9.9.9"))
-    assert isinstance(refused, Deny)
-    assert refused.status == 503
-    assert isinstance(limiter.apply(hits_for(settings, "10.0.0.0")), Outcome)
+    """Past ``memory_max_keys`` the least recently used client is forgotten: memory stays
+    bounded, new clients are still served, and one event tells the operator."""
+    limiter = Limiter(RateLimitSettings(default="2/hour", memory_max_keys=100))
+    settings = RateLimitSettings(default="2/hour")
+    first = hits_for(settings, "10.0.0.0")
+    assert limiter.apply(first).admitted  # type: ignore[union-attr]
+    assert limiter.apply(first).admitted  # type: ignore[union-attr]
+    assert not limiter.apply(first).admitted  # type: ignore[union-attr]
+    for index in range(1, 150):
+        outcome = limiter.apply(hits_for(settings, f"10.0.{index // 250}.{index % 250}"))
+        assert isinstance(outcome, Outcome)
+        assert outcome.admitted
+    assert len(limiter.memory) == 100
+    assert limiter.apply(first).admitted  # type: ignore[union-attr]  # forgotten: starts afresh
     assert [e.name for e in events] == ["ratelimit.memory_full"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_memory_windows_expire_with_the_clock(strategy: Any) -> None:
+    """A full window admits again once the injected clock has moved a window on."""
+    now = [960.0]  # the start of a one-minute period, so 30 s later is still the same period
+    windows = MemoryWindows(strategy, clock=lambda: now[0])
+    hits = hits_for(RateLimitSettings(default="2/minute", strategy=strategy))
+    assert [windows.apply(hits).admitted for _ in range(3)] == [True, True, False]
+    now[0] += 30
+    assert not windows.apply(hits).admitted
+    now[0] += 91  # past the window (and, for the sliding counter, past its weighted share)
+    assert windows.apply(hits).admitted
+
+
+def test_sliding_window_weighs_the_previous_period() -> None:
+    """Half-way through a period, half of the previous period's count still counts."""
+    now = [600.0]
+    windows = MemoryWindows("sliding-window-counter", clock=lambda: now[0])
+    hits = hits_for(RateLimitSettings(default="4/minute", strategy="sliding-window-counter"))
+    assert all(windows.apply(hits).admitted for _ in range(4))
+    now[0] = 690.0  # next period, half of it gone: floor(4 * 0.5) = 2 still count
+    assert [windows.apply(hits).admitted for _ in range(3)] == [True, True, False]
 
 
 # -- failure policies (nothing listens) --------------------------------------------------------

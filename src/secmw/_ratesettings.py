@@ -131,11 +131,14 @@ class RateLimitSettings(Section):
         5.0, gt=0, le=3600, description="Seconds without calling a failed storage."
     )
     ipv6_prefix: int = Field(64, ge=8, le=128, description="IPv6 clients are keyed by prefix.")
+    cors_preflight_exempt: bool = Field(
+        True, description="CORS preflights (OPTIONS with Origin) are not limited."
+    )
     key_prefix: str = Field("secmw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     memory_max_keys: int = Field(
-        10_000,
+        50_000,
         ge=100,
-        description="Cap on keys in the in-memory store (new clients get 503 past it).",
+        description="Cap on keys in the in-memory store (the least recently used go past it).",
     )
 
     @field_validator("default")

@@ -16,6 +16,7 @@ alike. Fields follow draft-ietf-httpapi-ratelimit-headers-11 (``RateLimit-Policy
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,9 +162,22 @@ def ietf_fields(stats: Sequence[WindowStats]) -> list[tuple[str, str]]:
 
     Example: ``RateLimit-Policy: "default";q=100;w=60`` and ``RateLimit: "default";r=42;t=17``.
     """
-    policy = ", ".join(f"{sf_string(s.policy)};q={s.limit};w={s.window}" for s in stats)
-    current = ", ".join(f"{sf_string(s.policy)};r={s.remaining};t={s.reset}" for s in stats)
+    if len(stats) == 1:  # the common case, without the generators
+        one = stats[0]
+        name = _sf_name(one.policy)
+        return [
+            ("ratelimit-policy", f"{name};q={one.limit};w={one.window}"),
+            ("ratelimit", f"{name};r={one.remaining};t={one.reset}"),
+        ]
+    policy = ", ".join(f"{_sf_name(s.policy)};q={s.limit};w={s.window}" for s in stats)
+    current = ", ".join(f"{_sf_name(s.policy)};r={s.remaining};t={s.reset}" for s in stats)
     return [("ratelimit-policy", policy), ("ratelimit", current)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _sf_name(policy: str) -> str:
+    """``sf_string`` of a policy name; the names are few and fixed by configuration."""
+    return sf_string(policy)
 
 
 def legacy_fields(stats: Sequence[WindowStats], now: float) -> list[tuple[str, str]]:

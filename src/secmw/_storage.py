@@ -1,13 +1,13 @@
 """The rate-limit storage edge (sync): ``limits`` storages, one round trip, a circuit breaker.
 
-- **Memory** (``memory://``, and the fallback of ``on_storage_error=memory``): ``limits``'
-  ``MemoryStorage``. Every limit of a request is checked, then charged, under one lock, so a
-  request refused by one limit costs nothing on the others and threads never over-admit. That
-  storage starts a ``threading.Timer`` (10 ms) after a write when none is running, so while
-  traffic flows it creates up to about 100 short-lived threads a second, and each run scans
-  every key (about 1.5 ms for 10,000 fixed-window keys, 20-60 ms for as many moving windows, see
-  ``benchmarks/bench_ratelimit.py``). Hence a cap (``memory_max_keys``, 10,000): past it new
-  clients get 503 rather than memory and CPU growing without bound; use Redis for more.
+- **Memory** (``memory://``, and the fallback of ``on_storage_error=memory``):
+  :class:`MemoryWindows`, secmw's own dict-based windows with ``limits``' semantics. ``limits``'
+  ``MemoryStorage`` was measured first: it starts a ``threading.Timer`` (10 ms) after a write
+  when none is running, so while traffic flows it creates up to about 100 short-lived threads a
+  second, each scanning every key (about 1.5 ms for 10,000 fixed-window keys, 20-60 ms for as
+  many moving windows), and its error-wrapping decorator costs more than the count itself. The
+  own store expires lazily, needs no thread, and is capped (``memory_max_keys``) with LRU
+  eviction.
 - **Redis** (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://``,
   ``valkey://``...): ``limits`` builds the client from the URI; ``limits`` has no call that
   applies several limits at once (each strategy ``hit`` is a round trip, its window statistics
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 from limits.errors import ConfigurationError as LimitsConfigurationError
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import storage_from_string
 
 from secmw import audit
 from secmw._breaker import CircuitBreaker
@@ -49,69 +50,120 @@ class StorageFailure(Exception):
 
 
 class MemoryWindows:
-    """Rate-limit windows in this process, on ``limits``' ``MemoryStorage``.
+    """Rate-limit windows in this process: plain dicts, no timer threads, a hard cap on keys.
+
+    The windows follow ``limits``' semantics (and ``ratelimit.lua``'s): a fixed window counts
+    units until it resets; a moving window keeps one timestamp per unit and counts those younger
+    than the window; a sliding-window counter keeps this period's and the previous period's
+    counts and weighs the previous one by how much of it still overlaps the window. Expired
+    state is dropped when its key is next touched, so nothing runs in the background (``limits``'
+    ``MemoryStorage`` starts a timer thread every 10 ms while traffic flows and scans every key).
+
+    Every limit of a request is checked, then charged, under one lock: a request refused by one
+    limit costs nothing on the others and threads never over-admit.
 
     Args:
         strategy: The windowing strategy.
-        max_keys: Cap on stored keys; beyond it new keys are refused (:class:`StorageFailure`)
-            rather than letting memory grow without bound.
+        max_keys: Cap on stored keys. Past it the least recently used key is forgotten (its
+            client starts afresh) and one ``ratelimit.memory_full`` event is emitted per episode:
+            memory stays bounded and new clients are still served. Share counters in Redis when
+            one process sees more clients than that.
+        clock: Seconds, monotonic; injectable for tests.
     """
 
-    def __init__(self, strategy: Strategy, *, max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        max_keys: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.strategy: Strategy = strategy
         self.max_keys = max_keys
-        self.storage = MemoryStorage()
+        self._clock = clock
+        self._windows: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._full = False
 
+    def __len__(self) -> int:
+        return len(self._windows)
+
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
         """Check every limit, then charge them all when each has room (and ``charging``)."""
+        now = self._clock()
         with self._lock:
-            states = [self._state(hit) for hit in hits]
+            states = [self._state(hit, now) for hit in hits]
             admitted = all(admits(self.strategy, h, s) for h, s in zip(hits, states, strict=True))
             if admitted and charging:
-                if any(self._is_new(s) for s in states):
-                    self._check_capacity()
                 for hit in hits:
-                    self._charge(hit)
+                    self._charge(hit, now)
                 states = [charge(self.strategy, h, s) for h, s in zip(hits, states, strict=True)]
         return Outcome(admitted, tuple(states))
 
-    def _is_new(self, state: State) -> bool:
-        if self.strategy == "sliding-window-counter":
-            return state[0] == 0 and state[2] == 0
-        return state[0] == 0
+    def _state(self, hit: LimitHit, now: float) -> State:
+        entry = self._windows.get(hit.key)
+        window = hit.item.get_expiry()
+        if self.strategy == "fixed-window":
+            if entry is None or entry[1] <= now:
+                return (0, 0)
+            return (entry[0], int((entry[1] - now) * 1000))
+        if self.strategy == "moving-window":
+            if not entry:
+                return (0, 0)
+            horizon = now - window
+            while entry and entry[0] <= horizon:
+                entry.popleft()
+            return (len(entry), int((now - entry[0]) * 1000)) if entry else (0, 0)
+        period = int(now // window)
+        previous, current = _sliding_counts(entry, period)
+        current_ttl = int(((period + 2) * window - now) * 1000)
+        previous_ttl = current_ttl - window * 1000
+        return (previous, previous_ttl if previous else 0, current, current_ttl if current else 0)
 
-    def _check_capacity(self) -> None:
-        size = len(self.storage.storage) + len(self.storage.events)
-        if size < self.max_keys:
-            self._full = False
-            return
+    def _charge(self, hit: LimitHit, now: float) -> None:
+        windows, key = self._windows, hit.key
+        entry = windows.get(key)
+        window = hit.item.get_expiry()
+        if self.strategy == "fixed-window":
+            if entry is None or entry[1] <= now:
+                entry = [0, now + window]
+            entry[0] += hit.cost
+        elif self.strategy == "moving-window":
+            if entry is None:
+                entry = deque()
+            entry.extend([now] * hit.cost)
+        else:
+            period = int(now // window)
+            previous, current = _sliding_counts(entry, period)
+            entry = (period, previous, current + hit.cost)
+        windows[key] = entry
+        windows.move_to_end(key)
+        if len(windows) > self.max_keys:
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._windows) > self.max_keys:
+            self._windows.popitem(last=False)
         if not self._full:
             self._full = True
-            audit.emit("ratelimit.memory_full", f"in-memory store holds {size} keys")
-        raise StorageFailure("in-memory rate-limit store is full")
+            audit.emit(
+                "ratelimit.memory_full",
+                f"in-memory store reached {self.max_keys} keys; forgetting the least recent",
+            )
+        elif len(self._windows) < self.max_keys * 0.9:
+            self._full = False
 
-    def _state(self, hit: LimitHit) -> State:
-        storage, key, window = self.storage, hit.key, hit.item.get_expiry()
-        now = time.time()
-        if self.strategy == "fixed-window":
-            count = storage.get(key)
-            return (count, max(0, int((storage.get_expiry(key) - now) * 1000)) if count else 0)
-        if self.strategy == "moving-window":
-            start, count = storage.get_moving_window(key, hit.amount, window)
-            return (count, int((now - start) * 1000) if count else 0)
-        previous, previous_ttl, current, current_ttl = storage.get_sliding_window(key, window)
-        return (previous, int(previous_ttl * 1000), current, int(current_ttl * 1000))
 
-    def _charge(self, hit: LimitHit) -> None:
-        storage, key, window = self.storage, hit.key, hit.item.get_expiry()
-        if self.strategy == "fixed-window":
-            storage.incr(key, window, amount=hit.cost)
-        elif self.strategy == "moving-window":
-            storage.acquire_entry(key, hit.amount, window, amount=hit.cost)
-        else:
-            storage.acquire_sliding_window_entry(key, hit.amount, window, amount=hit.cost)
+def _sliding_counts(entry: tuple[int, int, int] | None, period: int) -> tuple[int, int]:
+    """(previous, current) counts for ``period`` from a stored (period, previous, current)."""
+    if entry is None:
+        return 0, 0
+    stored_period, previous, current = entry
+    if stored_period == period:
+        return previous, current
+    if stored_period == period - 1:
+        return current, 0
+    return 0, 0
 
 
 # -- Redis -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ puts on the left costs at most a C-level scan of the header, never Python work p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from bisect import bisect_right
@@ -69,8 +70,10 @@ _MAPPED = IPv6Network("::ffff:0:0/96")
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
-    """One address as a server or proxy writes it; None for anything else.
+    """One address as a server or proxy writes it; None for anything else (memoized: the same
+    peers and proxies come back request after request).
 
     Accepts ``10.0.0.1``, ``10.0.0.1:8080``, ``2001:db8::1``, ``[2001:db8::1]:443``,
     ``fe80::1%eth0`` (the zone id is dropped) and RFC 7239 quoted forms (``"[2001:db8::1]"``).

@@ -142,6 +142,9 @@ class RateLimitPolicy:
         exempt = settings.exempt
         self._exempt_paths = PathSet(exempt.paths, setting=var("exempt", "paths"))
         self._exempt_networks = NetworkSet.parse(exempt.networks, var("exempt", "networks"))
+        # client string -> identity; addresses repeat request after request, parsing them does
+        # not need to. Bounded: cleared when full (a flood of new addresses only costs parsing).
+        self._identities: dict[str, str] = {}
         self._exempt_scopes = frozenset(exempt.scopes)
         self._auth_failures = compile_limits(
             settings.auth_failures, (), "auth-failures", var("auth_failures")
@@ -170,6 +173,8 @@ class RateLimitPolicy:
         path = request.normalized_path
         if path in self._exempt_paths:
             return None
+        if self.settings.cors_preflight_exempt and request.is_cors_preflight:
+            return None  # the browser's own check before a cross-origin call, never the call
         principal = request.state.get("principal")
         if not isinstance(principal, Principal):
             principal = None
@@ -275,8 +280,20 @@ class RateLimitPolicy:
         return parse_address(request.client) if request.client else None
 
     def _address_identity(self, request: RequestView) -> str | None:
-        if not request.client:
+        client = request.client
+        if not client:
             return None
+        known = self._identities.get(client)
+        if known is not None:
+            return known
+        identity = self._parse_identity(request)
+        if len(self._identities) >= _IDENTITY_CACHE:
+            self._identities.clear()
+        self._identities[client] = identity
+        return identity
+
+    def _parse_identity(self, request: RequestView) -> str:
+        assert request.client is not None
         address = self._address(request)
         if address is None:  # a server that reports something else (a socket path, a name)
             return bounded("a:" + request.client)
@@ -291,6 +308,9 @@ class RateLimitPolicy:
         if self._apikey_query and (values := request.query_params(self._apikey_query)):
             return values[0]
         return None
+
+
+_IDENTITY_CACHE = 4096
 
 
 def _covers(methods: list[str], method: str) -> bool:

@@ -62,13 +62,18 @@ class AuthCredentials:
     Authenticated principals also carry Starlette's conventional ``"authenticated"`` scope.
     """
 
-    __slots__ = ("scopes",)
+    __slots__ = ("_principal",)
 
     def __init__(self, principal: Principal) -> None:
-        scopes = sorted(principal.scopes)
-        if principal.is_authenticated:
+        self._principal = principal
+
+    @property
+    def scopes(self) -> list[str]:
+        """Built when read (only routes with ``@requires`` read it), not on every request."""
+        scopes = sorted(self._principal.scopes)
+        if self._principal.is_authenticated:
             scopes.append("authenticated")
-        self.scopes = scopes
+        return scopes
 
 
 def publish_principal(scope: Scope, principal: Principal) -> None:

@@ -48,6 +48,7 @@ class AuthenticationMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         chain: AuthChain | None = None,
@@ -95,8 +96,10 @@ class AuthenticationMiddleware:
         if not isinstance(found, Found):
             return found
         authenticator, credential = found.authenticator, found.credential
-        if self.throttle is not None:
-            blocked = await self.throttle.blocked(request, credential)
+        throttle = self.throttle
+        first = throttle is not None and getattr(authenticator, "throttle_first", True)
+        if first:
+            blocked = await throttle.blocked(request, credential)  # type: ignore[union-attr]
             if blocked is not None:
                 return blocked
         averify = getattr(authenticator, "averify", None)
@@ -106,8 +109,11 @@ class AuthenticationMiddleware:
             result = await run_blocking(authenticator.verify, credential)
         else:
             result = authenticator.verify(credential)
-        if self.throttle is not None and isinstance(result, Deny) and result.status == 401:
-            await self.throttle.failed(request, credential)
+        if throttle is not None and isinstance(result, Deny) and result.status == 401:
+            # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
+            blocked = None if first else await throttle.blocked(request, credential)
+            await throttle.failed(request, credential)
+            return blocked or result
         return result
 
     def _add_challenges(self, send: Send) -> Send:

@@ -61,6 +61,7 @@ class APIKeyAuthenticator:
     scheme = "apikey"
     authorization_scheme = None
     blocking = False
+    throttle_first = False  # cheap to check, impossible to guess: count failures only
 
     def __init__(
         self,

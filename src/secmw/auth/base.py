@@ -43,6 +43,11 @@ class Authenticator(Protocol):
         authorization_scheme: The ``Authorization`` scheme it owns, lower-case, or None when the
             credential travels elsewhere (an API-key header, a cookie).
         blocking: ``verify`` is CPU-heavy; the ASGI adapter runs it in a thread.
+
+    An authenticator may also set ``throttle_first = False`` when its check is cheap and its
+    secrets cannot be guessed (signed tokens, 256-bit keys, session ids): the failed-attempt
+    throttle is then consulted only after a failure, not on every request. Without it the
+    throttle runs before ``verify`` (passwords, remote introspection).
     """
 
     @property

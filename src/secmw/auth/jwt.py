@@ -131,6 +131,7 @@ class JWTAuthenticator:
     scheme = "bearer"
     authorization_scheme = "bearer"
     blocking = False
+    throttle_first = False  # cheap to check, impossible to guess: count failures only
 
     def __init__(
         self,

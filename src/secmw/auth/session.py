@@ -356,6 +356,7 @@ class SessionAuthenticator:
     scheme = "session"
     authorization_scheme = None
     blocking = True  # a sync store may do network I/O; the ASGI adapter uses averify
+    throttle_first = False  # cheap to check, impossible to guess: count failures only
 
     def __init__(
         self, sessions: Sessions, *, trusted_origins: Iterable[str] = (), realm: str = "api"

@@ -142,7 +142,7 @@ class RedisSessionStore:
 
     def get(self, key: str) -> bytes | None:
         """The value, None when absent (Redis expires it)."""
-        value = self._sync().get(self.prefix + key)
+        value: Any = self._sync().get(self.prefix + key)  # redis-py types differ across versions
         return _as_bytes(value)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:

@@ -38,6 +38,7 @@ class AuthenticationMiddleware:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         chain: AuthChain | None = None,
@@ -78,13 +79,18 @@ class AuthenticationMiddleware:
         found = self.chain.find(request)
         if not isinstance(found, Found):
             return found
-        if self.throttle is not None:
-            blocked = self.throttle.blocked(request, found.credential)
+        throttle, credential = self.throttle, found.credential
+        first = throttle is not None and getattr(found.authenticator, "throttle_first", True)
+        if first:
+            blocked = throttle.blocked(request, credential)  # type: ignore[union-attr]
             if blocked is not None:
                 return blocked
-        result = found.authenticator.verify(found.credential)
-        if self.throttle is not None and isinstance(result, Deny) and result.status == 401:
-            self.throttle.failed(request, found.credential)
+        result = found.authenticator.verify(credential)
+        if throttle is not None and isinstance(result, Deny) and result.status == 401:
+            # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
+            blocked = None if first else throttle.blocked(request, credential)
+            throttle.failed(request, credential)
+            return blocked or result
         return result
 
     def _add_challenges(self, start_response: StartResponse) -> StartResponse:
