@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
@@ -34,13 +34,13 @@ def _type_name(annotation: Any) -> str:
         if annotation is type(None):
             return "null"
         return getattr(annotation, "__name__", str(annotation))
+    if origin is Annotated:
+        return _type_name(get_args(annotation)[0])
     args = [a for a in get_args(annotation) if a is not type(None)]
     if origin in (list, tuple):
         return f"list[{_type_name(args[0])}]" if args else "list"
     if origin is dict:
         return "object"
-    if str(origin).endswith("Annotated"):
-        return _type_name(get_args(annotation)[0])
     names = " or ".join(dict.fromkeys(_type_name(a) for a in args))
     return names + (" (optional)" if len(args) < len(get_args(annotation)) else "")
 
@@ -64,6 +64,7 @@ def _rows(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_rows(annotation, (*loc, name)))  # SECMW_RATE_LIMIT__EXEMPT__PATHS...
             continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(

@@ -36,6 +36,7 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         policy: SecurityHeaders | None = None,

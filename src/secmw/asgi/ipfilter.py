@@ -33,6 +33,7 @@ class IPFilterMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         ip_filter: IPFilter | None = None,

@@ -41,6 +41,7 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         key_func: KeyFunc | None = None,

@@ -42,6 +42,7 @@ class SecurityStack:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         revocation: RevocationStore | AsyncRevocationStore | None = None,

@@ -39,6 +39,7 @@ class StepUpMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         secret_for: SecretLookup,
         settings: SecuritySettings | None = None,

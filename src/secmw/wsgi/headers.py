@@ -34,6 +34,7 @@ class SecurityHeadersMiddleware:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         policy: SecurityHeaders | None = None,

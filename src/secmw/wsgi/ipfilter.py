@@ -25,6 +25,7 @@ class IPFilterMiddleware:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         ip_filter: IPFilter | None = None,

@@ -35,6 +35,7 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         key_func: KeyFunc | None = None,

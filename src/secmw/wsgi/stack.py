@@ -25,6 +25,7 @@ class SecurityStack:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         settings: SecuritySettings | None = None,
         revocation: RevocationStore | AsyncRevocationStore | None = None,

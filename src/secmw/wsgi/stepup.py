@@ -27,6 +27,7 @@ class StepUpMiddleware:
     def __init__(
         self,
         app: WSGIApp,
+        /,
         *,
         secret_for: SecretLookup,
         settings: SecuritySettings | None = None,
