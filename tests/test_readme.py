@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,14 @@ def python_blocks() -> list[str]:
 
 
 def block_defining(name: str) -> dict[str, Any]:
-    for code in python_blocks():
+    """Run the first README block containing ``name`` as a module (libraries that resolve
+    annotations look the module up in sys.modules, as they would for a real file)."""
+    for index, code in enumerate(python_blocks()):
         if name in code:
-            namespace: dict[str, Any] = {"__name__": "readme_example"}
-            exec(compile(code, str(README), "exec"), namespace)
-            return namespace
+            module = types.ModuleType(f"readme_example_{index}")
+            sys.modules[module.__name__] = module
+            exec(compile(code, str(README), "exec", dont_inherit=True), module.__dict__)
+            return module.__dict__
     raise AssertionError(f"no README block mentions {name}")
 
 
@@ -55,3 +60,27 @@ def test_flask_quickstart() -> None:
     assert client.get("/items", headers=bearer("items:read")).json == {"id": "u1"}
     assert client.get("/items", headers=bearer("other")).status_code == 403
     assert client.get("/items").status_code == 401
+
+
+@pytest.mark.anyio
+async def test_whole_stack_quickstart() -> None:
+    """The SecurityStack example authenticates, rate-limits and adds headers."""
+    app = block_defining("from secmw.asgi import SecurityStack\n\n\nasync def me")["app"]
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.get("/me", headers=bearer("items:read"))
+        assert ok.json() == {"id": "u1", "scopes": ["items:read"]}
+        assert ok.headers["x-content-type-options"] == "nosniff"
+        assert "ratelimit" in ok.headers
+        assert (await client.get("/me", headers={"Authorization": "Bearer x"})).status_code == 401
+
+
+@pytest.mark.anyio
+async def test_fastopenapi_example() -> None:
+    """The FastOpenAPI example answers 200 with the scope, 403 without, 401 anonymous."""
+    app = block_defining("from secmw.fastopenapi import SecurityBridge")["application"]
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/items", headers=bearer("items:read"))).json() == {"for": "u1"}
+        assert (await client.get("/items", headers=bearer("other"))).status_code == 403
+        assert (await client.get("/items")).status_code == 401
