@@ -6,13 +6,14 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 FRAMEWORK ?= starlette
 
-.PHONY: help install demo test lint typecheck bench fuzz clean
+.PHONY: help install demo test lint typecheck bench fuzz soak clean
 
 help:
 	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage)"
 	@echo "make test   - install the dev extras and run every check"
 	@echo "make bench  - run the benchmarks (installs the bench extra)"
 	@echo "make fuzz   - coverage-guided fuzzing of every parser (FUZZ_RUNS per harness)"
+	@echo "make soak   - 60 s multi-worker soak on Redis with a report (not in make test)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,11 @@ FUZZ_SEED ?= 1
 
 fuzz: $(VENV)/.dev-installed
 	$(BIN)/python tests/fuzz/run.py --runs $(FUZZ_RUNS) --seed $(FUZZ_SEED) --artifacts fuzz-artifacts
+
+SOAK_SECONDS ?= 60
+
+soak: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.soak.run --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov fuzz-artifacts

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from secmw import audit, metrics
+from secmw.audit_settings import AuditSettings
 
 pytest_plugins = ["tests.redis_support"]
 
@@ -17,3 +21,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("SECMW_") and name != "SECMW_TEST_REDIS_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def reset_observers() -> Iterator[None]:
+    """A stack configures audit dedup and metrics process-wide: start each test afresh."""
+    yield
+    audit.configure(AuditSettings(level="DEBUG", dedup_window=0))
+    metrics.disable()

@@ -16,6 +16,7 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
+from secmw import metrics
 from secmw._breaker import CircuitBreaker
 from secmw._ratewindow import LimitHit, Outcome, Strategy
 from secmw._storage import (
@@ -130,11 +131,14 @@ class AsyncLimiter:
             if self.remote is None:
                 return self.memory.apply(hits, charging=charging)
             if self.breaker.allow():
+                started = time.perf_counter()
                 try:
                     outcome = await self.remote.apply(hits, charging=charging)
                 except Exception as exc:  # a timeout, a refused connection, a cluster error...
+                    metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
                     self.breaker.failure(exc)
                 else:
+                    metrics.observe_storage("redis", time.perf_counter() - started)
                     self.breaker.success()
                     return outcome
             if self.policy == "allow":

@@ -34,7 +34,7 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
-from secmw import audit
+from secmw import audit, metrics
 from secmw._breaker import CircuitBreaker
 from secmw._ratewindow import STATE_WIDTH, LimitHit, Outcome, State, Strategy, admits, charge
 from secmw.errors import ConfigurationError
@@ -325,11 +325,14 @@ class Limiter:
             if self.remote is None:
                 return self.memory.apply(hits, charging=charging)
             if self.breaker.allow():
+                started = time.perf_counter()
                 try:
                     outcome = self.remote.apply(hits, charging=charging)
                 except Exception as exc:
+                    metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
                     self.breaker.failure(exc)
                 else:
+                    metrics.observe_storage("redis", time.perf_counter() - started)
                     self.breaker.success()
                     return outcome
             if self.policy == "allow":

@@ -15,12 +15,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmw._config import Section, StrList, variable_name
+from secmw.audit_settings import AuditSettings
 from secmw.auth.introspection import IntrospectionSettings
 from secmw.auth.session import SessionSettings
 from secmw.auth.totp import TOTPSettings
 from secmw.authz import AuthzSettings
 from secmw.errors import ConfigurationError
 from secmw.headers import HeadersSettings
+from secmw.metrics import MetricsSettings
 from secmw.netaddr import IPSettings
 from secmw.ratelimit import RateLimitSettings
 from secmw.tokens import TokenSettings
@@ -174,6 +176,8 @@ class SecuritySettings(BaseSettings):
     headers: HeadersSettings = HeadersSettings()
     authz: AuthzSettings = AuthzSettings()
     tokens: TokenSettings = TokenSettings()
+    audit: AuditSettings = AuditSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from secmw.asgi.auth import AuthenticationMiddleware
 from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
+from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stack import SecurityStack
 from secmw.asgi.stepup import StepUpMiddleware
@@ -12,6 +13,7 @@ from secmw.asgi.stepup import StepUpMiddleware
 __all__ = [
     "AuthenticationMiddleware",
     "IPFilterMiddleware",
+    "MetricsMiddleware",
     "RateLimitMiddleware",
     "SecurityHeadersMiddleware",
     "SecurityStack",

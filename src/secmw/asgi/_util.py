@@ -7,6 +7,7 @@ import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
+from secmw import audit
 from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
@@ -52,6 +53,7 @@ async def refuse_malformed(scope: Scope, send: Send, request: RequestView) -> bo
     """
     if request.rejection is None:
         return False
+    audit.emit("request.rejected", request.rejection.detail, request=request)
     await send_deny(scope, send, request.rejection)
     return True
 

@@ -74,7 +74,7 @@ class AuthenticationMiddleware:
             return
         result = await self.authenticate(request)
         if isinstance(result, Deny):
-            audit.emit("auth.denied", result.detail, request=request)
+            audit.emit("auth.denied", result.detail, request=request, status=result.status)
             await send_deny(scope, send, result)
             return
         request.state["principal"] = result  # later layers (rate limits, headers) read it here

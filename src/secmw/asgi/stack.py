@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send
 from secmw.asgi.auth import AuthenticationMiddleware
 from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
+from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
 from secmw.revocation import AsyncRevocationStore, RevocationStore
@@ -50,6 +52,7 @@ class SecurityStack:
         **overrides: Any,
     ) -> None:
         self.settings = resolved = resolve_settings(settings, overrides)
+        audit.configure(resolved.audit)
         self.app = app
         inner: ASGIApp = app
         throttle = (
@@ -69,6 +72,8 @@ class SecurityStack:
             inner = IPFilterMiddleware(inner, settings=resolved)
         if resolved.headers.enabled:
             inner = SecurityHeadersMiddleware(inner, settings=resolved)
+        if resolved.metrics.enabled:  # outermost, so it times and counts every answer
+            inner = MetricsMiddleware(inner)
         self.throttle = throttle
         self._entry = inner
 

@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from secmw import metrics
 from secmw.principal import Principal
 from secmw.problems import Deny
 
@@ -42,6 +43,7 @@ class TokenCache:
         negative_ttl: Seconds a failure is remembered (0: failures are not cached).
         max_negative: Cap on cached failures; default an eighth of ``max_entries`` (at least 16).
         clock: UNIX time source; the same one the ``exp`` values are compared with.
+        name: The cache's label in metrics (``jwt``, ``introspection``).
     """
 
     def __init__(
@@ -51,7 +53,9 @@ class TokenCache:
         negative_ttl: float = 5.0,
         max_negative: int | None = None,
         clock: Callable[[], float] = time.time,
+        name: str = "jwt",
     ) -> None:
+        self.name = name
         self.max_entries = max(0, max_entries)
         self.negative_ttl = max(0.0, negative_ttl)
         self.max_negative = (
@@ -74,6 +78,11 @@ class TokenCache:
         """The cached result for ``token`` checked against key set ``generation``, else None."""
         if not self.max_entries:
             return None
+        result = self._lookup(token, generation)
+        metrics.count_token_cache(result is not None, self.name)
+        return result
+
+    def _lookup(self, token: str, generation: int) -> Principal | Deny | None:
         key = _digest(token)
         now = self._clock()
         with self._lock:

@@ -144,7 +144,9 @@ class IntrospectionAuthenticator:
         self.audience = frozenset([audience] if isinstance(audience, str) else audience or ())
         self.realm = realm
         self.max_token_bytes = max_token_bytes
-        self.cache = TokenCache(cache_size, negative_ttl=negative_ttl, clock=clock)
+        self.cache = TokenCache(
+            cache_size, negative_ttl=negative_ttl, clock=clock, name="introspection"
+        )
         self._clock = clock
         self._failing = False
 

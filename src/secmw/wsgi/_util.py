@@ -7,6 +7,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
 
+from secmw import audit
 from secmw.problems import Deny
 from secmw.request import RequestView
 
@@ -46,4 +47,5 @@ def refuse_malformed(request: RequestView, start_response: StartResponse) -> lis
     or None when the layer may go on."""
     if request.rejection is None:
         return None
+    audit.emit("request.rejected", request.rejection.detail, request=request)
     return respond_deny(start_response, request.rejection)

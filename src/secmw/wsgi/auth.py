@@ -60,7 +60,7 @@ class AuthenticationMiddleware:
             return malformed
         result = self.authenticate(request)
         if isinstance(result, Deny):
-            audit.emit("auth.denied", result.detail, request=request)
+            audit.emit("auth.denied", result.detail, request=request, status=result.status)
             return respond_deny(start_response, result)
         request.state["principal"] = result  # later layers (rate limits, headers) read it here
         environ[PRINCIPAL_KEY] = result

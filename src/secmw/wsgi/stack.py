@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from secmw import audit
 from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.throttle import FailedAuthThrottle
@@ -12,6 +13,7 @@ from secmw.wsgi._util import Environ, StartResponse, WSGIApp
 from secmw.wsgi.auth import AuthenticationMiddleware
 from secmw.wsgi.headers import SecurityHeadersMiddleware
 from secmw.wsgi.ipfilter import IPFilterMiddleware
+from secmw.wsgi.metrics import MetricsMiddleware
 from secmw.wsgi.ratelimit import RateLimitMiddleware
 from secmw.wsgi.stepup import SecretLookup, StepUpMiddleware
 
@@ -33,6 +35,7 @@ class SecurityStack:
         **overrides: Any,
     ) -> None:
         self.settings = resolved = resolve_settings(settings, overrides)
+        audit.configure(resolved.audit)
         self.app = app
         inner: WSGIApp = app
         throttle = None
@@ -52,6 +55,8 @@ class SecurityStack:
             inner = IPFilterMiddleware(inner, settings=resolved)
         if resolved.headers.enabled:
             inner = SecurityHeadersMiddleware(inner, settings=resolved)
+        if resolved.metrics.enabled:  # outermost, so it times and counts every answer
+            inner = MetricsMiddleware(inner)
         self.throttle = throttle
         self._entry = inner
 

@@ -1,0 +1,3 @@
+"""The soak run is a program (``python -m tests.soak.run``), not a pytest module."""
+
+collect_ignore_glob = ["*"]
