@@ -37,6 +37,21 @@ class Headers(Mapping[str, str]):
             fields.setdefault(name.lower(), []).append(value)
         self._fields = fields
 
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Headers from ASGI's raw ``(name, value)`` byte pairs (the per-request fast path)."""
+        fields: dict[str, list[str]] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            found = fields.get(key)
+            if found is None:
+                fields[key] = [value.decode("latin-1")]
+            else:
+                found.append(value.decode("latin-1"))
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
     def __getitem__(self, name: str) -> str:
         return ", ".join(self._fields[name.lower()])
 
