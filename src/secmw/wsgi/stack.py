@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from secmw import audit
+from secmw.layers import Layer, stack_layers
+from secmw.principal import Principal
 from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.throttle import FailedAuthThrottle
@@ -37,28 +39,29 @@ class SecurityStack:
         self.settings = resolved = resolve_settings(settings, overrides)
         audit.configure(resolved.audit)
         self.app = app
-        inner: WSGIApp = app
-        throttle = None
-        if resolved.rate_limit.enabled:  # failed logins are throttled with rate limiting
-            throttle = FailedAuthThrottle(settings=resolved)
-        if resolved.rate_limit.enabled:
-            inner = RateLimitMiddleware(inner, settings=resolved)
-        if secret_for is not None:
-            inner = StepUpMiddleware(
-                inner, secret_for=secret_for, settings=resolved, throttle=throttle
-            )
-        if resolved.auth.enabled:
-            inner = AuthenticationMiddleware(
-                inner, settings=resolved, throttle=throttle, revocation=revocation
-            )
-        if resolved.ip.enabled:
-            inner = IPFilterMiddleware(inner, settings=resolved)
-        if resolved.headers.enabled:
-            inner = SecurityHeadersMiddleware(inner, settings=resolved)
-        if resolved.metrics.enabled:  # outermost, so it times and counts every answer
-            inner = MetricsMiddleware(inner)
+        throttle = FailedAuthThrottle(settings=resolved) if resolved.rate_limit.enabled else None
+        lookup = secret_for or _no_secret  # only used when secret_for was given
+        builders: dict[Layer, Callable[[WSGIApp], WSGIApp]] = {
+            "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
+            "step_up": lambda app: StepUpMiddleware(
+                app, secret_for=lookup, settings=resolved, throttle=throttle
+            ),
+            "auth": lambda app: AuthenticationMiddleware(
+                app, settings=resolved, throttle=throttle, revocation=revocation
+            ),
+            "ip": lambda app: IPFilterMiddleware(app, settings=resolved),
+            "headers": lambda app: SecurityHeadersMiddleware(app, settings=resolved),
+            "metrics": lambda app: MetricsMiddleware(app),
+        }
+        inner = app
+        for layer in stack_layers(resolved, step_up=secret_for is not None):
+            inner = builders[layer](inner)
         self.throttle = throttle
         self._entry = inner
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         return self._entry(environ, start_response)
+
+
+def _no_secret(principal: Principal) -> None:
+    return None
