@@ -13,7 +13,7 @@ adapter can sit between them:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -91,6 +91,27 @@ class AsyncFailureThrottle(Protocol):
 
     async def failed(self, request: RequestView, credential: Credential) -> None:
         """Record one failed attempt."""
+
+
+def bearer_credential(
+    authorization: str | None,
+    *,
+    scheme: str,
+    max_bytes: int,
+    deny: Callable[[int, str, str], Deny],
+) -> Credential | Deny | None:
+    """The token of an ``Authorization: Bearer`` parameter (RFC 6750 §2.1), shared by every
+    bearer authenticator: None when absent, 400 when empty or not a single token, 401 when
+    longer than ``max_bytes``. ``deny(status, detail, code)`` builds the scheme's refusal."""
+    if authorization is None:
+        return None
+    if not authorization:
+        return deny(400, "bearer token missing", "invalid_request")
+    if " " in authorization or "\t" in authorization:
+        return deny(400, "bearer credentials must be a single token", "invalid_request")
+    if len(authorization) > max_bytes:
+        return deny(401, "token too large", "invalid_token")
+    return Credential(scheme, authorization)
 
 
 @dataclass(frozen=True, slots=True)

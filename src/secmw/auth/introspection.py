@@ -36,7 +36,7 @@ from pydantic import Field, SecretStr
 from secmw import audit
 from secmw._config import Section, StrList
 from secmw.auth._http import FetchError, Response, afetch, fetch, parse_endpoint
-from secmw.auth.base import Credential
+from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.principal import Principal
@@ -152,15 +152,9 @@ class IntrospectionAuthenticator:
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """The bearer token from the ``Authorization`` parameter the chain handed over."""
-        if authorization is None:
-            return None
-        if not authorization:
-            return self._deny(400, "bearer token missing", "invalid_request")
-        if " " in authorization or "\t" in authorization:
-            return self._deny(400, "bearer credentials must be a single token", "invalid_request")
-        if len(authorization) > self.max_token_bytes:
-            return self._deny(401, "token too large", "invalid_token")
-        return Credential(self.scheme, authorization)
+        return bearer_credential(
+            authorization, scheme=self.scheme, max_bytes=self.max_token_bytes, deny=self._deny
+        )
 
     def verify(self, credential: Credential) -> Principal | Deny:
         """Introspect (or take the cached answer); blocks for at most ``timeout`` seconds."""
