@@ -29,3 +29,12 @@ def reset_observers() -> Iterator[None]:
     yield
     audit.configure(AuditSettings(level="DEBUG", dedup_window=0))
     metrics.disable()
+
+
+@pytest.fixture
+def events() -> Iterator[list[audit.AuditEvent]]:
+    """Audit events emitted during the test, as objects."""
+    seen: list[audit.AuditEvent] = []
+    audit.add_hook(seen.append)
+    yield seen
+    audit.remove_hook(seen.append)

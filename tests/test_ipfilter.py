@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.validate import validator
 
@@ -36,15 +36,6 @@ def wsgi_echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> It
     body = json.dumps({"client": environ.get("REMOTE_ADDR")}).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
-
-
-@pytest.fixture
-def events() -> Iterator[list[audit.AuditEvent]]:
-    """Audit events emitted during the test."""
-    seen: list[audit.AuditEvent] = []
-    audit.add_hook(seen.append)
-    yield seen
-    audit.remove_hook(seen.append)
 
 
 def asgi_call(

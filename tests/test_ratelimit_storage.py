@@ -6,13 +6,11 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from secmw import audit
 from secmw._astorage import AsyncLimiter
 from secmw._breaker import CircuitBreaker
 from secmw._ratewindow import LimitHit, Outcome
@@ -34,15 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def events() -> Iterator[list[audit.AuditEvent]]:
-    """Audit events emitted during the test."""
-    seen: list[audit.AuditEvent] = []
-    audit.add_hook(seen.append)
-    yield seen
-    audit.remove_hook(seen.append)
 
 
 def hits_for(settings: RateLimitSettings, client: str = "198.51.100.7", path: str = "/") -> Any:

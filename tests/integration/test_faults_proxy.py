@@ -249,15 +249,6 @@ async def recovered(get: Get, server: RedisServer, prefix: str, events: list[Any
     pytest.fail(f"not back on Redis {RECOVERY}s after the proxy healed: {storage_events(events)}")
 
 
-@pytest.fixture
-def events() -> Iterator[list[audit.AuditEvent]]:
-    """Audit events emitted during the test."""
-    seen: list[audit.AuditEvent] = []
-    audit.add_hook(seen.append)
-    yield seen
-    audit.remove_hook(seen.append)
-
-
 @pytest.mark.redis
 @pytest.mark.parametrize("policy", ["memory", "allow", "deny"])
 def test_network_faults_follow_the_policy_in_process(

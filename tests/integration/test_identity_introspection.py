@@ -41,14 +41,6 @@ def idp() -> Iterator[IdentityProvider]:
         yield provider
 
 
-@pytest.fixture
-def events() -> Iterator[list[audit.AuditEvent]]:
-    seen: list[audit.AuditEvent] = []
-    audit.add_hook(seen.append)
-    yield seen
-    audit.remove_hook(seen.append)
-
-
 def make(idp: IdentityProvider, **options: Any) -> IntrospectionAuthenticator:
     client_id, secret = idp.state.client
     return IntrospectionAuthenticator(

@@ -39,14 +39,6 @@ def idp() -> Iterator[IdentityProvider]:
         yield provider
 
 
-@pytest.fixture
-def events() -> Iterator[list[audit.AuditEvent]]:
-    seen: list[audit.AuditEvent] = []
-    audit.add_hook(seen.append)
-    yield seen
-    audit.remove_hook(seen.append)
-
-
 def make_auth(
     idp: IdentityProvider, clock: FakeClock, **options: Any
 ) -> tuple[JWTAuthenticator, JWKSKeySource]:
