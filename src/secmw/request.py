@@ -225,9 +225,7 @@ class RequestView:
             "WEBSOCKET" if is_ws else scope.get("method", "GET").upper(),
             scope.get("path", "/") or "/",
             query_string=scope.get("query_string", b""),
-            headers=Headers(
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-            ),
+            headers=Headers.from_raw(scope["headers"]),
             scheme=scope.get("scheme", "ws" if is_ws else "http"),
             peer=client[0] if client else None,
         )
