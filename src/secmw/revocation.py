@@ -14,7 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from secmw._redis import client_pair
 
 if TYPE_CHECKING:
     import redis
@@ -118,18 +120,7 @@ class RedisRevocationStore:
         cls, url: str, *, timeout: float = 0.5, prefix: str = DEFAULT_PREFIX
     ) -> RedisRevocationStore:
         """Both clients for ``url`` (``redis://``, ``rediss://``, ``unix://``), bounded timeouts."""
-        import redis
-        import redis.asyncio
-
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-        }
-        return cls(
-            redis.Redis.from_url(url, **options),
-            redis.asyncio.Redis.from_url(url, **options),
-            prefix=prefix,
-        )
+        return cls(*client_pair(url, timeout), prefix=prefix)
 
     def _ttl(self, until: float) -> int:
         return math.ceil(until - self._clock())

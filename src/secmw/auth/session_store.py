@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from secmw._redis import client_pair
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
@@ -130,15 +132,7 @@ class RedisSessionStore:
         cls, url: str, *, timeout: float = 0.5, prefix: str = "secmw:session:"
     ) -> RedisSessionStore:
         """Both clients for ``url``, with ``timeout`` on connect and on every call."""
-        import redis
-        import redis.asyncio
-
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        return cls(
-            redis.Redis.from_url(url, **options),
-            redis.asyncio.Redis.from_url(url, **options),
-            prefix=prefix,
-        )
+        return cls(*client_pair(url, timeout), prefix=prefix)
 
     def get(self, key: str) -> bytes | None:
         """The value, None when absent (Redis expires it)."""

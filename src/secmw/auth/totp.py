@@ -24,11 +24,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field
 
 from secmw._config import Section, StrList
+from secmw._redis import client_pair
 from secmw.paths import PathSet
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
@@ -248,15 +249,7 @@ class RedisReplayStore:
         cls, url: str, *, timeout: float = 0.5, prefix: str = "secmw:totp:"
     ) -> RedisReplayStore:
         """Both clients for ``url``, with ``timeout`` on connect and on every call."""
-        import redis
-        import redis.asyncio
-
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        return cls(
-            redis.Redis.from_url(url, **options),
-            redis.asyncio.Redis.from_url(url, **options),
-            prefix=prefix,
-        )
+        return cls(*client_pair(url, timeout), prefix=prefix)
 
     def _key(self, subject: str) -> str:
         return self.prefix + hashlib.sha256(subject.encode()).hexdigest()
