@@ -13,7 +13,7 @@ from werkzeug.test import Client
 
 from secmw import hash_api_key
 from secmw.asgi import SecurityStack as ASGIStack
-from secmw.request import RequestView
+from secmw.request import Headers, RequestView
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.support import SECRET, http_scope, make_token, run_asgi
 
@@ -63,18 +63,28 @@ def test_every_refusal_carries_the_security_headers() -> None:
 
 
 def test_the_request_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every layer shares one RequestView per request."""
-    built: list[RequestView] = []
-    original = RequestView.__init__
+    """Every layer shares one RequestView per request, and its headers are decoded once."""
+    parsed: list[object] = []
+    views: list[RequestView] = []
+    original_parse = Headers.from_raw.__func__  # type: ignore[attr-defined]
+    original_view = RequestView.from_scope.__func__  # type: ignore[attr-defined]
 
-    def counting(self: RequestView, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        original(self, *args, **kwargs)
+    def counting_parse(cls: type[Headers], raw: Any) -> Headers:
+        parsed.append(raw)
+        return original_parse(cls, raw)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(RequestView, "__init__", counting)
+    def counting_view(cls: type[RequestView], scope: Any) -> RequestView:
+        view = original_view(cls, scope)
+        views.append(view)
+        return view  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Headers, "from_raw", classmethod(counting_parse))
+    monkeypatch.setattr(RequestView, "from_scope", classmethod(counting_view))
     app = ASGIStack(asgi_ok, **SECTIONS)
-    run_asgi(app, http_scope("/x", headers=[("x-api-key", KEY)]))
-    assert len(built) == 1
+    assert run_asgi(app, http_scope("/x", headers=[("x-api-key", KEY)])).status == 200
+    assert len(parsed) == 1
+    assert len(views) >= 3
+    assert all(view is views[0] for view in views)
 
 
 @pytest.mark.parametrize("layer", ["headers", "ip", "auth", "rate_limit"])

@@ -183,7 +183,7 @@ class LimitSet:
 
     def for_principal(self, principal: Principal | None) -> tuple[Limit, ...]:
         """The limits for this principal: the first matching override's, else the base."""
-        if principal is not None and principal.is_authenticated:
+        if self.overrides and principal is not None and principal.is_authenticated:
             for kind, value, limits in self.overrides:
                 held = principal.scopes if kind == "scope" else principal.roles
                 if value in held:

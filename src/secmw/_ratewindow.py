@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from limits import RateLimitItem
@@ -48,25 +48,45 @@ class LimitHit:
     key: str
     tag: str
     cost: int
+    amount: int = field(init=False, repr=False, compare=False)
+    """Units allowed per window."""
+    window: int = field(init=False, repr=False, compare=False)
+    """The window length in seconds."""
+    window_ms: int = field(init=False, repr=False, compare=False)
+    """The window length in milliseconds."""
+    member: str = field(init=False, repr=False, compare=False)
+    """The policy name as a structured-field String, as the ``RateLimit`` fields show it."""
 
-    @property
-    def amount(self) -> int:
-        """Units allowed per window."""
-        return self.item.amount
-
-    @property
-    def window_ms(self) -> int:
-        """The window length in milliseconds."""
-        return self.item.get_expiry() * 1000
+    def __post_init__(self) -> None:
+        # Read on every request: copied out of the ``limits`` item once.
+        object.__setattr__(self, "member", _sf_name(self.policy))
+        object.__setattr__(self, "amount", self.item.amount)
+        object.__setattr__(self, "window", self.item.get_expiry())
+        object.__setattr__(self, "window_ms", self.window * 1000)
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a storage did with a request: admitted (every limit had room) and each window's state
-    afterwards (charged when admitted and charging, untouched otherwise)."""
+    afterwards (charged when admitted and charging, untouched otherwise).
 
-    admitted: bool
-    states: tuple[State, ...]
+    A plain slotted class, not a frozen dataclass: one is made per request."""
+
+    __slots__ = ("admitted", "states")
+
+    def __init__(self, admitted: bool, states: tuple[State, ...]) -> None:
+        self.admitted = admitted
+        self.states = states
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        return (self.admitted, self.states) == (other.admitted, other.states)
+
+    def __hash__(self) -> int:
+        return hash((self.admitted, self.states))
+
+    def __repr__(self) -> str:
+        return f"Outcome(admitted={self.admitted!r}, states={self.states!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,24 +148,46 @@ def wait_ms(strategy: Strategy, hit: LimitHit, state: State, need: int) -> int:
     return to_rotation + max(1, math.floor(window - (room + 1) * window / current) + 1)
 
 
+def remaining_and_reset(strategy: Strategy, hit: LimitHit, state: State) -> tuple[int, int]:
+    """Units left, and whole seconds until the window resets (or the next unit frees)."""
+    if strategy == "fixed-window":
+        count, ttl = state
+        return max(0, hit.amount - count), (-(-ttl // 1000) if count and ttl > 0 else 0)
+    remaining = max(0, hit.amount - used(strategy, hit, state))
+    if remaining < hit.amount:
+        return remaining, _seconds(wait_ms(strategy, hit, state, remaining + 1))
+    return remaining, 0
+
+
 def window_stats(strategy: Strategy, hit: LimitHit, state: State, refused: bool) -> WindowStats:
     """The response view of one limit; ``refused`` asks for the wait before ``cost`` units fit."""
-    remaining = max(0, hit.amount - used(strategy, hit, state))
-    if strategy == "fixed-window":
-        reset = max(0, state[1]) if state[0] else 0
-    elif remaining < hit.amount:
-        reset = wait_ms(strategy, hit, state, remaining + 1)  # when one more unit frees
-    else:
-        reset = 0
+    remaining, reset = remaining_and_reset(strategy, hit, state)
     retry = wait_ms(strategy, hit, state, hit.cost) if refused else 0
     return WindowStats(
         hit.policy,
         hit.amount,
-        hit.item.get_expiry(),
+        hit.window,
         remaining,
-        _seconds(reset),
+        reset,
         max(1, _seconds(retry)) if refused else 0,
     )
+
+
+def policy_field(hits: Sequence[LimitHit]) -> str:
+    """The ``RateLimit-Policy`` value for these limits (fixed by configuration)."""
+    return ", ".join(f"{hit.member};q={hit.amount};w={hit.window}" for hit in hits)
+
+
+def current_field(strategy: Strategy, hits: Sequence[LimitHit], states: Sequence[State]) -> str:
+    """The ``RateLimit`` value of an admitted request: units left and seconds to reset."""
+    if len(hits) == 1:
+        remaining, reset = remaining_and_reset(strategy, hits[0], states[0])
+        return f"{hits[0].member};r={remaining};t={reset}"
+    members = []
+    for hit, state in zip(hits, states, strict=True):
+        remaining, reset = remaining_and_reset(strategy, hit, state)
+        members.append(f"{hit.member};r={remaining};t={reset}")
+    return ", ".join(members)
 
 
 def _seconds(ms: int) -> int:

@@ -463,6 +463,7 @@ class HeaderPolicy:
         "hsts",
         "hsts_on_http",
         "managed",
+        "nonced",
         "override",
         "server",
         "str_block",
@@ -494,8 +495,18 @@ class HeaderPolicy:
         names += ["Strict-Transport-Security"] if hsts else []
         names += [csp.header_name] if csp else []
         self.managed = frozenset(name.lower() for name in names)
+        self.nonced = csp is not None and csp.uses_nonce
         self.str_block = _Block(self, str, lower=False)
         self.bytes_block = _Block(self, lambda text: text.encode("latin-1"), lower=True)
+
+    def apply_bytes(
+        self, headers: Iterable[tuple[bytes, bytes]], secure: bool, authenticated: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """ASGI, for a policy without a nonce: the response headers with the policy merged in
+        (what a :class:`HeaderPass` does, without making one)."""
+        block = self.bytes_block
+        cache = block.cache
+        return _merge(headers, block, secure, [cache] if cache and authenticated else [])
 
     def headers(self, *, secure: bool = True, authenticated: bool = False) -> list[tuple[str, str]]:
         """Every header this policy adds to a response that set none (no nonce: a preview)."""
@@ -628,6 +639,16 @@ class SecurityHeaders:
             table.append((pattern, build_policy(_path_settings(s, entry), label)))
         self.paths = PathTable(table, setting="SECMW_HEADERS__PATHS")
 
+    def plain_policy_for(self, path: str) -> HeaderPolicy | None:
+        """The policy for ``path`` as the server gave it when that policy makes no nonce and the
+        path needs no normalizing: the adapters then need nothing else of the request but its
+        scheme. None otherwise (the full pass with :meth:`start`)."""
+        if "//" in path or "/." in path:
+            return None
+        found = self.paths.match(path) if self.paths else None
+        policy = found[1] if found else self.default
+        return None if policy.nonced else policy
+
     def policy_for(self, path: str) -> HeaderPolicy:
         """The policy for a normalized path: the first matching path policy, else the default."""
         found = self.paths.match(path)
@@ -721,6 +742,24 @@ def _merge(
     secure: bool,
     extra: list[_Triple[AnyStr]],
 ) -> list[tuple[AnyStr, AnyStr]]:
+    out = list(headers)
+    watched = block.watched
+    for name, _ in out:
+        if name.lower() in watched:
+            return _merge_managed(out, block, secure, extra)
+    # The common case: the app set none of these headers.
+    out.extend(block.secure_pairs if secure else block.plain_pairs)
+    for _, name, value in extra:
+        out.append((name, value))
+    return out
+
+
+def _merge_managed(
+    headers: list[tuple[AnyStr, AnyStr]],
+    block: _Block,
+    secure: bool,
+    extra: list[_Triple[AnyStr]],
+) -> list[tuple[AnyStr, AnyStr]]:
     out: list[tuple[AnyStr, AnyStr]] = []
     seen: set[Any] = set()
     for name, value in headers:
@@ -737,11 +776,7 @@ def _merge(
                 seen.add((key, value))
             seen.add(key)
         out.append((name, value))
-    if seen:
-        fixed: tuple[_Triple[AnyStr], ...] = block.secure if secure else block.plain
-        out.extend((name, value) for key, name, value in fixed if key not in seen)
-        out.extend((name, value) for key, name, value in extra if key not in seen)
-    else:  # the common case: the app set none of these headers
-        out.extend(block.secure_pairs if secure else block.plain_pairs)
-        out.extend((name, value) for _, name, value in extra)
+    fixed: tuple[_Triple[AnyStr], ...] = block.secure if secure else block.plain
+    out.extend((name, value) for key, name, value in fixed if key not in seen)
+    out.extend((name, value) for key, name, value in extra if key not in seen)
     return out

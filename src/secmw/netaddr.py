@@ -24,7 +24,7 @@ import functools
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
@@ -58,6 +58,7 @@ ADDRESS_KEY = "secmw.client_address"
 FORWARDED_KEY = "secmw.client_forwarded"
 DENIED = Deny(403, "Access from this address is not allowed.", "ip_not_allowed")
 
+_ADMITTED_CAP = 4096  # peers remembered as allowed by IPFilter.admits_peer
 _MAX_ENTRY = 128  # a quoted, bracketed IPv6 address with a zone id and a port fits easily
 _MAX_ELEMENT = 1024  # a longer list item is garbage, whatever it holds: bounds the work per hop
 _PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")  # RFC 7239 §6: port / obfport
@@ -306,6 +307,10 @@ class ClientAddressResolver:
             raise ConfigurationError(f"SECMW_IP__DEPTH: must be between 1 and {MAX_HOPS}")
         self.depth = depth
 
+    def reads_header(self, address: IPAddress | None) -> bool:
+        """Whether the forwarding header can change the client of a peer at ``address``."""
+        return self.header != "none" and self.is_trusted(address)
+
     def is_trusted(self, address: IPAddress | None) -> bool:
         """Whether ``address`` is a trusted proxy (None: a peer without an address)."""
         return self._trust_unix if address is None else address in self._trusted
@@ -437,6 +442,11 @@ class IPPolicy:
             )
         self._rules = PathTable(compiled, setting="SECMW_IP__RULES")
 
+    @property
+    def has_rules(self) -> bool:
+        """Whether some path has lists of its own."""
+        return bool(self._rules)
+
     def check(self, address: IPAddress | None, path: str) -> IPRefusal | None:
         """None to let ``address`` reach ``path`` (a normalized path), else the refusal."""
         rule, allow, deny = "*", self._allow, self._deny
@@ -454,9 +464,16 @@ class IPPolicy:
 
 
 class IPFilter:
-    """The IP layer: resolve the client once, then apply the policy. Shared by both adapters."""
+    """The IP layer: resolve the client once, then apply the policy. Shared by both adapters.
 
-    __slots__ = ("enabled", "policy", "resolver", "rewrite_client")
+    Peers that were allowed, whose address is the client itself (no forwarding header can speak
+    for them) and that need no rewriting are remembered when the policy has no per-path rules:
+    ``peer in admitted_peers`` then answers for the next request of that peer without parsing
+    anything. The memory is bounded (cleared when full: a flood of new addresses only costs the
+    full check).
+    """
+
+    __slots__ = ("_admitted", "_memo", "enabled", "policy", "resolver", "rewrite_client")
 
     def __init__(
         self,
@@ -470,6 +487,13 @@ class IPFilter:
         self.policy = policy or IPPolicy()
         self.enabled = enabled
         self.rewrite_client = rewrite_client
+        self._memo = not self.policy.has_rules
+        self._admitted: dict[str, bool] = {}
+
+    @property
+    def admitted_peers(self) -> Container[str]:
+        """Peers known to be allowed on every path as their own client (see the class)."""
+        return self._admitted
 
     @classmethod
     def from_settings(cls, settings: IPSettings) -> IPFilter:
@@ -489,9 +513,20 @@ class IPFilter:
 
     def check(self, request: RequestView) -> IPRefusal | None:
         """Resolve ``request.client`` (once per request) and decide."""
-        return self.policy.check(
-            request_client_address(request, self.resolver), request.normalized_path
-        )
+        address = request_client_address(request, self.resolver)
+        refusal = self.policy.check(address, request.normalized_path)
+        peer = request.peer
+        if (
+            self._memo
+            and refusal is None
+            and peer is not None
+            and request.client == peer
+            and not self.resolver.reads_header(address)
+        ):
+            if len(self._admitted) >= _ADMITTED_CAP:
+                self._admitted.clear()
+            self._admitted[peer] = True
+        return refusal
 
 
 def _check_networks(values: list[str], *, unix: bool = False) -> list[str]:

@@ -44,10 +44,17 @@ def _pattern_regex(pattern: str) -> str:
     return ("".join(parts) or "") + "/?"
 
 
-class PathTable(Generic[T]):
-    """Maps path patterns to values; ``match`` returns the first (pattern, value) that matches."""
+_MEMO_CAP = 1024
 
-    __slots__ = ("_entries", "_regex")
+
+class PathTable(Generic[T]):
+    """Maps path patterns to values; ``match`` returns the first (pattern, value) that matches.
+
+    Answers are remembered per path (a bounded memo, cleared when full: paths come from clients,
+    and a flood of distinct ones only costs the regex again).
+    """
+
+    __slots__ = ("_entries", "_memo", "_regex")
 
     def __init__(self, entries: Iterable[tuple[str, T]], *, setting: str = "path pattern") -> None:
         self._entries: list[tuple[str, T]] = list(entries)
@@ -62,6 +69,7 @@ class PathTable(Generic[T]):
             if alternatives
             else None
         )
+        self._memo: dict[str, tuple[str, T] | None] = {}
 
     def __bool__(self) -> bool:
         return self._regex is not None
@@ -75,11 +83,15 @@ class PathTable(Generic[T]):
         """The first entry whose pattern matches ``path`` (a normalized path), or None."""
         if self._regex is None:
             return None
+        memo = self._memo
+        if path in memo:
+            return memo[path]
         found = self._regex.match(path)
-        if found is None:
-            return None
-        index = int(found.lastgroup[1:])  # type: ignore[index]
-        return self._entries[index]
+        entry = None if found is None else self._entries[int(found.lastgroup[1:])]  # type: ignore[index]
+        if len(memo) >= _MEMO_CAP:
+            memo.clear()
+        memo[path] = entry
+        return entry
 
 
 class PathSet(PathTable[None]):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeAlias
 
@@ -43,7 +43,16 @@ from secmw._ratesettings import (
     digest,
     var,
 )
-from secmw._ratewindow import LimitHit, Outcome, Strategy, admits, rate_limit_fields, window_stats
+from secmw._ratewindow import (
+    LimitHit,
+    Outcome,
+    Strategy,
+    admits,
+    current_field,
+    policy_field,
+    rate_limit_fields,
+    window_stats,
+)
 from secmw.errors import ConfigurationError
 from secmw.netaddr import IPAddress, NetworkSet, parse_address
 from secmw.paths import PathSet, PathTable
@@ -75,7 +84,7 @@ UNIDENTIFIED = Deny(
 
 def storage_unavailable(retry_after: float) -> Deny:
     """503 while the storage is down under ``on_storage_error=deny`` (fail closed, RFC 9110
-    §15.6.4), or when the in-memory store is full."""
+    §15.6.4)."""
     seconds = str(max(1, math.ceil(retry_after)))
     return Deny(
         503, "Rate limiting is unavailable.", "rate_limit_unavailable", (("retry-after", seconds),)
@@ -88,6 +97,14 @@ class Plan:
 
     hits: tuple[LimitHit, ...]
     rule: str
+    policy_field: str = field(init=False, repr=False, compare=False)
+    """The ``RateLimit-Policy`` value (plans are reused, so it is rendered once)."""
+    raw_policy_field: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        value = policy_field(self.hits)
+        object.__setattr__(self, "policy_field", value)
+        object.__setattr__(self, "raw_policy_field", value.encode("latin-1"))
 
 
 class RateLimitPolicy:
@@ -142,9 +159,16 @@ class RateLimitPolicy:
         exempt = settings.exempt
         self._exempt_paths = PathSet(exempt.paths, setting=var("exempt", "paths"))
         self._exempt_networks = NetworkSet.parse(exempt.networks, var("exempt", "networks"))
+        self._any_exempt_path = bool(self._exempt_paths)
+        self._any_exempt_network = bool(self._exempt_networks)
         # client string -> identity; addresses repeat request after request, parsing them does
         # not need to. Bounded: cleared when full (a flood of new addresses only costs parsing).
         self._identities: dict[str, str] = {}
+        self._principals: dict[str, str] = {}  # principal id -> identity, bounded alike
+        self._plans: dict[tuple[object, ...], Plan] = {}
+        self._key = settings.key
+        self._preflight_exempt = settings.cors_preflight_exempt
+        self._ietf = settings.headers == "ietf"
         self._exempt_scopes = frozenset(exempt.scopes)
         self._auth_failures = compile_limits(
             settings.auth_failures, (), "auth-failures", var("auth_failures")
@@ -169,44 +193,77 @@ class RateLimitPolicy:
 
     def plan(self, request: RequestView) -> Plan | Deny | None:
         """The limits ``request`` is under; None when exempt or unlimited; 403 when the client
-        cannot be identified."""
+        cannot be identified.
+
+        Plans are remembered by what decides them (the rule, the limits chosen for the principal,
+        the identities, the concrete path of a ``per_path`` rule), so a client's next request
+        reuses its plan instead of building keys again. The memory is bounded (cleared when full).
+        """
         path = request.normalized_path
-        if path in self._exempt_paths:
+        if self._any_exempt_path and path in self._exempt_paths:
             return None
-        if self.settings.cors_preflight_exempt and request.is_cors_preflight:
+        if self._preflight_exempt and request.method == "OPTIONS" and request.is_cors_preflight:
             return None  # the browser's own check before a cross-origin call, never the call
         principal = request.state.get("principal")
-        if not isinstance(principal, Principal):
+        if principal is not None and not isinstance(principal, Principal):
             principal = None
-        if principal is not None and self._exempt_scopes & principal.scopes:
+        if (
+            principal is not None
+            and self._exempt_scopes
+            and not self._exempt_scopes.isdisjoint(principal.scopes)
+        ):
             return None
-        if self._exempt_networks and self._address(request) in self._exempt_networks:
+        if self._any_exempt_network and self._address(request) in self._exempt_networks:
             return None
         table = self._tables.get(request.method)
         found = (self._other if table is None else table).match(path)
         rule = found[1] if found else None
-        charged: list[tuple[str, Limit, KeyKind | None, bool]] = []
-        cost = rule.cost if rule else 1
+        base: tuple[Limit, ...] = ()
+        own: tuple[Limit, ...] = ()
         if self._default is not None and (rule is None or rule.include_default or not rule.limits):
-            charged += [("d", lim, None, False) for lim in self._default.for_principal(principal)]
+            base = self._default.for_principal(principal)
         if rule is not None and rule.limits is not None:
-            limits = rule.limits.for_principal(principal)
-            charged += [(rule.namespace, lim, rule.key, rule.per_path) for lim in limits]
-        if not charged:
+            own = rule.limits.for_principal(principal)
+        if not base and not own:
             return None
+        tag = self._identity(None, request, principal)
+        own_tag = tag
+        if own and rule is not None and rule.key is not None:
+            own_tag = self._identity(rule.key, request, principal)
+        if (base and tag is None) or (own and own_tag is None):
+            return UNIDENTIFIED
+        space = None
+        if own and rule is not None and rule.per_path:
+            space = bounded(path.lower().rstrip("/") or "/")
+        memo = (id(rule), id(base), id(own), tag, own_tag, space)
+        plan = self._plans.get(memo)
+        if plan is None:
+            plan = self._build(rule, base, own, tag, own_tag, space)
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            self._plans[memo] = plan
+        return plan
+
+    def _build(
+        self,
+        rule: CompiledRule | None,
+        base: tuple[Limit, ...],
+        own: tuple[Limit, ...],
+        tag: str | None,
+        own_tag: str | None,
+        space: str | None,
+    ) -> Plan:
+        cost = rule.cost if rule else 1
         hits = []
-        identities: dict[KeyKind | None, str | None] = {}
-        for namespace, limit, kind, per_path in charged:
-            if kind not in identities:
-                identities[kind] = self._identity(kind, request, principal)
-            tag = identities[kind]
-            if tag is None:
-                return UNIDENTIFIED
-            space = namespace
-            if per_path:
-                space += ":" + bounded(path.lower().rstrip("/") or "/")
-            key = f"{self._prefix}:{{{tag}}}:{space}:{limit.slug}:{self._suffix}"
-            hits.append(LimitHit(limit.policy, limit.item, key, tag, cost))
+        for namespace, limits, identity in (
+            ("d", base, tag),
+            (rule.namespace if rule else "", own, own_tag),
+        ):
+            if space is not None and limits is own:
+                namespace += ":" + space
+            for limit in limits:
+                key = f"{self._prefix}:{{{identity}}}:{namespace}:{limit.slug}:{self._suffix}"
+                hits.append(LimitHit(limit.policy, limit.item, key, identity or "", cost))
         return Plan(tuple(hits), rule.name if rule else "default")
 
     def conclude(
@@ -218,6 +275,9 @@ class RateLimitPolicy:
         code: str = "rate_limited",
     ) -> Deny | Fields:
         """A 429 with ``Retry-After`` when refused, else the rate-limit fields to add."""
+        if outcome.admitted and self._ietf:  # the common case, without the per-limit records
+            current = current_field(self.strategy, plan.hits, outcome.states)
+            return [("ratelimit-policy", plan.policy_field), ("ratelimit", current)]
         stats = [
             window_stats(
                 self.strategy,
@@ -232,6 +292,16 @@ class RateLimitPolicy:
             return fields
         retry = max((s.retry_after for s in stats), default=1) or 1
         return Deny(429, detail, code, (("retry-after", str(retry)), *fields))
+
+    def conclude_raw(self, plan: Plan, outcome: Outcome) -> Deny | list[tuple[bytes, bytes]]:
+        """``conclude`` with the fields as ASGI's byte pairs."""
+        if outcome.admitted and self._ietf:
+            current = current_field(self.strategy, plan.hits, outcome.states)
+            return [(b"ratelimit-policy", plan.raw_policy_field), (b"ratelimit", current.encode())]
+        verdict = self.conclude(plan, outcome)
+        if isinstance(verdict, Deny):
+            return verdict
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in verdict]
 
     def failure_plan(self, request: RequestView, username: str | None) -> Plan | None:
         """The failed-authentication budgets of this client address and, when given, this user
@@ -264,17 +334,28 @@ class RateLimitPolicy:
             if self.key_func is not None:
                 value = self.key_func(request)
                 return bounded("c:" + value) if value else None
-            kind = self.settings.key
-        known = principal is not None and principal.is_authenticated and principal.id
-        if kind == "apikey" and known and principal and principal.scheme == "apikey":
+            kind = self._key
+        if principal is None:
+            return None if kind == "principal" else self._address_identity(request)
+        known = principal.is_authenticated and principal.id
+        if kind == "apikey" and known and principal.scheme == "apikey":
             presented = self._api_key(request)
             if presented:
                 return "k:" + digest(presented)  # never the key itself
-        if kind in ("principal", "principal-or-ip", "apikey") and known and principal:
-            return bounded("p:" + principal.id)
+        if kind in ("principal", "principal-or-ip", "apikey") and known:
+            return self._principal_identity(principal.id)
         if kind == "principal":
             return None
         return self._address_identity(request)
+
+    def _principal_identity(self, principal_id: str) -> str:
+        known = self._principals.get(principal_id)
+        if known is None:
+            known = bounded("p:" + principal_id)
+            if len(self._principals) >= _IDENTITY_CACHE:
+                self._principals.clear()
+            self._principals[principal_id] = known
+        return known
 
     def _address(self, request: RequestView) -> IPAddress | None:
         return parse_address(request.client) if request.client else None
@@ -311,6 +392,7 @@ class RateLimitPolicy:
 
 
 _IDENTITY_CACHE = 4096
+_PLAN_CACHE = 4096
 
 
 def _covers(methods: list[str], method: str) -> bool:

@@ -142,9 +142,10 @@ class RequestView:
 
     __slots__ = (
         "_cookies",
+        "_headers",
         "_query",
+        "_raw_headers",
         "client",
-        "headers",
         "method",
         "normalized_path",
         "path",
@@ -170,13 +171,32 @@ class RequestView:
         self.normalized_path = normalize_path(path)
         self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
         self.query_string = query_string
-        self.headers = headers if headers is not None else Headers()
+        self._headers: Headers | None = headers if headers is not None else Headers()
+        self._raw_headers: Iterable[tuple[bytes, bytes]] = ()
         self.scheme = scheme
         self.peer = peer
         self.client = peer
         self.state: dict[str, Any] = {}
         self._cookies: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive multi-valued headers (an ASGI scope's are decoded on first use)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers.from_raw(self._raw_headers)
+        return headers
+
+    def header_values(self, name: str) -> list[str]:
+        """``headers.getlist(name)``, without decoding every header when none has been read yet
+        (a scan of the raw pairs)."""
+        if self._headers is not None:
+            return self._headers.getlist(name)
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.decode("latin-1") for key, value in self._raw_headers if key.lower() == wanted
+        ]
 
     @property
     def is_secure(self) -> bool:
@@ -215,20 +235,35 @@ class RequestView:
 
     @classmethod
     def from_scope(cls, scope: MutableMapping[str, Any]) -> RequestView:
-        """The view for an ASGI ``http`` or ``websocket`` scope, built once, kept in the scope."""
+        """The view for an ASGI ``http`` or ``websocket`` scope, built once, kept in the scope.
+
+        The headers are decoded on first read, so a layer that never reads them pays nothing.
+        """
         view = scope.get(ASGI_KEY)
         if isinstance(view, RequestView):
             return view
         client = scope.get("client")
-        is_ws = scope["type"] == "websocket"
-        view = cls(
-            "WEBSOCKET" if is_ws else scope.get("method", "GET").upper(),
-            scope.get("path", "/") or "/",
-            query_string=scope.get("query_string", b""),
-            headers=Headers.from_raw(scope["headers"]),
-            scheme=scope.get("scheme", "ws" if is_ws else "http"),
-            peer=client[0] if client else None,
-        )
+        path = scope.get("path") or "/"
+        view = cls.__new__(cls)
+        if scope["type"] == "websocket":
+            view.method, view.scheme = "WEBSOCKET", scope.get("scheme", "ws")
+        else:
+            view.method, view.scheme = (
+                scope.get("method", "GET").upper(),
+                scope.get("scheme", "http"),
+            )
+        view.path = path
+        if "//" in path or "/." in path or path[0] != "/":
+            view.normalized_path = normalize_path(path)
+            view.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
+        else:
+            view.normalized_path, view.rejection = path, None
+        view.query_string = scope.get("query_string", b"")
+        view._headers = None
+        view._raw_headers = scope["headers"]
+        view.peer = view.client = client[0] if client else None
+        view.state = {}
+        view._cookies = view._query = None
         scope[ASGI_KEY] = view
         return view
 

@@ -21,6 +21,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
+FIELDS_KEY = "secmw.response_fields"
+"""Scope key of the fields inner layers want on the response (rate-limit fields): a list the
+security headers layer puts in the scope and merges into ``http.response.start``, so the layers
+inside it need no send wrapper of their own."""
+CHALLENGES_KEY = "secmw.challenges"
+"""Scope key of the ``WWW-Authenticate`` fields the headers layer adds to an app's own 401."""
 
 
 async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
@@ -44,6 +50,22 @@ async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": deny.detail})
+
+
+def with_fields(scope: Scope, send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
+    """The ``send`` to call the app with so that ``fields`` reach the response start: ``send``
+    itself when an outer secmw layer merges queued fields (``FIELDS_KEY``), else a wrapper."""
+    queued = scope.get(FIELDS_KEY)
+    if queued is not None:
+        queued += fields
+        return send
+
+    async def send_with_fields(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *fields]}
+        await send(message)
+
+    return send_with_fields
 
 
 async def refuse_malformed(scope: Scope, send: Send, request: RequestView) -> bool:

@@ -6,6 +6,8 @@ from typing import Any
 
 from secmw import audit
 from secmw.asgi._util import (
+    CHALLENGES_KEY,
+    FIELDS_KEY,
     ASGIApp,
     Message,
     Receive,
@@ -16,7 +18,7 @@ from secmw.asgi._util import (
     run_blocking,
     send_deny,
 )
-from secmw.auth import AuthChain, Found
+from secmw.auth import AuthChain, Authenticator, Found
 from secmw.auth.base import AsyncFailureThrottle
 from secmw.auth.build import build_chain
 from secmw.context import principal_var, request_var
@@ -61,6 +63,7 @@ class AuthenticationMiddleware:
             resolve_settings(settings, overrides), revocation=revocation
         )
         self.throttle = throttle
+        self._modes = {id(a): _mode(a) for a in self.chain.authenticators}
         self._challenges = [
             (b"www-authenticate", c.encode("latin-1")) for c in self.chain.challenges
         ]
@@ -70,9 +73,12 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         request = RequestView.from_scope(scope)
-        if await refuse_malformed(scope, send, request):
+        if request.rejection is not None:
+            await refuse_malformed(scope, send, request)
             return
-        result = await self.authenticate(request)
+        result = self.chain.find(request)
+        if isinstance(result, Found):
+            result = await self._verify(request, result)
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=request, status=result.status)
             await send_deny(scope, send, result)
@@ -83,9 +89,11 @@ class AuthenticationMiddleware:
         request_token = request_var.set(request)
         try:
             if scope["type"] == "http" and self._challenges:
-                await self.app(scope, receive, self._add_challenges(send))
-            else:
-                await self.app(scope, receive, send)
+                if FIELDS_KEY in scope:  # the headers layer outside adds them to an app's 401
+                    scope[CHALLENGES_KEY] = self._challenges
+                else:
+                    send = self._add_challenges(send)
+            await self.app(scope, receive, send)
         finally:
             request_var.reset(request_token)
             principal_var.reset(token)
@@ -95,17 +103,22 @@ class AuthenticationMiddleware:
         found = self.chain.find(request)
         if not isinstance(found, Found):
             return found
+        return await self._verify(request, found)
+
+    async def _verify(self, request: RequestView, found: Found) -> Principal | Deny:
         authenticator, credential = found.authenticator, found.credential
         throttle = self.throttle
-        first = throttle is not None and getattr(authenticator, "throttle_first", True)
+        throttle_first, averify, blocking = self._modes.get(id(authenticator)) or _mode(
+            authenticator
+        )
+        first = throttle is not None and throttle_first
         if first:
             blocked = await throttle.blocked(request, credential)  # type: ignore[union-attr]
             if blocked is not None:
                 return blocked
-        averify = getattr(authenticator, "averify", None)
-        if averify is not None:  # authenticators with network I/O (JWKS, introspection)
+        if averify is not None:  # network I/O (JWKS, introspection, an async denylist)
             result: Principal | Deny = await averify(credential)
-        elif authenticator.blocking:
+        elif blocking:
             result = await run_blocking(authenticator.verify, credential)
         else:
             result = authenticator.verify(credential)
@@ -127,3 +140,11 @@ class AuthenticationMiddleware:
             await send(message)
 
         return send_with_challenges
+
+
+def _mode(authenticator: Authenticator) -> tuple[bool, Any, bool]:
+    """How to run an authenticator: (throttle first, ``averify`` to await or None, blocking)."""
+    averify = getattr(authenticator, "averify", None)
+    if not getattr(authenticator, "needs_io", True):
+        averify = None  # configured without network I/O: ``verify``, no coroutine
+    return getattr(authenticator, "throttle_first", True), averify, authenticator.blocking

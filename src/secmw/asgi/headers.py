@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from secmw.asgi._util import ASGIApp, Message, Receive, Scope, Send, send_deny
+from secmw.asgi._util import (
+    CHALLENGES_KEY,
+    FIELDS_KEY,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    send_deny,
+)
 from secmw.context import csp_nonce_var
 from secmw.headers import INTERNAL_ERROR, SecurityHeaders
 from secmw.request import RequestView
@@ -51,21 +61,39 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http" or not self.policy.enabled:
             await self.app(scope, receive, send)
             return
-        request = RequestView.from_scope(scope)
-        header_pass = self.policy.start(request)
+        # A policy without a nonce needs nothing of the request but its scheme; else the full
+        # pass (path normalized, nonce made and published).
+        plain = self.policy.plain_policy_for(scope.get("path") or "/")
+        header_pass = token = None
+        if plain is None:
+            header_pass = self.policy.start(RequestView.from_scope(scope))
+            if header_pass.nonce is not None:
+                scope.setdefault("state", {})["csp_nonce"] = header_pass.nonce
+                token = csp_nonce_var.set(header_pass.nonce)
+        secure = scope.get("scheme") == "https"
         started = False
+        queued: list[tuple[bytes, bytes]] = []
+        scope[FIELDS_KEY] = queued  # inner layers' fields (rate limits), merged below
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": header_pass.apply(message.get("headers", ()))}
+                headers = message.get("headers", ())
+                if queued:
+                    headers = [*headers, *queued]
+                if message["status"] == 401:
+                    headers = _with_challenges(headers, scope.get(CHALLENGES_KEY))
+                if plain is not None:
+                    state = scope.get("state")
+                    principal = state.get("principal") if state else None
+                    authenticated = getattr(principal, "is_authenticated", False)
+                    headers = plain.apply_bytes(headers, secure, authenticated)
+                else:
+                    headers = header_pass.apply(headers)  # type: ignore[union-attr]
+                message = {**message, "headers": headers}
             await send(message)
 
-        token = None
-        if header_pass.nonce is not None:
-            scope.setdefault("state", {})["csp_nonce"] = header_pass.nonce
-            token = csp_nonce_var.set(header_pass.nonce)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -75,3 +103,12 @@ class SecurityHeadersMiddleware:
         finally:
             if token is not None:
                 csp_nonce_var.reset(token)
+
+
+def _with_challenges(
+    headers: Iterable[tuple[bytes, bytes]], challenges: list[tuple[bytes, bytes]] | None
+) -> Iterable[tuple[bytes, bytes]]:
+    """An app's own 401 gets the authentication layer's challenges when it sent none."""
+    if not challenges or any(name.lower() == b"www-authenticate" for name, _ in headers):
+        return headers
+    return [*headers, *challenges]

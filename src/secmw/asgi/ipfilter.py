@@ -41,10 +41,16 @@ class IPFilterMiddleware:
     ) -> None:
         self.app = app
         self.filter = ip_filter or IPFilter.from_settings(resolve_settings(settings, overrides).ip)
+        self._admitted = self.filter.admitted_peers
+        self._enabled = self.filter.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self.filter.enabled:
+        if not self._enabled or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        if client and client[0] in self._admitted and "/." not in scope.get("path", "/."):
+            await self.app(scope, receive, send)  # a peer allowed before, on any path
             return
         request = RequestView.from_scope(scope)
         if await refuse_malformed(scope, send, request):

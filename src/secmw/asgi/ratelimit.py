@@ -9,12 +9,12 @@ from secmw import audit
 from secmw._astorage import AsyncLimiter
 from secmw.asgi._util import (
     ASGIApp,
-    Message,
     Receive,
     Scope,
     Send,
     refuse_malformed,
     send_deny,
+    with_fields,
 )
 from secmw.problems import Deny
 from secmw.ratelimit import KeyFunc, RateLimitPolicy
@@ -57,13 +57,17 @@ class RateLimitMiddleware:
             apikey_query=resolved.api_keys.query_param,
         )
         self.limiter = AsyncLimiter(self.settings)
+        self._enabled = self.settings.enabled
+        # Memory only: the store is called directly (no coroutine per request).
+        self._memory = self.limiter.memory if self.limiter.remote is None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self.settings.enabled:
+        if not self._enabled or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         request = RequestView.from_scope(scope)
-        if await refuse_malformed(scope, send, request):
+        if request.rejection is not None:
+            await refuse_malformed(scope, send, request)
             return
         plan = self.policy.plan(request)
         if plan is None:
@@ -73,11 +77,12 @@ class RateLimitMiddleware:
             audit.emit("ratelimit.unidentified", plan.detail, request=request)
             await send_deny(scope, send, plan)
             return
-        result = await self.limiter.apply(plan.hits)
+        memory = self._memory
+        result = memory.apply(plan.hits) if memory else await self.limiter.apply(plan.hits)
         if result is None:  # storage down, on_storage_error=allow
             await self.app(scope, receive, send)
             return
-        verdict = result if isinstance(result, Deny) else self.policy.conclude(plan, result)
+        verdict = result if isinstance(result, Deny) else self.policy.conclude_raw(plan, result)
         if isinstance(verdict, Deny):
             audit.emit(
                 "ratelimit.exceeded" if verdict.status == 429 else "ratelimit.unavailable",
@@ -88,21 +93,10 @@ class RateLimitMiddleware:
             )
             await send_deny(scope, send, verdict)
             return
-        if scope["type"] == "http" and verdict:
-            fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in verdict]
-            await self.app(scope, receive, _with_fields(send, fields))
-        else:
-            await self.app(scope, receive, send)
+        if verdict and scope["type"] == "http":
+            send = with_fields(scope, send, verdict)
+        await self.app(scope, receive, send)
 
     async def aclose(self) -> None:
         """Close the Redis client (for example from a lifespan shutdown handler)."""
         await self.limiter.aclose()
-
-
-def _with_fields(send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
-    async def send_with_fields(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *fields]}
-        await send(message)
-
-    return send_with_fields

@@ -83,7 +83,7 @@ class APIKeyAuthenticator:
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """The key from the header, else the query parameter; repeated or empty is a Deny."""
-        values = request.headers.getlist(self.header) if self.header else []  # case-insensitive
+        values = request.header_values(self.header) if self.header else []
         if not values and self.query_param and request.query_string:
             values = request.query_params(self.query_param)
         if not values:

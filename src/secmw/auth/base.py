@@ -48,6 +48,10 @@ class Authenticator(Protocol):
     secrets cannot be guessed (signed tokens, 256-bit keys, session ids): the failed-attempt
     throttle is then consulted only after a failure, not on every request. Without it the
     throttle runs before ``verify`` (passwords, remote introspection).
+
+    An authenticator with network I/O may offer ``async def averify(credential)``, which the
+    ASGI adapter awaits instead of calling ``verify``; it may also say ``needs_io = False`` when,
+    as configured, it has none after all (the adapter then calls ``verify``, with no coroutine).
     """
 
     @property
@@ -114,12 +118,17 @@ def bearer_credential(
     return Credential(scheme, authorization)
 
 
-@dataclass(frozen=True, slots=True)
 class Found:
     """The chain found a credential; ``authenticator.verify(credential)`` decides."""
 
-    authenticator: Authenticator
-    credential: Credential
+    __slots__ = ("authenticator", "credential")
+
+    def __init__(self, authenticator: Authenticator, credential: Credential) -> None:
+        self.authenticator = authenticator
+        self.credential = credential
+
+    def __repr__(self) -> str:
+        return f"Found({self.authenticator!r}, {self.credential!r})"
 
 
 class AuthChain:
@@ -160,7 +169,7 @@ class AuthChain:
 
     def find(self, request: RequestView) -> Found | Principal | Deny:
         """Locate the request's credential: Found, the anonymous principal, or a Deny."""
-        if self.preflight_anonymous and request.is_cors_preflight:
+        if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
             return ANONYMOUS  # browsers never send credentials on a preflight
         authorization = self._authorization(request)
         if isinstance(authorization, Deny):
@@ -190,7 +199,7 @@ class AuthChain:
         return found
 
     def _authorization(self, request: RequestView) -> tuple[str, str] | Deny | None:
-        lines = request.headers.getlist("authorization")
+        lines = request.header_values("authorization")
         if not lines:
             return None
         if len(lines) > 1:

@@ -213,6 +213,12 @@ class JWTAuthenticator:
             ) from None
         return loaded
 
+    @property
+    def needs_io(self) -> bool:
+        """Whether a check may wait on the network (a JWKS fetch, an async denylist); without,
+        the ASGI adapter calls :meth:`verify` directly instead of awaiting :meth:`averify`."""
+        return self.key_source is not None or self._ais_revoked is not None
+
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """The bearer token from the ``Authorization`` parameter the chain handed over."""
         return bearer_credential(

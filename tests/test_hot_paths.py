@@ -1,0 +1,200 @@
+"""The per-request shortcuts answer exactly as the full paths do.
+
+Each shortcut (a peer remembered as allowed, a memoized path match, a reused rate-limit plan,
+fields merged by the outermost layer, a lock-free cache hit) is exercised here on the cases where
+a wrong shortcut would let a request through or put it in the wrong bucket.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from secmw import Principal
+from secmw.asgi import SecurityStack
+from secmw.asgi.ipfilter import IPFilterMiddleware
+from secmw.auth.cache import TokenCache
+from secmw.paths import PathTable
+from secmw.ratelimit import Plan, RateLimitPolicy, RateLimitSettings
+from secmw.request import Headers, RequestView
+from tests.support import SECRET, http_scope, make_token, run_asgi
+
+
+async def ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def own_401(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 401, "headers": []})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+# -- the IP layer's remembered peers -----------------------------------------------------------
+
+
+def test_a_remembered_peer_still_gets_dot_segment_paths_refused() -> None:
+    app = IPFilterMiddleware(ok, ip={"allow": ["127.0.0.0/8"]})
+    assert run_asgi(app, http_scope("/a")).status == 200
+    assert "127.0.0.1" in app.filter.admitted_peers
+    assert run_asgi(app, http_scope("/a/../admin")).status == 400
+
+
+def test_peers_are_not_remembered_when_paths_have_rules() -> None:
+    app = IPFilterMiddleware(
+        ok, ip={"allow": ["127.0.0.0/8"], "rules": {"/internal/*": {"allow": ["10.0.0.0/8"]}}}
+    )
+    assert run_asgi(app, http_scope("/open")).status == 200
+    assert "127.0.0.1" not in app.filter.admitted_peers
+    assert run_asgi(app, http_scope("/internal/x")).status == 403
+
+
+def test_a_trusted_proxy_is_never_remembered() -> None:
+    """Its next request may forward another client: the header is read every time."""
+    app = IPFilterMiddleware(
+        ok, ip={"trusted_proxies": ["10.0.0.0/8"], "allow": ["198.51.100.0/24", "10.0.0.0/8"]}
+    )
+    proxy = ("10.0.0.2", 4000)
+    allowed = http_scope(client=proxy, headers=[("x-forwarded-for", "198.51.100.7")])
+    assert run_asgi(app, allowed).status == 200
+    alone = http_scope(client=proxy)  # the proxy itself, allowed
+    assert run_asgi(app, alone).status == 200
+    assert "10.0.0.2" not in app.filter.admitted_peers
+    forged = http_scope(client=proxy, headers=[("x-forwarded-for", "203.0.113.9")])
+    assert run_asgi(app, forged).status == 403
+
+
+def test_refused_peers_are_not_remembered_and_the_memory_is_bounded() -> None:
+    app = IPFilterMiddleware(ok, ip={"deny": ["203.0.113.0/24"]})
+    assert run_asgi(app, http_scope(client=("203.0.113.9", 1))).status == 403
+    assert "203.0.113.9" not in app.filter.admitted_peers
+    for n in range(5000):
+        run_asgi(app, http_scope(client=(f"10.{n // 250}.{n % 250}.1", 1)))
+    assert 0 < len(app.filter._admitted) <= 4096
+
+
+# -- memoized path matches ---------------------------------------------------------------------
+
+
+def test_path_matches_are_memoized_within_a_bound() -> None:
+    table = PathTable([("/items/{id}", "item"), ("/admin/*", "admin")])
+    for n in range(3000):
+        assert table.match(f"/items/{n}") == ("/items/{id}", "item")
+        assert table.match(f"/other/{n}") is None
+    assert table.match("/ADMIN/x") == ("/admin/*", "admin")
+    assert len(table._memo) <= 1024
+
+
+# -- rate-limit plans --------------------------------------------------------------------------
+
+
+def view(path: str = "/", principal: Principal | None = None, client: str = "203.0.113.7") -> Any:
+    request = RequestView("GET", path, peer=client)
+    if principal is not None:
+        request.state["principal"] = principal
+    return request
+
+
+def test_plans_are_reused_per_identity_and_never_shared() -> None:
+    policy = RateLimitPolicy(
+        RateLimitSettings(
+            default="10/minute",
+            overrides=[{"scope": "premium", "limit": "100/minute"}],
+            rules=[{"path": "/files/{name}", "limit": "5/minute", "per_path": True}],
+        )
+    )
+    alice = Principal.create("alice", "bearer")
+    rich = Principal.create("rich", "bearer", scopes=["premium"])
+    first = policy.plan(view(principal=alice))
+    assert isinstance(first, Plan)
+    assert policy.plan(view(principal=alice)) is first
+    assert policy.plan(view(principal=Principal.create("alice", "bearer"))) is first
+    other = policy.plan(view(principal=rich))
+    assert isinstance(other, Plan)
+    assert other is not first
+    assert [hit.amount for hit in other.hits] == [100]
+    anonymous = policy.plan(view(client="198.51.100.1"))
+    assert isinstance(anonymous, Plan)
+    assert anonymous.hits[0].tag == "ip:198.51.100.1"
+    one, two = policy.plan(view("/files/a")), policy.plan(view("/files/b"))
+    assert isinstance(one, Plan)
+    assert isinstance(two, Plan)
+    assert {hit.key for hit in one.hits} != {hit.key for hit in two.hits}
+
+
+def test_plans_stay_right_past_the_memory_bound() -> None:
+    policy = RateLimitPolicy(RateLimitSettings(default="10/minute"))
+    for n in range(5000):
+        principal = Principal.create(f"user-{n}", "bearer")
+        plan = policy.plan(view(principal=principal))
+        assert isinstance(plan, Plan)
+        assert plan.hits[0].tag == f"p:user-{n}"
+    assert len(policy._plans) <= 4096
+
+
+# -- fields merged by the outermost layer ------------------------------------------------------
+
+SECTIONS: dict[str, Any] = {
+    "jwt": {"secret": SECRET},
+    "ip": {"allow": ["127.0.0.0/8"]},
+    "rate_limit": {"default": "100/minute"},
+}
+
+
+def test_the_stack_sends_each_field_once() -> None:
+    app = SecurityStack(ok, **SECTIONS)
+    token = make_token()
+    response = run_asgi(app, http_scope(headers=[("authorization", f"Bearer {token}")]))
+    names = [name for name, _ in response.headers]
+    assert response.status == 200
+    for name in ("ratelimit", "ratelimit-policy", "x-content-type-options", "cache-control"):
+        assert names.count(name) == 1, name
+    assert names.index("ratelimit") < names.index("x-content-type-options")
+
+
+def test_an_apps_own_401_gets_the_challenges_once_in_the_stack() -> None:
+    response = run_asgi(SecurityStack(own_401, **SECTIONS), http_scope())
+    assert response.status == 401
+    assert response.header_values("www-authenticate") == ['Bearer realm="api"']
+    assert response.header_values("ratelimit")  # the request was charged and says so
+
+
+# -- request view and token cache --------------------------------------------------------------
+
+
+def test_header_values_read_raw_pairs_like_the_parsed_headers() -> None:
+    raw = [(b"Authorization", b"Bearer a"), (b"x-api-key", b"k"), (b"AUTHORIZATION", b"b")]
+    lazy = RequestView.from_scope({**http_scope(), "headers": raw})
+    parsed = Headers.from_raw(raw)
+    for name in ("authorization", "X-API-Key", "absent"):
+        assert lazy.header_values(name) == parsed.getlist(name)
+    assert lazy.headers.getlist("authorization") == ["Bearer a", "b"]
+    assert lazy.header_values("authorization") == ["Bearer a", "b"]
+
+
+class Racing(OrderedDict[bytes, Any]):
+    """A table whose entry vanishes between the read and the LRU touch (another thread)."""
+
+    def move_to_end(self, key: bytes, last: bool = True) -> None:
+        raise KeyError(key)
+
+
+def test_a_cache_hit_survives_a_concurrent_eviction() -> None:
+    cache = TokenCache(clock=lambda: 100.0)
+    principal = Principal.create("u", "bearer")
+    cache.put("token", principal, expires_at=200.0)
+    cache._ok = Racing(cache._ok)
+    assert cache.get("token") is principal
+
+
+def test_an_expired_or_rotated_entry_is_dropped() -> None:
+    now = [100.0]
+    cache = TokenCache(clock=lambda: now[0])
+    principal = Principal.create("u", "bearer")
+    cache.put("a", principal, expires_at=150.0)
+    cache.put("b", principal, expires_at=500.0, generation=1)
+    now[0] = 150.0
+    assert cache.get("a") is None
+    assert len(cache) == 1
+    assert cache.get("b", generation=2) is None
+    assert len(cache) == 0
