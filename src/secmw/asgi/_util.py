@@ -68,15 +68,24 @@ def with_fields(scope: Scope, send: Send, fields: list[tuple[bytes, bytes]]) -> 
     return send_with_fields
 
 
+def malformed(request: RequestView) -> Deny | None:
+    """The answer to a request no rule can be matched safely (``RequestView.rejection``), audited;
+    None for every other request."""
+    rejection = request.rejection
+    if rejection is not None:
+        audit.emit("request.rejected", rejection.detail, request=request)
+    return rejection
+
+
 async def refuse_malformed(scope: Scope, send: Send, request: RequestView) -> bool:
     """Answer a request that no rule can be matched safely (see ``RequestView.rejection``).
 
     Returns True when the request was answered and the layer must stop.
     """
-    if request.rejection is None:
+    rejection = malformed(request)
+    if rejection is None:
         return False
-    audit.emit("request.rejected", request.rejection.detail, request=request)
-    await send_deny(scope, send, request.rejection)
+    await send_deny(scope, send, rejection)
     return True
 
 

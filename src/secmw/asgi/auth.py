@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import Token
 from typing import Any
 
 from secmw import audit
@@ -13,8 +14,8 @@ from secmw.asgi._util import (
     Receive,
     Scope,
     Send,
+    malformed,
     publish_principal,
-    refuse_malformed,
     run_blocking,
     send_deny,
 )
@@ -72,31 +73,41 @@ class AuthenticationMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request = RequestView.from_scope(scope)
-        if request.rejection is not None:
-            await refuse_malformed(scope, send, request)
+        result = await self.resolve(scope)
+        if isinstance(result, Deny):
+            await send_deny(scope, send, result)
             return
+        tokens = self.enter(scope, *result)
+        try:
+            await self.app(scope, receive, self.challenging(scope, send))
+        finally:
+            leave(tokens)
+
+    async def resolve(self, scope: Scope) -> tuple[RequestView, Principal] | Deny:
+        """The request's principal, or the answer when it is refused (audited)."""
+        request = RequestView.from_scope(scope)
+        rejection = malformed(request)
+        if rejection is not None:
+            return rejection
         result = self.chain.find(request)
         if isinstance(result, Found):
             result = await self._verify(request, result)
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=request, status=result.status)
-            await send_deny(scope, send, result)
-            return
-        request.state["principal"] = result  # later layers (rate limits, headers) read it here
-        publish_principal(scope, result)
-        token = principal_var.set(result)
-        request_token = request_var.set(request)
-        try:
-            if scope["type"] == "http" and self._challenges:
-                if FIELDS_KEY in scope:  # the headers layer outside adds them to an app's 401
-                    scope[CHALLENGES_KEY] = self._challenges
-                else:
-                    send = self._add_challenges(send)
-            await self.app(scope, receive, send)
-        finally:
-            request_var.reset(request_token)
-            principal_var.reset(token)
+            return result
+        return request, result
+
+    def enter(self, scope: Scope, request: RequestView, principal: Principal) -> Tokens:
+        """Publish the principal to the app (undo the context variables with :func:`leave`).
+
+        When the security headers layer runs outside (``FIELDS_KEY`` in the scope), it adds the
+        challenges to an app's own 401; else the caller wraps ``send`` with :meth:`challenging`.
+        """
+        request.state["principal"] = principal  # later layers (rate limits, headers) read it here
+        publish_principal(scope, principal)
+        if FIELDS_KEY in scope:
+            scope[CHALLENGES_KEY] = self._challenges
+        return principal_var.set(principal), request_var.set(request)
 
     async def authenticate(self, request: RequestView) -> Principal | Deny:
         """The request's principal or the reason to refuse it (blocking checks run in a thread)."""
@@ -129,7 +140,11 @@ class AuthenticationMiddleware:
             return blocked or result
         return result
 
-    def _add_challenges(self, send: Send) -> Send:
+    def challenging(self, scope: Scope, send: Send) -> Send:
+        """The ``send`` that adds the challenges to an app's own 401 (``send`` itself when the
+        headers layer outside does it, or for a websocket)."""
+        if scope["type"] != "http" or not self._challenges or FIELDS_KEY in scope:
+            return send
         challenges = self._challenges
 
         async def send_with_challenges(message: Message) -> None:
@@ -140,6 +155,16 @@ class AuthenticationMiddleware:
             await send(message)
 
         return send_with_challenges
+
+
+Tokens = tuple[Token[Principal], Token[RequestView]]
+
+
+def leave(tokens: Tokens) -> None:
+    """Undo :meth:`AuthenticationMiddleware.enter` once the app has answered."""
+    principal_token, request_token = tokens
+    request_var.reset(request_token)
+    principal_var.reset(principal_token)
 
 
 def _mode(authenticator: Authenticator) -> tuple[bool, Any, bool]:

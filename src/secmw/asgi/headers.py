@@ -61,6 +61,10 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http" or not self.policy.enabled:
             await self.app(scope, receive, send)
             return
+        await self.around(self.app, scope, receive, send)
+
+    async def around(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``app`` on an ``http`` scope with the headers merged into its response."""
         # A policy without a nonce needs nothing of the request but its scheme; else the full
         # pass (path normalized, nonce made and published).
         plain = self.policy.plain_policy_for(scope.get("path") or "/")
@@ -95,7 +99,7 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await app(scope, receive, send_with_headers)
         except Exception:
             if not started:
                 await send_deny(scope, send_with_headers, INTERNAL_ERROR)

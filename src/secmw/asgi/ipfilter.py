@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
+from secmw.asgi._util import ASGIApp, Receive, Scope, Send, malformed, send_deny
 from secmw.netaddr import DENIED, FORWARDED_KEY, IPFilter
+from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 
@@ -45,24 +46,30 @@ class IPFilterMiddleware:
         self._enabled = self.filter.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._enabled or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+        if self._enabled and scope["type"] in ("http", "websocket"):
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await send_deny(scope, send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> Deny | None:
+        """The answer for a refused ``http`` or ``websocket`` request (audited), else None; the
+        resolved client is written to the scope either way."""
         client = scope.get("client")
         if client and client[0] in self._admitted and "/." not in scope.get("path", "/."):
-            await self.app(scope, receive, send)  # a peer allowed before, on any path
-            return
+            return None  # a peer allowed before, on any path
         request = RequestView.from_scope(scope)
-        if await refuse_malformed(scope, send, request):
-            return
+        rejection = malformed(request)
+        if rejection is not None:
+            return rejection
         refusal = self.filter.check(request)
         if self.filter.rewrite_client and request.client != request.peer:
             _rewrite_client(scope, request)
         if refusal is not None:
             audit.emit("ip.denied", refusal.reason, request=request, rule=refusal.rule)
-            await send_deny(scope, send, DENIED)
-            return
-        await self.app(scope, receive, send)
+            return DENIED
+        return None
 
 
 def _rewrite_client(scope: Scope, request: RequestView) -> None:

@@ -12,7 +12,7 @@ from secmw.asgi._util import (
     Receive,
     Scope,
     Send,
-    refuse_malformed,
+    malformed,
     send_deny,
     with_fields,
 )
@@ -62,26 +62,32 @@ class RateLimitMiddleware:
         self._memory = self.limiter.memory if self.limiter.remote is None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._enabled or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+        if self._enabled and scope["type"] in ("http", "websocket"):
+            verdict = await self.verdict(scope)
+            if isinstance(verdict, Deny):
+                await send_deny(scope, send, verdict)
+                return
+            if verdict and scope["type"] == "http":
+                send = with_fields(scope, send, verdict)
+        await self.app(scope, receive, send)
+
+    async def verdict(self, scope: Scope) -> Deny | list[tuple[bytes, bytes]] | None:
+        """Charge the request: the answer when refused (audited), else the fields to add (None
+        when it is not limited or the storage is down under ``on_storage_error=allow``)."""
         request = RequestView.from_scope(scope)
-        if request.rejection is not None:
-            await refuse_malformed(scope, send, request)
-            return
+        rejection = malformed(request)
+        if rejection is not None:
+            return rejection
         plan = self.policy.plan(request)
         if plan is None:
-            await self.app(scope, receive, send)
-            return
+            return None
         if isinstance(plan, Deny):
             audit.emit("ratelimit.unidentified", plan.detail, request=request)
-            await send_deny(scope, send, plan)
-            return
+            return plan
         memory = self._memory
         result = memory.apply(plan.hits) if memory else await self.limiter.apply(plan.hits)
         if result is None:  # storage down, on_storage_error=allow
-            await self.app(scope, receive, send)
-            return
+            return None
         verdict = result if isinstance(result, Deny) else self.policy.conclude_raw(plan, result)
         if isinstance(verdict, Deny):
             audit.emit(
@@ -91,11 +97,7 @@ class RateLimitMiddleware:
                 rule=plan.rule,
                 level=logging.INFO,
             )
-            await send_deny(scope, send, verdict)
-            return
-        if verdict and scope["type"] == "http":
-            send = with_fields(scope, send, verdict)
-        await self.app(scope, receive, send)
+        return verdict
 
     async def aclose(self) -> None:
         """Close the Redis client (for example from a lifespan shutdown handler)."""

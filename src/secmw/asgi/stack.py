@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send
-from secmw.asgi.auth import AuthenticationMiddleware
+from secmw.asgi._util import ASGIApp, Receive, Scope, Send, send_deny, with_fields
+from secmw.asgi.auth import AuthenticationMiddleware, leave
 from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
@@ -15,6 +15,7 @@ from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
 from secmw.layers import Layer, stack_layers
 from secmw.principal import Principal
+from secmw.problems import Deny
 from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.throttle import AsyncFailedAuthThrottle
@@ -74,13 +75,55 @@ class SecurityStack:
             "metrics": lambda app: MetricsMiddleware(app),
         }
         inner = app
+        built: dict[Layer, Any] = {}
         for layer in stack_layers(resolved, step_up=secret_for is not None):
-            inner = builders[layer](inner)
+            inner = built[layer] = builders[layer](inner)
         self.throttle = throttle
         self._entry = inner
+        # With the four core layers only, an http request runs them as one call (same order,
+        # same steps, one send wrapper); websockets and stacks with step-up or metrics go
+        # through the composed middlewares.
+        self._fused = not {"step_up", "metrics"} & built.keys()
+        self._headers: SecurityHeadersMiddleware | None = built.get("headers")
+        self._ip: IPFilterMiddleware | None = built.get("ip")
+        self._auth: AuthenticationMiddleware | None = built.get("auth")
+        self._limiter: RateLimitMiddleware | None = built.get("rate_limit")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._entry(scope, receive, send)
+        if not self._fused or scope["type"] != "http":
+            await self._entry(scope, receive, send)
+        elif self._headers is not None:
+            await self._headers.around(self._layers, scope, receive, send)
+        else:
+            await self._layers(scope, receive, send)
+
+    async def _layers(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """IP filter, authentication, rate limit and the app, for an ``http`` request."""
+        if self._ip is not None:
+            refusal = self._ip.refusal(scope)
+            if refusal is not None:
+                await send_deny(scope, send, refusal)
+                return
+        auth, tokens = self._auth, None
+        if auth is not None:
+            resolved = await auth.resolve(scope)
+            if isinstance(resolved, Deny):
+                await send_deny(scope, send, resolved)
+                return
+            tokens = auth.enter(scope, *resolved)
+            send = auth.challenging(scope, send)
+        try:
+            if self._limiter is not None:
+                verdict = await self._limiter.verdict(scope)
+                if isinstance(verdict, Deny):
+                    await send_deny(scope, send, verdict)
+                    return
+                if verdict:
+                    send = with_fields(scope, send, verdict)
+            await self.app(scope, receive, send)
+        finally:
+            if tokens is not None:
+                leave(tokens)
 
 
 def _no_secret(principal: Principal) -> None:
