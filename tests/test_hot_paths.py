@@ -198,3 +198,22 @@ def test_an_expired_or_rotated_entry_is_dropped() -> None:
     assert len(cache) == 1
     assert cache.get("b", generation=2) is None
     assert len(cache) == 0
+
+
+def test_header_values_read_the_environ_like_the_parsed_headers() -> None:
+    environ = {
+        "REQUEST_METHOD": "post",
+        "PATH_INFO": "/a//b",
+        "HTTP_AUTHORIZATION": "Bearer a, Bearer b",
+        "HTTP_X_API_KEY": "",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    lazy = RequestView.from_environ(dict(environ))
+    assert (lazy.method, lazy.normalized_path, lazy.client) == ("POST", "/a/b", "127.0.0.1")
+    names = ("authorization", "X-API-Key", "content-type", "content-length", "absent")
+    expected = [lazy.header_values(name) for name in names]
+    assert expected == [["Bearer a, Bearer b"], [""], ["application/json"], [], []]
+    parsed = lazy.headers  # decoding now: the same answers either way
+    assert [parsed.getlist(name) for name in names] == expected

@@ -142,6 +142,7 @@ class RequestView:
 
     __slots__ = (
         "_cookies",
+        "_environ",
         "_headers",
         "_query",
         "_raw_headers",
@@ -173,6 +174,7 @@ class RequestView:
         self.query_string = query_string
         self._headers: Headers | None = headers if headers is not None else Headers()
         self._raw_headers: Iterable[tuple[bytes, bytes]] = ()
+        self._environ: Mapping[str, Any] | None = None
         self.scheme = scheme
         self.peer = peer
         self.client = peer
@@ -182,10 +184,15 @@ class RequestView:
 
     @property
     def headers(self) -> Headers:
-        """Case-insensitive multi-valued headers (an ASGI scope's are decoded on first use)."""
+        """Case-insensitive multi-valued headers, decoded when first read."""
         headers = self._headers
         if headers is None:
-            headers = self._headers = Headers.from_raw(self._raw_headers)
+            environ = self._environ
+            if environ is None:
+                headers = Headers.from_raw(self._raw_headers)
+            else:
+                headers = _environ_headers(environ)
+            self._headers = headers
         return headers
 
     def header_values(self, name: str) -> list[str]:
@@ -193,6 +200,8 @@ class RequestView:
         (a scan of the raw pairs)."""
         if self._headers is not None:
             return self._headers.getlist(name)
+        if self._environ is not None:
+            return _environ_values(self._environ, name)
         wanted = name.lower().encode("latin-1")
         return [
             value.decode("latin-1") for key, value in self._raw_headers if key.lower() == wanted
@@ -252,15 +261,11 @@ class RequestView:
                 scope.get("method", "GET").upper(),
                 scope.get("scheme", "http"),
             )
-        view.path = path
-        if "//" in path or "/." in path or path[0] != "/":
-            view.normalized_path = normalize_path(path)
-            view.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
-        else:
-            view.normalized_path, view.rejection = path, None
+        view._set_path(path)
         view.query_string = scope.get("query_string", b"")
         view._headers = None
         view._raw_headers = scope["headers"]
+        view._environ = None
         view.peer = view.client = client[0] if client else None
         view.state = {}
         view._cookies = view._query = None
@@ -269,28 +274,54 @@ class RequestView:
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, Any]) -> RequestView:
-        """The view for a WSGI environ, built once and kept in the environ."""
+        """The view for a WSGI environ, built once and kept in the environ (headers are read
+        from the environ when a layer asks)."""
         view = environ.get(WSGI_KEY)
         if isinstance(view, RequestView):
             return view
-        pairs = []
-        for key, value in environ.items():
-            if key.startswith("HTTP_"):
-                pairs.append((key[5:].replace("_", "-"), value))
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-                pairs.append((key.replace("_", "-"), value))
         path = environ.get("PATH_INFO", "") or "/"
         if not path.isascii():
             # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
             path = path.encode("latin-1").decode("utf-8", "replace")
-        view = cls(
-            # werkzeug upper-cases the method before routing; rules must see what the router sees
-            environ.get("REQUEST_METHOD", "GET").upper(),
-            path,
-            query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
-            headers=Headers(pairs),
-            scheme=environ.get("wsgi.url_scheme", "http"),
-            peer=environ.get("REMOTE_ADDR") or None,
-        )
+        view = cls.__new__(cls)
+        # werkzeug upper-cases the method before routing; rules must see what the router sees
+        view.method = environ.get("REQUEST_METHOD", "GET").upper()
+        view.scheme = environ.get("wsgi.url_scheme", "http")
+        view._set_path(path)
+        view.query_string = environ.get("QUERY_STRING", "").encode("latin-1")
+        view._headers = None
+        view._raw_headers = ()
+        view._environ = environ
+        view.peer = view.client = environ.get("REMOTE_ADDR") or None
+        view.state = {}
+        view._cookies = view._query = None
         environ[WSGI_KEY] = view
         return view
+
+    def _set_path(self, path: str) -> None:
+        self.path = path
+        if "//" in path or "/." in path or path[0] != "/":
+            self.normalized_path = normalize_path(path)
+            self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
+        else:
+            self.normalized_path, self.rejection = path, None
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> Headers:
+    pairs = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            pairs.append((key[5:].replace("_", "-"), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            pairs.append((key.replace("_", "-"), value))
+    return Headers(pairs)
+
+
+def _environ_values(environ: Mapping[str, Any], name: str) -> list[str]:
+    """A header's value from a WSGI environ (servers join repeated fields into one)."""
+    key = name.upper().replace("-", "_")
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        value = environ.get(key)
+        return [value] if value else []
+    value = environ.get("HTTP_" + key)
+    return [] if value is None else [value]

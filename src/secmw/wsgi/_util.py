@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
 
 from secmw import audit
 from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.request import WSGI_KEY, RequestView
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -25,6 +25,15 @@ class StartResponse(Protocol):
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 PRINCIPAL_KEY = "secmw.principal"
+WWW_AUTHENTICATE = "www-authenticate"
+
+
+def request_view(environ: MutableMapping[str, Any]) -> RequestView:
+    """``RequestView.from_environ``, with the view an outer layer already built read directly."""
+    view = environ.get(WSGI_KEY)
+    if view.__class__ is RequestView:
+        return view
+    return RequestView.from_environ(environ)
 
 
 def status_line(status: int) -> str:
@@ -49,3 +58,15 @@ def refuse_malformed(request: RequestView, start_response: StartResponse) -> lis
         return None
     audit.emit("request.rejected", request.rejection.detail, request=request)
     return respond_deny(start_response, request.rejection)
+
+
+def with_challenges(
+    headers: Headers, status: str, challenges: tuple[tuple[str, str], ...]
+) -> Headers:
+    """``headers`` plus the authentication challenges on a 401 that carries none."""
+    if status.startswith("401"):
+        for name, _ in headers:
+            if name.lower() == WWW_AUTHENTICATE:
+                return headers
+        return [*headers, *challenges]
+    return headers

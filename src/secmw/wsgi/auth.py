@@ -23,7 +23,9 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
+    request_view,
     respond_deny,
+    with_challenges,
 )
 
 
@@ -51,19 +53,16 @@ class AuthenticationMiddleware:
             resolve_settings(settings, overrides), revocation=revocation
         )
         self.throttle = throttle
-        self._challenges = list(self.chain.challenge_headers())
+        self._challenges = tuple(self.chain.challenge_headers())
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        request = RequestView.from_environ(environ)
+        request = request_view(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed
-        result = self.authenticate(request)
+        result = self.admit(environ, request)
         if isinstance(result, Deny):
-            audit.emit("auth.denied", result.detail, request=request, status=result.status)
             return respond_deny(start_response, result)
-        request.state["principal"] = result  # later layers (rate limits, headers) read it here
-        environ[PRINCIPAL_KEY] = result
         token = principal_var.set(result)
         request_token = request_var.set(request)
         try:
@@ -73,6 +72,17 @@ class AuthenticationMiddleware:
         finally:
             request_var.reset(request_token)
             principal_var.reset(token)
+
+    def admit(self, environ: Environ, request: RequestView) -> Principal | Deny:
+        """Authenticate: the principal, published in ``request.state`` and the environ, or the
+        denial, announced as ``auth.denied``."""
+        result = self.authenticate(request)
+        if isinstance(result, Deny):
+            audit.emit("auth.denied", result.detail, request=request, status=result.status)
+            return result
+        request.state["principal"] = result  # later layers (rate limits, headers) read it here
+        environ[PRINCIPAL_KEY] = result
+        return result
 
     def authenticate(self, request: RequestView) -> Principal | Deny:
         """The request's principal or the reason to refuse it."""
@@ -99,10 +109,6 @@ class AuthenticationMiddleware:
         def start(
             status: str, headers: Headers, exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            if status.startswith("401") and not any(
-                name.lower() == "www-authenticate" for name, _ in headers
-            ):
-                headers = [*headers, *challenges]
-            return start_response(status, headers, exc_info)
+            return start_response(status, with_challenges(headers, status, challenges), exc_info)
 
         return start

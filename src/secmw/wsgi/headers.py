@@ -9,12 +9,20 @@ from typing import Any
 
 from secmw.context import csp_nonce_var
 from secmw.headers import INTERNAL_ERROR, SecurityHeaders
-from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
-from secmw.wsgi._util import Environ, ExcInfo, Headers, StartResponse, WSGIApp, status_line
+from secmw.wsgi._util import (
+    Environ,
+    ExcInfo,
+    Headers,
+    StartResponse,
+    WSGIApp,
+    request_view,
+    status_line,
+)
 
 NONCE_KEY = "secmw.csp_nonce"
 logger = logging.getLogger("secmw.headers")
+_INTERNAL_ERROR_STATUS = status_line(INTERNAL_ERROR.status)
 
 
 class SecurityHeadersMiddleware:
@@ -48,8 +56,7 @@ class SecurityHeadersMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.policy.enabled:
             return self.app(environ, start_response)
-        request = RequestView.from_environ(environ)
-        header_pass = self.policy.start(request)
+        header_pass = self.policy.start(request_view(environ))
         started = False
 
         def start(
@@ -59,24 +66,31 @@ class SecurityHeadersMiddleware:
             started = True
             return start_response(status, header_pass.apply_str(headers), exc_info)
 
+        nonce = header_pass.nonce
         token = None
-        if header_pass.nonce is not None:
-            environ[NONCE_KEY] = header_pass.nonce
-            token = csp_nonce_var.set(header_pass.nonce)
+        if nonce is not None:
+            environ[NONCE_KEY] = nonce
+            token = csp_nonce_var.set(nonce)
         try:
             return self.app(environ, start)
         except Exception:
-            logger.exception("unhandled error in the WSGI app; answering 500")
-            body = INTERNAL_ERROR.body()
-            # A second start_response must carry exc_info: the server then replaces the status
-            # if nothing went out yet and re-raises otherwise (PEP 3333), so no error is ever
-            # sent after a started response.
-            start(
-                status_line(INTERNAL_ERROR.status),
-                INTERNAL_ERROR.response_headers(len(body)),
-                sys.exc_info() if started else None,
-            )
-            return [body]
+            return internal_error(start, started)
         finally:
             if token is not None:
                 csp_nonce_var.reset(token)
+
+
+def internal_error(start: StartResponse, started: bool) -> list[bytes]:
+    """Log the exception being handled and answer 500 problem+json through ``start`` (which
+    adds the headers)."""
+    logger.exception("unhandled error in the WSGI app; answering 500")
+    body = INTERNAL_ERROR.body()
+    # A second start_response must carry exc_info: the server then replaces the status if
+    # nothing went out yet and re-raises otherwise (PEP 3333), so no error is ever sent after a
+    # started response.
+    start(
+        _INTERNAL_ERROR_STATUS,
+        INTERNAL_ERROR.response_headers(len(body)),
+        sys.exc_info() if started else None,
+    )
+    return [body]

@@ -7,9 +7,17 @@ from typing import Any
 
 from secmw import audit
 from secmw.netaddr import DENIED, IPFilter
+from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
-from secmw.wsgi._util import Environ, StartResponse, WSGIApp, refuse_malformed, respond_deny
+from secmw.wsgi._util import (
+    Environ,
+    StartResponse,
+    WSGIApp,
+    refuse_malformed,
+    request_view,
+    respond_deny,
+)
 
 
 class IPFilterMiddleware:
@@ -33,19 +41,37 @@ class IPFilterMiddleware:
     ) -> None:
         self.app = app
         self.filter = ip_filter or IPFilter.from_settings(resolve_settings(settings, overrides).ip)
+        self._admitted = self.filter.admitted_peers
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.filter.enabled:
             return self.app(environ, start_response)
-        request = RequestView.from_environ(environ)
+        peer = environ.get("REMOTE_ADDR")
+        if peer and peer in self._admitted and "/." not in environ.get("PATH_INFO", "/."):
+            return self.app(environ, start_response)  # a peer allowed before, on any path
+        request = request_view(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed
+        refusal = self.refuse(environ, request)
+        if refusal is not None:
+            return respond_deny(start_response, refusal)
+        return self.app(environ, start_response)
+
+    def admits_peer(self, request: RequestView) -> bool:
+        """True when the request's peer was allowed before, on any path, as its own client:
+        ``refuse`` would let it through without changing anything."""
+        peer = request.peer
+        return peer is not None and peer in self._admitted and request.rejection is None
+
+    def refuse(self, environ: Environ, request: RequestView) -> Deny | None:
+        """Resolve the client (rewriting ``REMOTE_ADDR``) and apply the policy: the denial,
+        announced as ``ip.denied``, or None."""
         refusal = self.filter.check(request)
         if self.filter.rewrite_client and request.client != request.peer:
             # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
             environ["REMOTE_ADDR"] = request.client or ""
         if refusal is not None:
             audit.emit("ip.denied", refusal.reason, request=request, rule=refusal.rule)
-            return respond_deny(start_response, DENIED)
-        return self.app(environ, start_response)
+            return DENIED
+        return None

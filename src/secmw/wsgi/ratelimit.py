@@ -9,7 +9,7 @@ from typing import Any
 from secmw import audit
 from secmw._storage import Limiter
 from secmw.problems import Deny
-from secmw.ratelimit import KeyFunc, RateLimitPolicy
+from secmw.ratelimit import Fields, KeyFunc, RateLimitPolicy
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.wsgi._util import (
@@ -19,6 +19,7 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
+    request_view,
     respond_deny,
 )
 
@@ -55,19 +56,30 @@ class RateLimitMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.settings.enabled:
             return self.app(environ, start_response)
-        request = RequestView.from_environ(environ)
+        request = request_view(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed
+        verdict = self.decide(request)
+        if verdict is None:
+            return self.app(environ, start_response)
+        if isinstance(verdict, Deny):
+            return respond_deny(start_response, verdict)
+        return self.app(environ, _with_fields(start_response, verdict))
+
+    def decide(self, request: RequestView) -> Deny | Fields | None:
+        """Charge the request: the denial (announced), the rate-limit fields to add to the
+        response, or None when there are none (exempt, unlimited, storage down under
+        ``on_storage_error=allow``, or no field configured)."""
         plan = self.policy.plan(request)
         if plan is None:
-            return self.app(environ, start_response)
+            return None
         if isinstance(plan, Deny):
             audit.emit("ratelimit.unidentified", plan.detail, request=request)
-            return respond_deny(start_response, plan)
+            return plan
         result = self.limiter.apply(plan.hits)
         if result is None:  # storage down, on_storage_error=allow
-            return self.app(environ, start_response)
+            return None
         verdict = result if isinstance(result, Deny) else self.policy.conclude(plan, result)
         if isinstance(verdict, Deny):
             audit.emit(
@@ -77,13 +89,11 @@ class RateLimitMiddleware:
                 rule=plan.rule,
                 level=logging.INFO,
             )
-            return respond_deny(start_response, verdict)
-        if not verdict:
-            return self.app(environ, start_response)
-        return self.app(environ, _with_fields(start_response, verdict))
+            return verdict
+        return verdict or None
 
 
-def _with_fields(start_response: StartResponse, fields: Headers) -> StartResponse:
+def _with_fields(start_response: StartResponse, fields: Fields) -> StartResponse:
     def start(
         status: str, headers: Headers, exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:

@@ -12,7 +12,14 @@ from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
-from secmw.wsgi._util import Environ, StartResponse, WSGIApp, refuse_malformed, respond_deny
+from secmw.wsgi._util import (
+    Environ,
+    StartResponse,
+    WSGIApp,
+    refuse_malformed,
+    request_view,
+    respond_deny,
+)
 
 SecretLookup = Callable[[Principal], "str | None"]
 
@@ -47,17 +54,25 @@ class StepUpMiddleware:
         self.throttle = throttle
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        request = RequestView.from_environ(environ)
+        request = request_view(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed
+        denied = self.refuse(request)
+        if denied is not None:
+            return respond_deny(start_response, denied)
+        return self.app(environ, start_response)
+
+    def refuse(self, request: RequestView) -> Deny | None:
+        """The denial (announced as ``totp.denied``) when the request needs a code it lacks,
+        else None."""
         principal = request.state.get("principal", ANONYMOUS)
         if self.step_up.needed(request, principal):
             denied = self.check(request, principal)
             if denied is not None:
                 audit.emit("totp.denied", denied.detail, request=request, principal=principal.id)
-                return respond_deny(start_response, denied)
-        return self.app(environ, start_response)
+                return denied
+        return None
 
     def check(self, request: RequestView, principal: Principal) -> Deny | None:
         """None when the request carries a fresh, valid code for ``principal``."""
