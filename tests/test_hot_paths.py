@@ -7,6 +7,7 @@ a wrong shortcut would let a request through or put it in the wrong bucket.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -217,3 +218,63 @@ def test_header_values_read_the_environ_like_the_parsed_headers() -> None:
     assert expected == [["Bearer a, Bearer b"], [""], ["application/json"], [], []]
     parsed = lazy.headers  # decoding now: the same answers either way
     assert [parsed.getlist(name) for name in names] == expected
+
+
+# -- the chain's cached-token shortcut ---------------------------------------------------------
+
+
+def chain_of(**sections: Any) -> Any:
+    from secmw.auth.build import build_chain
+    from secmw.settings import resolve_settings
+
+    return build_chain(resolve_settings(None, {"jwt": {"secret": SECRET}, **sections}))
+
+
+def bearer_view(value: str, *extra: tuple[str, str]) -> RequestView:
+    return RequestView("GET", "/", headers=Headers([("authorization", value), *extra]))
+
+
+def test_a_cached_token_is_answered_by_the_chain_itself() -> None:
+    from secmw.auth import Found
+
+    chain = chain_of()
+    token = make_token(scope="read")
+    found = chain.find(bearer_view(f"Bearer {token}"))
+    assert isinstance(found, Found)  # first sight: the signature is checked
+    principal = found.authenticator.verify(found.credential)
+    assert isinstance(principal, Principal)
+    assert chain.find(bearer_view(f"Bearer {token}")) is principal
+    assert chain.find(bearer_view(f"bearer   {token}  ")) is principal  # as the chain parses it
+    for refused in (f"Bearer {token} {token}", f"Bearer {token}\t{token}", "Bearer "):
+        answer = chain.find(bearer_view(refused))
+        assert not isinstance(answer, Principal), refused
+        assert answer.status == 400  # type: ignore[union-attr]
+
+
+def test_the_shortcut_keeps_the_schemes_order_and_the_denylist() -> None:
+    from secmw import hash_api_key
+    from secmw.auth import Found
+    from secmw.revocation import MemoryRevocationStore
+
+    keys = {"keys": [{"hash": hash_api_key("k" * 32), "id": "svc"}]}
+    token = make_token(jti="t-1")
+    apikey_first = chain_of(auth={"order": ["apikey", "bearer"]}, api_keys=keys)
+    warm = apikey_first.find(bearer_view(f"Bearer {token}"))
+    assert isinstance(warm, Found)
+    assert isinstance(warm.authenticator.verify(warm.credential), Principal)
+    both = apikey_first.find(bearer_view(f"Bearer {token}", ("x-api-key", "k" * 32)))
+    assert isinstance(both, Found)
+    assert both.credential.scheme == "apikey"
+
+    store = MemoryRevocationStore()
+    from secmw.auth.build import build_chain
+    from secmw.settings import resolve_settings
+
+    guarded = build_chain(resolve_settings(None, {"jwt": {"secret": SECRET}}), revocation=store)
+    first = guarded.find(bearer_view(f"Bearer {token}"))
+    assert isinstance(first, Found)
+    assert isinstance(first.authenticator.verify(first.credential), Principal)
+    again = guarded.find(bearer_view(f"Bearer {token}"))
+    assert isinstance(again, Found)  # the denylist is consulted on every request
+    store.revoke("t-1", time.time() + 3600)
+    assert not isinstance(again.authenticator.verify(again.credential), Principal)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from secmw.paths import PathSet
 from secmw.principal import ANONYMOUS, Principal
@@ -158,6 +158,14 @@ class AuthChain:
         self.public = public or PathSet(())
         self.preflight_anonymous = preflight_anonymous
         self.challenges = tuple(a.challenge() for a in self.authenticators)
+        # The first scheme decides whenever its credential is present; when it owns the
+        # Authorization header and can answer from a verified-token cache, a cached token skips
+        # the credential objects (same principal, see ``find``).
+        first = self.authenticators[0] if self.authenticators else None
+        self._cached: Any = (
+            getattr(first, "cached", None) if first in self._by_authorization.values() else None
+        )
+        self._cached_max = getattr(first, "max_token_bytes", 0)
 
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
         """One ``WWW-Authenticate`` field per configured scheme."""
@@ -180,6 +188,17 @@ class AuthChain:
             owner = self._by_authorization.get(scheme)
             if owner is None:
                 return self.deny(401, "unsupported authorization scheme", "invalid_credentials")
+            if (
+                self._cached is not None
+                and owner is self.authenticators[0]
+                and param
+                and len(param) <= self._cached_max
+                and " " not in param
+                and "\t" not in param
+            ):  # what ``bearer_credential`` would accept: a single token, not too long
+                principal: Principal | None = self._cached(param)
+                if principal is not None:
+                    return principal
         for authenticator in self.authenticators:
             result = authenticator.extract(request, param if authenticator is owner else None)
             if result is None:

@@ -84,6 +84,22 @@ class TokenCache:
         metrics.count_token_cache(result is not None, self.name)
         return result
 
+    def principal(self, token: str) -> Principal | None:
+        """The cached success for ``token`` (key set generation 0), else None; only hits are
+        counted, so a caller that goes on to :meth:`get` on a miss counts it once."""
+        if not self.max_entries:
+            return None
+        key = _digest(token)
+        entry = self._ok.get(key)
+        if entry is None or entry[1] or entry[0] <= self._clock():
+            return None  # absent, of another key set, or expired: ``get`` decides and cleans up
+        try:  # noqa: SIM105 (contextlib.suppress costs an object per hit)
+            self._ok.move_to_end(key)
+        except KeyError:  # evicted by another thread in between: still a valid answer
+            pass
+        metrics.count_token_cache(True, self.name)
+        return entry[2]  # type: ignore[return-value]
+
     def _lookup(self, token: str, generation: int) -> Principal | Deny | None:
         key = _digest(token)
         table = self._ok

@@ -213,6 +213,14 @@ class JWTAuthenticator:
             ) from None
         return loaded
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal for a token the cache alone answers for: checked before, unexpired, and
+        nothing else to consult (no denylist, no JWKS key set). None otherwise: ``verify``
+        decides. The chain calls it for the token it extracted, saving a credential object."""
+        if self.revocation is not None or self.key_source is not None:
+            return None
+        return self.cache.principal(token)
+
     @property
     def needs_io(self) -> bool:
         """Whether a check may wait on the network (a JWKS fetch, an async denylist); without,
