@@ -32,7 +32,10 @@ class SecurityStack:
     6. the app.
 
     The request is parsed once (the :class:`~secmw.request.RequestView` is kept in the scope and
-    shared by every layer). Each layer can be switched off with its ``enabled`` setting
+    shared by every layer). An ``http`` request runs the layers in one call, with one send
+    wrapper for the headers, the rate-limit fields and the challenges; websockets, and stacks
+    with step-up or metrics, go through the middlewares composed. Both give the same answers,
+    from the same layer objects. Each layer can be switched off with its ``enabled`` setting
     (``SECMW_HEADERS__ENABLED=false``...); the throttle runs with rate limiting. CORS preflights
     are neither authenticated nor rate-limited, so the framework's CORS middleware works inside
     or outside the stack.
