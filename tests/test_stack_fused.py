@@ -5,12 +5,16 @@ body, audit events and what the app saw."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from secmw import current_principal, hash_api_key
 from secmw.asgi import SecurityStack
+from secmw.context import current_csp_nonce
+from secmw.wsgi import SecurityStack as WSGIStack
 from tests.support import SECRET, Recorder, empty_receive, http_scope, make_token
 
 KEY = "k" * 32
@@ -29,7 +33,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if path == "/boom":
         raise RuntimeError("boom")
     status = 401 if path == "/own-401" else 200
-    seen = f"{current_principal().id}|{scope['client']}|{scope['user'].identity}"
+    nonce = "nonce" if current_csp_nonce() else "-"
+    seen = f"{current_principal().id}|{scope['client']}|{scope['user'].identity}|{nonce}"
     await send({"type": "http.response.start", "status": status, "headers": []})
     await send({"type": "http.response.body", "body": seen.encode()})
 
@@ -43,7 +48,12 @@ def run(stack: Any, scope: dict[str, Any]) -> tuple[int, list[tuple[str, str]], 
         error = str(exc)
     if not recorder.messages:  # the app raised and no headers layer answered for it
         return 0, [], b"", error
-    return recorder.status, recorder.headers, recorder.body, error
+    return recorder.status, unnonced(recorder.headers), recorder.body, error
+
+
+def unnonced(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers with each request's fresh CSP nonce replaced by one placeholder."""
+    return [(name, re.sub(r"'nonce-[^']+'", "'nonce-N'", value)) for name, value in headers]
 
 
 def requests() -> list[dict[str, Any]]:
@@ -75,12 +85,21 @@ def requests() -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("headers_enabled", [True, False])
-def test_one_call_answers_as_the_layers_composed(headers_enabled: bool, events: Any) -> None:
-    sections = {**SECTIONS, "headers": {"enabled": headers_enabled}}
+HEADERS = {
+    "default": {},
+    "off": {"enabled": False},
+    "nonce": {"csp": {"default-src": ["'none'"], "script-src": ["'self'", "'nonce'"]}},
+}
+
+
+@pytest.mark.parametrize("headers", HEADERS)
+def test_one_call_answers_as_the_layers_composed(headers: str, events: Any) -> None:
+    headers_enabled = headers != "off"
+    sections = {**SECTIONS, "headers": HEADERS[headers]}
     fused, composed = SecurityStack(app, **sections), SecurityStack(app, **sections)
     assert fused._fused
     answers: list[Any] = []
+    bodies: list[bytes] = []
     for scope in requests():
         events.clear()
         one = run(fused, dict(scope))
@@ -90,6 +109,67 @@ def test_one_call_answers_as_the_layers_composed(headers_enabled: bool, events: 
         assert one == other, scope["path"]
         assert fused_events == [event.as_dict() for event in events], scope["path"]
         answers.append(one[0])
+        bodies.append(one[2])
+    assert any(body.endswith(b"|nonce") for body in bodies) is (headers == "nonce")
     # The matrix covers every kind of answer of the layers.
     expected = {200, 400, 401, 403, 429, 500 if headers_enabled else 0}
+    assert expected <= set(answers)
+
+
+# -- WSGI ---------------------------------------------------------------------------------------
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The WSGI twin of ``app``."""
+    path = environ["PATH_INFO"]
+    if path == "/boom":
+        raise RuntimeError("boom")
+    nonce = "nonce" if environ.get("secmw.csp_nonce") else "-"
+    seen = f"{current_principal().id}|{environ.get('REMOTE_ADDR')}|{nonce}"
+    start_response("401 Unauthorized" if path == "/own-401" else "200 OK", [])
+    return [seen.encode()]
+
+
+def wsgi_run(stack: Any, scope: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes, str]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "PATH_INFO": scope["path"],
+        "QUERY_STRING": "",
+        "wsgi.url_scheme": scope["scheme"],
+    }
+    setup_testing_defaults(environ)
+    environ["REMOTE_ADDR"] = scope["client"][0]
+    for name, value in scope["headers"]:
+        environ["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode()
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen["status"], seen["headers"] = status, headers
+        return lambda data: None
+
+    try:
+        body = b"".join(stack(environ, start_response))
+    except RuntimeError as exc:
+        return "", [], b"", str(exc)
+    return seen["status"], unnonced(seen["headers"]), body, ""
+
+
+@pytest.mark.parametrize("headers", HEADERS)
+def test_wsgi_one_call_answers_as_the_layers_composed(headers: str, events: Any) -> None:
+    sections = {**SECTIONS, "headers": HEADERS[headers]}
+    fused, composed = WSGIStack(wsgi_app, **sections), WSGIStack(wsgi_app, **sections)
+    answers: list[str] = []
+    bodies: list[bytes] = []
+    for scope in requests():
+        events.clear()
+        one = wsgi_run(fused, scope)
+        fused_events = [event.as_dict() for event in events]
+        events.clear()
+        other = wsgi_run(composed._entry, scope)
+        assert one == other, scope["path"]
+        assert fused_events == [event.as_dict() for event in events], scope["path"]
+        answers.append(one[0][:3])
+        bodies.append(one[2])
+    assert any(body.endswith(b"|nonce") for body in bodies) is (headers == "nonce")
+    expected = {"200", "400", "401", "403", "429", "500" if headers != "off" else ""}
     assert expected <= set(answers)
