@@ -278,3 +278,45 @@ def test_the_shortcut_keeps_the_schemes_order_and_the_denylist() -> None:
     assert isinstance(again, Found)  # the denylist is consulted on every request
     store.revoke("t-1", time.time() + 3600)
     assert not isinstance(again.authenticator.verify(again.credential), Principal)
+
+
+# -- plans remembered per request --------------------------------------------------------------
+
+
+def test_a_key_function_is_asked_on_every_request() -> None:
+    asked: list[str] = []
+
+    def key(request: RequestView) -> str:
+        asked.append(request.path)
+        return request.headers.get("x-tenant", "none")
+
+    policy = RateLimitPolicy(RateLimitSettings(default="10/minute"), key_func=key)
+    one = policy.plan(RequestView("GET", "/", headers=Headers([("x-tenant", "a")])))
+    two = policy.plan(RequestView("GET", "/", headers=Headers([("x-tenant", "b")])))
+    assert isinstance(one, Plan)
+    assert isinstance(two, Plan)
+    assert len(asked) == 2
+    assert one.hits[0].tag != two.hits[0].tag
+
+
+def test_api_keys_from_one_client_keep_their_own_budgets() -> None:
+    policy = RateLimitPolicy(RateLimitSettings(default="10/minute", key="apikey"))
+    service = Principal.create("svc", "apikey")
+    tags = set()
+    for key in ("k" * 32, "j" * 32):
+        request = RequestView("GET", "/", peer="10.0.0.1", headers=Headers([("x-api-key", key)]))
+        request.state["principal"] = service
+        plan = policy.plan(request)
+        assert isinstance(plan, Plan)
+        tags.add(plan.hits[0].tag)
+    assert len(tags) == 2
+
+
+def test_preflights_and_long_paths_are_planned_afresh() -> None:
+    policy = RateLimitPolicy(RateLimitSettings(default="10/minute"))
+    preflight = Headers([("origin", "https://a.example"), ("access-control-request-method", "GET")])
+    assert policy.plan(RequestView("OPTIONS", "/x", peer="10.0.0.1", headers=preflight)) is None
+    assert isinstance(policy.plan(RequestView("OPTIONS", "/x", peer="10.0.0.1")), Plan)
+    before = len(policy._decisions)
+    assert isinstance(policy.plan(RequestView("GET", "/" + "a" * 300, peer="10.0.0.1")), Plan)
+    assert len(policy._decisions) == before

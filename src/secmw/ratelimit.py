@@ -166,6 +166,13 @@ class RateLimitPolicy:
         self._identities: dict[str, str] = {}
         self._principals: dict[str, str] = {}  # principal id -> identity, bounded alike
         self._plans: dict[tuple[object, ...], Plan] = {}
+        self._decisions: dict[tuple[object, ...], Plan | Deny | None] = {}
+        # Only the method, path, client and principal decide a plan unless a key function or an
+        # API-key key reads more of the request.
+        self._by_request = key_func is None and "apikey" not in {
+            settings.key,
+            *(rule.key for rule in settings.rules),
+        }
         self._key = settings.key
         self._preflight_exempt = settings.cors_preflight_exempt
         self._ietf = settings.headers == "ietf"
@@ -195,18 +202,45 @@ class RateLimitPolicy:
         """The limits ``request`` is under; None when exempt or unlimited; 403 when the client
         cannot be identified.
 
-        Plans are remembered by what decides them (the rule, the limits chosen for the principal,
-        the identities, the concrete path of a ``per_path`` rule), so a client's next request
-        reuses its plan instead of building keys again. The memory is bounded (cleared when full).
+        The answer depends only on the method, the path, the client and the principal's id,
+        scheme, scopes and roles (unless a key function or an API-key key reads more of the
+        request, or the method is ``OPTIONS``), so it is remembered per such request and a
+        client's next request reuses it; plans are also shared between requests with the same
+        rule, limits and identities. Both memories are bounded (cleared when full), and long
+        paths or ids are never remembered.
         """
+        principal = request.state.get("principal")
+        if principal is not None and not isinstance(principal, Principal):
+            principal = None
+        method, path, client = request.method, request.normalized_path, request.client
+        if (
+            not self._by_request
+            or method == "OPTIONS"
+            or len(path) > _MEMO_TEXT
+            or (client is not None and len(client) > _MEMO_TEXT)
+        ):
+            return self._plan(request, principal)
+        if principal is None:
+            memo: tuple[object, ...] = (method, path, client)
+        elif len(principal.id) > _MEMO_TEXT:
+            return self._plan(request, principal)
+        else:
+            p = principal
+            memo = (method, path, client, p.id, p.scheme, p.scopes, p.roles)
+        known = self._decisions.get(memo, _UNKNOWN)
+        if known is _UNKNOWN:
+            known = self._plan(request, principal)
+            if len(self._decisions) >= _PLAN_CACHE:
+                self._decisions.clear()
+            self._decisions[memo] = known
+        return known  # type: ignore[return-value]
+
+    def _plan(self, request: RequestView, principal: Principal | None) -> Plan | Deny | None:
         path = request.normalized_path
         if self._any_exempt_path and path in self._exempt_paths:
             return None
         if self._preflight_exempt and request.method == "OPTIONS" and request.is_cors_preflight:
             return None  # the browser's own check before a cross-origin call, never the call
-        principal = request.state.get("principal")
-        if principal is not None and not isinstance(principal, Principal):
-            principal = None
         if (
             principal is not None
             and self._exempt_scopes
@@ -235,13 +269,13 @@ class RateLimitPolicy:
         space = None
         if own and rule is not None and rule.per_path:
             space = bounded(path.lower().rstrip("/") or "/")
-        memo = (id(rule), id(base), id(own), tag, own_tag, space)
-        plan = self._plans.get(memo)
+        shared = (id(rule), id(base), id(own), tag, own_tag, space)
+        plan = self._plans.get(shared)
         if plan is None:
             plan = self._build(rule, base, own, tag, own_tag, space)
             if len(self._plans) >= _PLAN_CACHE:
                 self._plans.clear()
-            self._plans[memo] = plan
+            self._plans[shared] = plan
         return plan
 
     def _build(
@@ -393,6 +427,8 @@ class RateLimitPolicy:
 
 _IDENTITY_CACHE = 4096
 _PLAN_CACHE = 4096
+_MEMO_TEXT = 256  # longer paths, addresses or ids are planned afresh, never remembered
+_UNKNOWN = object()
 
 
 def _covers(methods: list[str], method: str) -> bool:
