@@ -68,7 +68,10 @@ def children(pid: int) -> list[int]:
     """Direct children of a process (gunicorn's workers)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended since the listing
+            continue
         found.extend(int(child) for child in text)
     return found
 
