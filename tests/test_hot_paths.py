@@ -320,3 +320,13 @@ def test_preflights_and_long_paths_are_planned_afresh() -> None:
     before = len(policy._decisions)
     assert isinstance(policy.plan(RequestView("GET", "/" + "a" * 300, peer="10.0.0.1")), Plan)
     assert len(policy._decisions) == before
+
+
+def test_a_memo_forgets_everything_once_full() -> None:
+    from secmw._memo import Memo
+
+    memo: Memo[int, str] = Memo(3)
+    assert [memo.remember(n, str(n)) for n in range(3)] == ["0", "1", "2"]
+    assert memo == {0: "0", 1: "1", 2: "2"}
+    assert memo.remember(3, "3") == "3"
+    assert memo == {3: "3"}

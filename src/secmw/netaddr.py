@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic_settings import NoDecode
 
 from secmw._config import Section, StrList
+from secmw._memo import Memo
 from secmw.errors import ConfigurationError
 from secmw.paths import PathTable
 from secmw.problems import Deny
@@ -488,7 +489,7 @@ class IPFilter:
         self.enabled = enabled
         self.rewrite_client = rewrite_client
         self._memo = not self.policy.has_rules
-        self._admitted: dict[str, bool] = {}
+        self._admitted: Memo[str, bool] = Memo(_ADMITTED_CAP)
 
     @property
     def admitted_peers(self) -> Container[str]:
@@ -523,9 +524,7 @@ class IPFilter:
             and request.client == peer
             and not self.resolver.reads_header(address)
         ):
-            if len(self._admitted) >= _ADMITTED_CAP:
-                self._admitted.clear()
-            self._admitted[peer] = True
+            self._admitted.remember(peer, True)
         return refusal
 
 
