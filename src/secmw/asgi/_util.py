@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
 
 from secmw import audit
@@ -50,6 +50,16 @@ async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": deny.detail})
+
+
+def with_challenges(
+    headers: Iterable[tuple[bytes, bytes]], challenges: list[tuple[bytes, bytes]] | None
+) -> Iterable[tuple[bytes, bytes]]:
+    """The headers of an app's own 401 with the authentication challenges added, unless it sent
+    one itself (``headers`` unchanged then, or when there are none)."""
+    if not challenges or any(name.lower() == b"www-authenticate" for name, _ in headers):
+        return headers
+    return [*headers, *challenges]
 
 
 def with_fields(scope: Scope, send: Send, fields: list[tuple[bytes, bytes]]) -> Send:

@@ -18,6 +18,7 @@ from secmw.asgi._util import (
     publish_principal,
     run_blocking,
     send_deny,
+    with_challenges,
 )
 from secmw.auth import AuthChain, Authenticator, Found
 from secmw.auth.base import AsyncFailureThrottle
@@ -150,8 +151,9 @@ class AuthenticationMiddleware:
         async def send_with_challenges(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 401:
                 headers = list(message.get("headers", ()))
-                if not any(name.lower() == b"www-authenticate" for name, _ in headers):
-                    message = {**message, "headers": headers + challenges}
+                added = with_challenges(headers, challenges)
+                if added is not headers:
+                    message = {**message, "headers": added}
             await send(message)
 
         return send_with_challenges

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from secmw.asgi._util import (
@@ -14,6 +13,7 @@ from secmw.asgi._util import (
     Scope,
     Send,
     send_deny,
+    with_challenges,
 )
 from secmw.context import csp_nonce_var
 from secmw.headers import INTERNAL_ERROR, SecurityHeaders
@@ -87,7 +87,7 @@ class SecurityHeadersMiddleware:
                 if queued:
                     headers = [*headers, *queued]
                 if message["status"] == 401:
-                    headers = _with_challenges(headers, scope.get(CHALLENGES_KEY))
+                    headers = with_challenges(headers, scope.get(CHALLENGES_KEY))
                 if plain is not None:
                     state = scope.get("state")
                     principal = state.get("principal") if state else None
@@ -107,12 +107,3 @@ class SecurityHeadersMiddleware:
         finally:
             if token is not None:
                 csp_nonce_var.reset(token)
-
-
-def _with_challenges(
-    headers: Iterable[tuple[bytes, bytes]], challenges: list[tuple[bytes, bytes]] | None
-) -> Iterable[tuple[bytes, bytes]]:
-    """An app's own 401 gets the authentication layer's challenges when it sent none."""
-    if not challenges or any(name.lower() == b"www-authenticate" for name, _ in headers):
-        return headers
-    return [*headers, *challenges]
