@@ -109,13 +109,24 @@ def bearer_credential(
     longer than ``max_bytes``. ``deny(status, detail, code)`` builds the scheme's refusal."""
     if authorization is None:
         return None
+    if is_bearer_token(authorization, max_bytes):
+        return Credential(scheme, authorization)
     if not authorization:
         return deny(400, "bearer token missing", "invalid_request")
     if " " in authorization or "\t" in authorization:
         return deny(400, "bearer credentials must be a single token", "invalid_request")
-    if len(authorization) > max_bytes:
-        return deny(401, "token too large", "invalid_token")
-    return Credential(scheme, authorization)
+    return deny(401, "token too large", "invalid_token")
+
+
+def is_bearer_token(authorization: str, max_bytes: int) -> bool:
+    """Whether ``bearer_credential`` takes this parameter as a token: one, not empty, not longer
+    than ``max_bytes``."""
+    return (
+        bool(authorization)
+        and len(authorization) <= max_bytes
+        and " " not in authorization
+        and "\t" not in authorization
+    )
 
 
 class Found:
@@ -191,11 +202,8 @@ class AuthChain:
             if (
                 self._cached is not None
                 and owner is self.authenticators[0]
-                and param
-                and len(param) <= self._cached_max
-                and " " not in param
-                and "\t" not in param
-            ):  # what ``bearer_credential`` would accept: a single token, not too long
+                and is_bearer_token(param, self._cached_max)
+            ):
                 principal: Principal | None = self._cached(param)
                 if principal is not None:
                     return principal
