@@ -491,6 +491,12 @@ class IPFilter:
         self._memo = not self.policy.has_rules
         self._admitted: Memo[str, bool] = Memo(_ADMITTED_CAP)
 
+    def admits(self, peer: str | None, path: str) -> bool:
+        """True when ``peer`` is known to be allowed on every path as its own client and ``path``
+        has no ``/.`` (which could be a dot segment, refused by every layer): nothing else to
+        check, nothing to rewrite."""
+        return peer is not None and peer in self._admitted and "/." not in path
+
     @property
     def admitted_peers(self) -> Container[str]:
         """Peers known to be allowed on every path as their own client (see the class)."""

@@ -42,7 +42,6 @@ class IPFilterMiddleware:
     ) -> None:
         self.app = app
         self.filter = ip_filter or IPFilter.from_settings(resolve_settings(settings, overrides).ip)
-        self._admitted = self.filter.admitted_peers
         self._enabled = self.filter.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -57,7 +56,7 @@ class IPFilterMiddleware:
         """The answer for a refused ``http`` or ``websocket`` request (audited), else None; the
         resolved client is written to the scope either way."""
         client = scope.get("client")
-        if client and client[0] in self._admitted and "/." not in scope.get("path", "/."):
+        if self.filter.admits(client[0] if client else None, scope.get("path", "/.")):
             return None  # a peer allowed before, on any path
         request = RequestView.from_scope(scope)
         rejection = malformed(request)

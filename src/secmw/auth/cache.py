@@ -31,6 +31,14 @@ from secmw.problems import Deny
 Entry = tuple[float, int, Principal | Deny]  # (expires_at, generation, result)
 
 
+def _touch(table: OrderedDict[bytes, Entry], key: bytes) -> None:
+    """Mark ``key`` as recently used (no lock: single dict operations are atomic)."""
+    try:  # noqa: SIM105 (contextlib.suppress costs an object per hit)
+        table.move_to_end(key)
+    except KeyError:  # evicted by another thread in between: the answer read is still valid
+        pass
+
+
 def _digest(token: str) -> bytes:
     # 128 bits: finding a token with the digest of another client's token is a second preimage
     # (2**128 work), not a birthday collision; BLAKE2b is the quickest such hash in hashlib.
@@ -93,10 +101,7 @@ class TokenCache:
         entry = self._ok.get(key)
         if entry is None or entry[1] or entry[0] <= self._clock():
             return None  # absent, of another key set, or expired: ``get`` decides and cleans up
-        try:  # noqa: SIM105 (contextlib.suppress costs an object per hit)
-            self._ok.move_to_end(key)
-        except KeyError:  # evicted by another thread in between: still a valid answer
-            pass
+        _touch(self._ok, key)
         metrics.count_token_cache(True, self.name)
         return entry[2]  # type: ignore[return-value]
 
@@ -115,10 +120,7 @@ class TokenCache:
                 if table.get(key) is entry:
                     del table[key]
             return None
-        try:  # noqa: SIM105 (contextlib.suppress costs an object per hit)
-            table.move_to_end(key)
-        except KeyError:  # evicted by another thread in between: still a valid answer
-            pass
+        _touch(table, key)
         return result
 
     def put(

@@ -41,13 +41,11 @@ class IPFilterMiddleware:
     ) -> None:
         self.app = app
         self.filter = ip_filter or IPFilter.from_settings(resolve_settings(settings, overrides).ip)
-        self._admitted = self.filter.admitted_peers
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.filter.enabled:
             return self.app(environ, start_response)
-        peer = environ.get("REMOTE_ADDR")
-        if peer and peer in self._admitted and "/." not in environ.get("PATH_INFO", "/."):
+        if self.filter.admits(environ.get("REMOTE_ADDR") or None, environ.get("PATH_INFO", "/.")):
             return self.app(environ, start_response)  # a peer allowed before, on any path
         request = request_view(environ)
         malformed = refuse_malformed(request, start_response)
@@ -61,8 +59,7 @@ class IPFilterMiddleware:
     def admits_peer(self, request: RequestView) -> bool:
         """True when the request's peer was allowed before, on any path, as its own client:
         ``refuse`` would let it through without changing anything."""
-        peer = request.peer
-        return peer is not None and peer in self._admitted and request.rejection is None
+        return self.filter.admits(request.peer, request.path)
 
     def refuse(self, environ: Environ, request: RequestView) -> Deny | None:
         """Resolve the client (rewriting ``REMOTE_ADDR``) and apply the policy: the denial,
