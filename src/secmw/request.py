@@ -167,17 +167,35 @@ class RequestView:
         scheme: str = "http",
         peer: str | None = None,
     ) -> None:
+        headers = headers if headers is not None else Headers()
+        self._fill(method, scheme, path, query_string, peer, headers, (), None)
+
+    def _fill(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        query_string: bytes,
+        peer: str | None,
+        headers: Headers | None,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        environ: Mapping[str, Any] | None,
+    ) -> None:
+        """Set every attribute (positional: the adapters build a view per request). Headers come
+        parsed, or as an ASGI scope's raw pairs, or from a WSGI environ, decoded on first read."""
         self.method = method
-        self.path = path
-        self.normalized_path = normalize_path(path)
-        self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
-        self.query_string = query_string
-        self._headers: Headers | None = headers if headers is not None else Headers()
-        self._raw_headers: Iterable[tuple[bytes, bytes]] = ()
-        self._environ: Mapping[str, Any] | None = None
         self.scheme = scheme
-        self.peer = peer
-        self.client = peer
+        self.path = path
+        if "//" in path or "/." in path or not path.startswith("/"):
+            self.normalized_path = normalize_path(path)
+            self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
+        else:  # the common case: nothing to normalize
+            self.normalized_path, self.rejection = path, None
+        self.query_string = query_string
+        self._headers: Headers | None = headers
+        self._raw_headers: Iterable[tuple[bytes, bytes]] = raw_headers
+        self._environ: Mapping[str, Any] | None = environ
+        self.peer = self.client = peer
         self.state: dict[str, Any] = {}
         self._cookies: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
@@ -252,23 +270,21 @@ class RequestView:
         if isinstance(view, RequestView):
             return view
         client = scope.get("client")
-        path = scope.get("path") or "/"
-        view = cls.__new__(cls)
         if scope["type"] == "websocket":
-            view.method, view.scheme = "WEBSOCKET", scope.get("scheme", "ws")
+            method, scheme = "WEBSOCKET", scope.get("scheme", "ws")
         else:
-            view.method, view.scheme = (
-                scope.get("method", "GET").upper(),
-                scope.get("scheme", "http"),
-            )
-        view._set_path(path)
-        view.query_string = scope.get("query_string", b"")
-        view._headers = None
-        view._raw_headers = scope["headers"]
-        view._environ = None
-        view.peer = view.client = client[0] if client else None
-        view.state = {}
-        view._cookies = view._query = None
+            method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
+        view = cls.__new__(cls)
+        view._fill(
+            method,
+            scheme,
+            scope.get("path") or "/",
+            scope.get("query_string", b""),
+            client[0] if client else None,
+            None,
+            scope["headers"],
+            None,
+        )
         scope[ASGI_KEY] = view
         return view
 
@@ -284,27 +300,19 @@ class RequestView:
             # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
             path = path.encode("latin-1").decode("utf-8", "replace")
         view = cls.__new__(cls)
-        # werkzeug upper-cases the method before routing; rules must see what the router sees
-        view.method = environ.get("REQUEST_METHOD", "GET").upper()
-        view.scheme = environ.get("wsgi.url_scheme", "http")
-        view._set_path(path)
-        view.query_string = environ.get("QUERY_STRING", "").encode("latin-1")
-        view._headers = None
-        view._raw_headers = ()
-        view._environ = environ
-        view.peer = view.client = environ.get("REMOTE_ADDR") or None
-        view.state = {}
-        view._cookies = view._query = None
+        view._fill(
+            # werkzeug upper-cases the method before routing; rules must see what the router sees
+            environ.get("REQUEST_METHOD", "GET").upper(),
+            environ.get("wsgi.url_scheme", "http"),
+            path,
+            environ.get("QUERY_STRING", "").encode("latin-1"),
+            environ.get("REMOTE_ADDR") or None,
+            None,
+            (),
+            environ,
+        )
         environ[WSGI_KEY] = view
         return view
-
-    def _set_path(self, path: str) -> None:
-        self.path = path
-        if "//" in path or "/." in path or path[0] != "/":
-            self.normalized_path = normalize_path(path)
-            self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
-        else:
-            self.normalized_path, self.rejection = path, None
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> Headers:
