@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
 
 from secmw import audit
 from secmw.problems import Deny
-from secmw.request import WSGI_KEY, RequestView
+from secmw.request import RequestView
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -26,14 +26,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 PRINCIPAL_KEY = "secmw.principal"
 WWW_AUTHENTICATE = "www-authenticate"
-
-
-def request_view(environ: MutableMapping[str, Any]) -> RequestView:
-    """``RequestView.from_environ``, with the view an outer layer already built read directly."""
-    view = environ.get(WSGI_KEY)
-    if view.__class__ is RequestView:
-        return view
-    return RequestView.from_environ(environ)
 
 
 def status_line(status: int) -> str:

@@ -23,7 +23,6 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
-    request_view,
     respond_deny,
     with_challenges,
 )
@@ -56,7 +55,7 @@ class AuthenticationMiddleware:
         self._challenges = tuple(self.chain.challenge_headers())
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        request = request_view(environ)
+        request = RequestView.from_environ(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed

@@ -9,6 +9,7 @@ from typing import Any
 
 from secmw.context import csp_nonce_var
 from secmw.headers import INTERNAL_ERROR, SecurityHeaders
+from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.wsgi._util import (
     Environ,
@@ -16,7 +17,6 @@ from secmw.wsgi._util import (
     Headers,
     StartResponse,
     WSGIApp,
-    request_view,
     status_line,
 )
 
@@ -56,7 +56,7 @@ class SecurityHeadersMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.policy.enabled:
             return self.app(environ, start_response)
-        header_pass = self.policy.start(request_view(environ))
+        header_pass = self.policy.start(RequestView.from_environ(environ))
         started = False
 
         def start(

@@ -15,7 +15,6 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
-    request_view,
     respond_deny,
 )
 
@@ -47,7 +46,7 @@ class IPFilterMiddleware:
             return self.app(environ, start_response)
         if self.filter.admits(environ.get("REMOTE_ADDR") or None, environ.get("PATH_INFO", "/.")):
             return self.app(environ, start_response)  # a peer allowed before, on any path
-        request = request_view(environ)
+        request = RequestView.from_environ(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed

@@ -19,7 +19,6 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
-    request_view,
     respond_deny,
 )
 
@@ -56,7 +55,7 @@ class RateLimitMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.settings.enabled:
             return self.app(environ, start_response)
-        request = request_view(environ)
+        request = RequestView.from_environ(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed

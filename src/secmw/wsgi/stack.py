@@ -20,6 +20,7 @@ from secmw.wsgi._util import (
     Headers,
     StartResponse,
     WSGIApp,
+    refuse_malformed,
     respond_deny,
     with_challenges,
 )
@@ -121,10 +122,10 @@ class SecurityStack:
             environ[NONCE_KEY] = header_pass.nonce
             nonce_token = csp_nonce_var.set(header_pass.nonce)
         try:
-            if self._guarded and request.rejection is not None:
-                # The outermost guarding layer refuses it before anything else.
-                audit.emit("request.rejected", request.rejection.detail, request=request)
-                return respond_deny(start, request.rejection)
+            if self._guarded:  # the outermost guarding layer refuses it before anything else
+                malformed = refuse_malformed(request, start)
+                if malformed is not None:
+                    return malformed
             ip = self._ip
             if ip is not None and ip.filter.enabled and not ip.admits_peer(request):
                 refusal = ip.refuse(environ, request)

@@ -17,7 +17,6 @@ from secmw.wsgi._util import (
     StartResponse,
     WSGIApp,
     refuse_malformed,
-    request_view,
     respond_deny,
 )
 
@@ -54,7 +53,7 @@ class StepUpMiddleware:
         self.throttle = throttle
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        request = request_view(environ)
+        request = RequestView.from_environ(environ)
         malformed = refuse_malformed(request, start_response)
         if malformed is not None:
             return malformed
