@@ -55,11 +55,6 @@ class IPFilterMiddleware:
             return respond_deny(start_response, refusal)
         return self.app(environ, start_response)
 
-    def admits_peer(self, request: RequestView) -> bool:
-        """True when the request's peer was allowed before, on any path, as its own client:
-        ``refuse`` would let it through without changing anything."""
-        return self.filter.admits(request.peer, request.path)
-
     def refuse(self, environ: Environ, request: RequestView) -> Deny | None:
         """Resolve the client (rewriting ``REMOTE_ADDR``) and apply the policy: the denial,
         announced as ``ip.denied``, or None."""

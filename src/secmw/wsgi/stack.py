@@ -127,7 +127,11 @@ class SecurityStack:
                 if malformed is not None:
                     return malformed
             ip = self._ip
-            if ip is not None and ip.filter.enabled and not ip.admits_peer(request):
+            if (
+                ip is not None
+                and ip.filter.enabled
+                and not ip.filter.admits(request.peer, request.path)
+            ):
                 refusal = ip.refuse(environ, request)
                 if refusal is not None:
                     return respond_deny(start, refusal)
