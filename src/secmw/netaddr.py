@@ -59,7 +59,7 @@ ADDRESS_KEY = "secmw.client_address"
 FORWARDED_KEY = "secmw.client_forwarded"
 DENIED = Deny(403, "Access from this address is not allowed.", "ip_not_allowed")
 
-_ADMITTED_CAP = 4096  # peers remembered as allowed by IPFilter.admits_peer
+_ADMITTED_CAP = 4096  # peers remembered as allowed by IPFilter.admits
 _MAX_ENTRY = 128  # a quoted, bracketed IPv6 address with a zone id and a port fits easily
 _MAX_ELEMENT = 1024  # a longer list item is garbage, whatever it holds: bounds the work per hop
 _PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")  # RFC 7239 §6: port / obfport
