@@ -16,13 +16,10 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
-from secmw import metrics
-from secmw._breaker import CircuitBreaker
 from secmw._ratewindow import LimitHit, Outcome, Strategy
 from secmw._storage import (
     LUA,
-    MemoryWindows,
-    StorageFailure,
+    Fallback,
     groups,
     limits_error,
     merge,
@@ -32,7 +29,7 @@ from secmw._storage import (
     script_call,
 )
 from secmw.problems import Deny
-from secmw.ratelimit import RateLimitSettings, storage_unavailable
+from secmw.ratelimit import RateLimitSettings
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -115,16 +112,14 @@ class AsyncRedisWindows:
             await client.aclose()
 
 
-class AsyncLimiter:
+class AsyncLimiter(Fallback):
     """The storage behind the ASGI adapters; same answers as :class:`secmw._storage.Limiter`."""
 
     def __init__(
         self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.policy = settings.on_storage_error
-        self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
+        super().__init__(settings, clock)
         self.remote: AsyncRedisWindows | None = None
-        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
         if not settings.storage_uri.get_secret_value().startswith("memory"):
             self.remote = AsyncRedisWindows(settings)
 
@@ -132,27 +127,18 @@ class AsyncLimiter:
         self, hits: Sequence[LimitHit], *, charging: bool = True
     ) -> Outcome | Deny | None:
         """Charge (or only check) ``hits``: an Outcome, None (``allow``) or a 503 Deny."""
-        try:
-            if self.remote is None:
-                return self.memory.apply(hits, charging=charging)
-            if self.breaker.allow():
-                started = time.perf_counter()
-                try:
-                    outcome = await self.remote.apply(hits, charging=charging)
-                except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                    metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
-                    self.breaker.failure(exc)
-                else:
-                    metrics.observe_storage("redis", time.perf_counter() - started)
-                    self.breaker.success()
-                    return outcome
-            if self.policy == "allow":
-                return None
-            if self.policy == "memory":
-                return self.memory.apply(hits, charging=charging)
-        except StorageFailure:
-            return storage_unavailable(self.breaker.pause)
-        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
+        if self.remote is None:
+            return self.memory.apply(hits, charging=charging)
+        if self.breaker.allow():
+            started = time.perf_counter()
+            try:
+                outcome = await self.remote.apply(hits, charging=charging)
+            except Exception as exc:  # a timeout, a refused connection, a cluster error...
+                self.failed(started, exc)
+            else:
+                self.answered(started)
+                return outcome
+        return self.fallback(hits, charging)
 
     async def aclose(self) -> None:
         """Close the Redis client, if any."""

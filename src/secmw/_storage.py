@@ -317,20 +317,47 @@ class RedisWindows:
         return parts[0][1] if len(parts) == 1 else merge(parts, hits)
 
 
-class Limiter:
+class Fallback:
+    """What the sync and async limiters share: the in-memory windows, the circuit breaker around
+    Redis, and ``on_storage_error`` for when Redis cannot answer."""
+
+    def __init__(self, settings: RateLimitSettings, clock: Callable[[], float]) -> None:
+        self.policy = settings.on_storage_error
+        self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
+        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
+
+    def failed(self, started: float, exc: Exception) -> None:
+        """Record a Redis call begun at ``started`` (``perf_counter``) that raised."""
+        metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
+        self.breaker.failure(exc)
+
+    def answered(self, started: float) -> None:
+        """Record a Redis call begun at ``started`` that answered."""
+        metrics.observe_storage("redis", time.perf_counter() - started)
+        self.breaker.success()
+
+    def fallback(self, hits: Sequence[LimitHit], charging: bool) -> Outcome | Deny | None:
+        """The answer while Redis cannot give one: None (``allow``), the in-memory windows
+        (``memory``) or a 503 until the next probe (``deny``)."""
+        if self.policy == "allow":
+            return None
+        if self.policy == "memory":
+            return self.memory.apply(hits, charging=charging)
+        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
+
+
+class Limiter(Fallback):
     """The storage behind the sync adapters: primary storage, breaker, failure policy.
 
     :meth:`apply` returns an :class:`Outcome`, or None (``allow``: not limited), or a 503 Deny
-    (``deny``, or a full in-memory store). Never raises for a storage problem.
+    (``deny``). Never raises for a storage problem.
     """
 
     def __init__(
         self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.policy = settings.on_storage_error
-        self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
+        super().__init__(settings, clock)
         self.remote: RedisWindows | None = None
-        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
         if not settings.storage_uri.get_secret_value().startswith("memory"):
             self.remote = RedisWindows(settings)
             self._connect_early()
@@ -346,24 +373,15 @@ class Limiter:
 
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome | Deny | None:
         """Charge (or only check) ``hits``; see the class docstring for the answers."""
-        try:
-            if self.remote is None:
-                return self.memory.apply(hits, charging=charging)
-            if self.breaker.allow():
-                started = time.perf_counter()
-                try:
-                    outcome = self.remote.apply(hits, charging=charging)
-                except Exception as exc:
-                    metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
-                    self.breaker.failure(exc)
-                else:
-                    metrics.observe_storage("redis", time.perf_counter() - started)
-                    self.breaker.success()
-                    return outcome
-            if self.policy == "allow":
-                return None
-            if self.policy == "memory":
-                return self.memory.apply(hits, charging=charging)
-        except StorageFailure:
-            return storage_unavailable(self.breaker.pause)
-        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
+        if self.remote is None:
+            return self.memory.apply(hits, charging=charging)
+        if self.breaker.allow():
+            started = time.perf_counter()
+            try:
+                outcome = self.remote.apply(hits, charging=charging)
+            except Exception as exc:  # a timeout, a refused connection, a bad reply...
+                self.failed(started, exc)
+            else:
+                self.answered(started)
+                return outcome
+        return self.fallback(hits, charging)
