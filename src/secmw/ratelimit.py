@@ -100,9 +100,12 @@ class Plan:
     rule: str
     policy_field: str = field(init=False, repr=False, compare=False)
     """The ``RateLimit-Policy`` value (plans are reused, so it is rendered once)."""
+    raw_policy_field: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "policy_field", policy_field(self.hits))
+        value = policy_field(self.hits)
+        object.__setattr__(self, "policy_field", value)
+        object.__setattr__(self, "raw_policy_field", value.encode("latin-1"))
 
 
 class RateLimitPolicy:
@@ -321,6 +324,9 @@ class RateLimitPolicy:
 
     def conclude_raw(self, plan: Plan, outcome: Outcome) -> Deny | list[tuple[bytes, bytes]]:
         """``conclude`` with the fields as ASGI's byte pairs."""
+        if outcome.admitted and self._ietf:
+            current = current_field(self.strategy, plan.hits, outcome.states)
+            return [(b"ratelimit-policy", plan.raw_policy_field), (b"ratelimit", current.encode())]
         verdict = self.conclude(plan, outcome)
         if isinstance(verdict, Deny):
             return verdict
