@@ -104,9 +104,24 @@ class MemoryWindows:
 
     def _apply_fixed(self, hits: Sequence[LimitHit], now: float, charging: bool) -> Outcome:
         """``apply`` for fixed windows, the cheapest strategy, kept cheap: one pass to check, one
-        to charge, without the per-limit calls of the other strategies (the arithmetic of
-        ``admits`` and ``charge`` in ``secmw._ratewindow``; 1.9 µs a request against 4.1)."""
+        to charge (the same arithmetic as ``_state``, ``admits`` and ``charge``)."""
         windows = self._windows
+        if len(hits) == 1:  # the usual request: one limit, no lists
+            hit = hits[0]
+            entry = windows.get(hit.key)
+            if entry is None or entry[1] <= now:
+                entry, count, ttl = None, 0, 0
+            else:
+                count, ttl = entry[0], int((entry[1] - now) * 1000)
+            if count + hit.cost > hit.amount or not charging:
+                return Outcome(count + hit.cost <= hit.amount, ((count, ttl),))
+            if entry is None:
+                entry = windows[hit.key] = [0, now + hit.window]
+            entry[0] += hit.cost
+            windows.move_to_end(hit.key)
+            if len(windows) > self.max_keys:
+                self._evict()
+            return Outcome(True, ((count + hit.cost, ttl if count else hit.window_ms),))
         entries = []
         states: list[State] = []
         admitted = True
