@@ -106,7 +106,9 @@ class MemoryWindows:
         """``apply`` for fixed windows, the cheapest strategy, kept cheap: one pass to check, one
         to charge (the same arithmetic as ``_state``, ``admits`` and ``charge``)."""
         windows = self._windows
-        if len(hits) == 1:  # the usual request: one limit, no lists
+        # The usual request has one limit: this branch, without the lists of the loop below, is
+        # worth 0.1x bare Starlette on the whole stack (3.96x -> 3.85x measured).
+        if len(hits) == 1:
             hit = hits[0]
             entry = windows.get(hit.key)
             if entry is None or entry[1] <= now:
