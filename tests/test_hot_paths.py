@@ -323,10 +323,10 @@ def test_preflights_and_long_paths_are_planned_afresh() -> None:
 
 
 def test_a_memo_forgets_everything_once_full() -> None:
-    from secmw._memo import Memo
+    from secmw._memo import remember
 
-    memo: Memo[int, str] = Memo(3)
-    assert [memo.remember(n, str(n)) for n in range(3)] == ["0", "1", "2"]
+    memo: dict[int, str] = {}
+    assert [remember(memo, 3, n, str(n)) for n in range(3)] == ["0", "1", "2"]
     assert memo == {0: "0", 1: "1", 2: "2"}
-    assert memo.remember(3, "3") == "3"
+    assert remember(memo, 3, 3, "3") == "3"
     assert memo == {3: "3"}

@@ -8,23 +8,16 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class Memo(dict[K, V]):
-    """A dict that forgets everything once it holds ``cap`` entries.
+def remember(memo: dict[K, V], cap: int, key: K, value: V) -> V:
+    """Store ``value`` under ``key`` in ``memo`` and return it, forgetting everything first once
+    ``memo`` holds ``cap`` entries.
 
     Keys come from clients, so the memory must stay bounded; clearing (rather than evicting one
     by one) keeps a hit a plain dict lookup, and a flood of distinct keys only costs computing
-    the answers again.
+    the answers again. The memos stay plain dicts: CPython's fast paths for ``d[k]`` and
+    ``k in d`` apply to exact dicts only.
     """
-
-    __slots__ = ("cap",)
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self.cap = cap
-
-    def remember(self, key: K, value: V) -> V:
-        """Store ``value`` under ``key`` (clearing first when full) and return it."""
-        if len(self) >= self.cap:
-            self.clear()
-        self[key] = value
-        return value
+    if len(memo) >= cap:
+        memo.clear()
+    memo[key] = value
+    return value

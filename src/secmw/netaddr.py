@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_settings import NoDecode
 
 from secmw._config import Section, StrList
-from secmw._memo import Memo
+from secmw._memo import remember
 from secmw.errors import ConfigurationError
 from secmw.paths import PathTable
 from secmw.problems import Deny
@@ -489,7 +489,7 @@ class IPFilter:
         self.enabled = enabled
         self.rewrite_client = rewrite_client
         self._memo = not self.policy.has_rules
-        self._admitted: Memo[str, bool] = Memo(_ADMITTED_CAP)
+        self._admitted: dict[str, bool] = {}
 
     def admits(self, peer: str | None, path: str) -> bool:
         """True when ``peer`` is known to be allowed on every path as its own client and ``path``
@@ -530,7 +530,7 @@ class IPFilter:
             and request.client == peer
             and not self.resolver.reads_header(address)
         ):
-            self._admitted.remember(peer, True)
+            remember(self._admitted, _ADMITTED_CAP, peer, True)
         return refusal
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-from secmw._memo import Memo
+from secmw._memo import remember
 from secmw.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ class PathTable(Generic[T]):
             if alternatives
             else None
         )
-        self._memo: Memo[str, tuple[str, T] | None] = Memo(_MEMO_CAP)
+        self._memo: dict[str, tuple[str, T] | None] = {}
 
     def __bool__(self) -> bool:
         return self._regex is not None
@@ -89,7 +89,7 @@ class PathTable(Generic[T]):
             return memo[path]
         found = self._regex.match(path)
         entry = None if found is None else self._entries[int(found.lastgroup[1:])]  # type: ignore[index]
-        return memo.remember(path, entry)
+        return remember(memo, _MEMO_CAP, path, entry)
 
 
 class PathSet(PathTable[None]):

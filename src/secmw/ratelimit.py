@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeAlias
 
-from secmw._memo import Memo
+from secmw._memo import remember
 from secmw._ratesettings import (
     CompiledRule,
     KeyKind,
@@ -164,10 +164,10 @@ class RateLimitPolicy:
         self._any_exempt_network = bool(self._exempt_networks)
         # client string -> identity; addresses repeat request after request, parsing them does
         # not need to. Bounded: cleared when full (a flood of new addresses only costs parsing).
-        self._identities: Memo[str, str] = Memo(_IDENTITY_CACHE)
-        self._principals: Memo[str, str] = Memo(_IDENTITY_CACHE)  # principal id -> identity
-        self._plans: Memo[tuple[object, ...], Plan] = Memo(_PLAN_CACHE)
-        self._decisions: Memo[tuple[object, ...], Plan | Deny | None] = Memo(_PLAN_CACHE)
+        self._identities: dict[str, str] = {}
+        self._principals: dict[str, str] = {}  # principal id -> identity, bounded alike
+        self._plans: dict[tuple[object, ...], Plan] = {}
+        self._decisions: dict[tuple[object, ...], Plan | Deny | None] = {}
         # Only the method, path, client and principal decide a plan unless a key function or an
         # API-key key reads more of the request.
         self._by_request = key_func is None and "apikey" not in {
@@ -230,7 +230,7 @@ class RateLimitPolicy:
             memo = (method, path, client, p.id, p.scheme, p.scopes, p.roles)
         known = self._decisions.get(memo, _UNKNOWN)
         if known is _UNKNOWN:
-            known = self._decisions.remember(memo, self._plan(request, principal))
+            known = remember(self._decisions, _PLAN_CACHE, memo, self._plan(request, principal))
         return known  # type: ignore[return-value]
 
     def _plan(self, request: RequestView, principal: Principal | None) -> Plan | Deny | None:
@@ -270,7 +270,9 @@ class RateLimitPolicy:
         shared = (id(rule), id(base), id(own), tag, own_tag, space)
         plan = self._plans.get(shared)
         if plan is None:
-            plan = self._plans.remember(shared, self._build(rule, base, own, tag, own_tag, space))
+            plan = remember(
+                self._plans, _PLAN_CACHE, shared, self._build(rule, base, own, tag, own_tag, space)
+            )
         return plan
 
     def _build(
@@ -383,7 +385,9 @@ class RateLimitPolicy:
     def _principal_identity(self, principal_id: str) -> str:
         known = self._principals.get(principal_id)
         if known is None:
-            known = self._principals.remember(principal_id, bounded("p:" + principal_id))
+            known = remember(
+                self._principals, _IDENTITY_CACHE, principal_id, bounded("p:" + principal_id)
+            )
         return known
 
     def _address(self, request: RequestView) -> IPAddress | None:
@@ -396,7 +400,7 @@ class RateLimitPolicy:
         known = self._identities.get(client)
         if known is not None:
             return known
-        return self._identities.remember(client, self._parse_identity(request))
+        return remember(self._identities, _IDENTITY_CACHE, client, self._parse_identity(request))
 
     def _parse_identity(self, request: RequestView) -> str:
         assert request.client is not None
