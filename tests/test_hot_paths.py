@@ -16,6 +16,7 @@ from secmw.asgi import SecurityStack
 from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.auth.cache import TokenCache
 from secmw.paths import PathTable
+from secmw.problems import Deny
 from secmw.ratelimit import Plan, RateLimitPolicy, RateLimitSettings
 from secmw.request import Headers, RequestView
 from tests.support import SECRET, http_scope, make_token, run_asgi
@@ -215,6 +216,8 @@ def test_header_values_read_the_environ_like_the_parsed_headers() -> None:
     assert (lazy.method, lazy.normalized_path, lazy.client) == ("POST", "/a/b", "127.0.0.1")
     names = ("authorization", "X-API-Key", "content-type", "content-length", "absent")
     expected = [lazy.header_values(name) for name in names]
+    assert lazy.single_raw(b"authorization") == b"Bearer a, Bearer b"
+    assert lazy.single_raw(b"absent") is None
     assert expected == [["Bearer a, Bearer b"], [""], ["application/json"], [], []]
     parsed = lazy.headers  # decoding now: the same answers either way
     assert [parsed.getlist(name) for name in names] == expected
@@ -234,6 +237,12 @@ def bearer_view(value: str, *extra: tuple[str, str]) -> RequestView:
     return RequestView("GET", "/", headers=Headers([("authorization", value), *extra]))
 
 
+def raw_view(*fields: tuple[bytes, bytes]) -> RequestView:
+    """A view of an ASGI scope: the headers stay raw octets until a layer decodes them."""
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": list(fields)}
+    return RequestView.from_scope(scope)
+
+
 def test_a_cached_token_is_answered_by_the_chain_itself() -> None:
     from secmw.auth import Found
 
@@ -243,12 +252,29 @@ def test_a_cached_token_is_answered_by_the_chain_itself() -> None:
     assert isinstance(found, Found)  # first sight: the signature is checked
     principal = found.authenticator.verify(found.credential)
     assert isinstance(principal, Principal)
-    assert chain.find(bearer_view(f"Bearer {token}")) is principal
-    assert chain.find(bearer_view(f"bearer   {token}  ")) is principal  # as the chain parses it
+    raw = token.encode()
+    for view in (
+        bearer_view(f"Bearer {token}"),
+        raw_view((b"authorization", b"Bearer " + raw)),
+        raw_view((b"Authorization", b"BEARER " + raw)),  # names and schemes in any case
+        raw_view((b"accept", b"*/*"), (b"authorization", b"bearer " + raw)),
+    ):
+        assert chain.find(view) is principal
+    # Padding the shortcut does not read: the long way finds it, and the cache still answers.
+    padded = chain.find(raw_view((b"authorization", b"bearer   " + raw + b"  ")))
+    assert isinstance(padded, Found)
+    assert padded.authenticator.verify(padded.credential) is principal
     for refused in (f"Bearer {token} {token}", f"Bearer {token}\t{token}", "Bearer "):
         answer = chain.find(bearer_view(refused))
         assert not isinstance(answer, Principal), refused
         assert answer.status == 400  # type: ignore[union-attr]
+    twice = (b"authorization", b"Bearer " + raw)
+    for fields in ((twice, twice), (twice, (b"AUTHORIZATION", b"Bearer " + raw))):
+        answer = chain.find(raw_view(*fields))
+        assert isinstance(answer, Deny)
+        assert (answer.status, answer.detail) == (400, "more than one Authorization header")
+    for value in (b"Bearer " + raw + b"\xff", b"Bearer " + raw + b"\x00", b"Basic " + raw):
+        assert not isinstance(chain.find(raw_view((b"authorization", value))), Principal)
 
 
 def test_the_shortcut_keeps_the_schemes_order_and_the_denylist() -> None:

@@ -225,6 +225,22 @@ class RequestView:
             value.decode("latin-1") for key, value in self._raw_headers if key.lower() == wanted
         ]
 
+    def single_raw(self, name: bytes) -> bytes | None:
+        """The octets of the one field named ``name`` (lower-case), None when the request has no
+        such field or more than one: a shortcut for callers that fall back to
+        :meth:`header_values` (which decodes and tells the cases apart) on None."""
+        if self._headers is not None or self._environ is not None:
+            lines = self.header_values(name.decode("latin-1"))
+            return lines[0].encode("latin-1") if len(lines) == 1 else None
+        found = None
+        size = len(name)
+        for key, value in self._raw_headers:
+            if key == name or (len(key) == size and key.lower() == name):
+                if found is not None:
+                    return None
+                found = value
+        return found
+
     @property
     def is_secure(self) -> bool:
         """True for https and wss."""

@@ -170,13 +170,18 @@ class AuthChain:
         self.preflight_anonymous = preflight_anonymous
         self.challenges = tuple(a.challenge() for a in self.authenticators)
         # The first scheme decides whenever its credential is present; when it owns the
-        # Authorization header and can answer from a verified-token cache, a cached token skips
-        # the credential objects (same principal, see ``find``).
+        # Authorization header and can answer from a verified-token cache, a cached token is
+        # answered from the raw field (same principal, see ``_cached_principal``).
         first = self.authenticators[0] if self.authenticators else None
         self._cached: Any = (
             getattr(first, "cached", None) if first in self._by_authorization.values() else None
         )
-        self._cached_max = getattr(first, "max_token_bytes", 0)
+        self._cached_prefix = (
+            f"{first.authorization_scheme} ".encode("latin-1")
+            if first is not None and self._cached is not None
+            else b""
+        )
+        self._cached_max = getattr(first, "max_token_bytes", 0) + len(self._cached_prefix)
 
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
         """One ``WWW-Authenticate`` field per configured scheme."""
@@ -190,6 +195,10 @@ class AuthChain:
         """Locate the request's credential: Found, the anonymous principal, or a Deny."""
         if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
             return ANONYMOUS  # browsers never send credentials on a preflight
+        if self._cached is not None:
+            principal = self._cached_principal(request)
+            if principal is not None:
+                return principal
         authorization = self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization
@@ -199,14 +208,6 @@ class AuthChain:
             owner = self._by_authorization.get(scheme)
             if owner is None:
                 return self.deny(401, "unsupported authorization scheme", "invalid_credentials")
-            if (
-                self._cached is not None
-                and owner is self.authenticators[0]
-                and is_bearer_token(param, self._cached_max)
-            ):
-                principal: Principal | None = self._cached(param)
-                if principal is not None:
-                    return principal
         for authenticator in self.authenticators:
             result = authenticator.extract(request, param if authenticator is owner else None)
             if result is None:
@@ -224,6 +225,21 @@ class AuthChain:
         if isinstance(found, Found):
             return found.authenticator.verify(found.credential)
         return found
+
+    def _cached_principal(self, request: RequestView) -> Principal | None:
+        """The principal of a token the first scheme's cache answers for, read from the raw
+        ``Authorization`` field (one field, ``<scheme> <token>``) without decoding it or building
+        a credential; None, and ``find`` decides the long way, for anything else.
+
+        The answer is the one the long way gives: only a token found and verified that way is
+        cached, such a token is a single run of printable ASCII, and its octets as received have
+        the digest of its text; a field with other octets (repeated, padded, too long) misses."""
+        value = request.single_raw(b"authorization")
+        prefix = self._cached_prefix
+        if value is None or len(value) > self._cached_max or value[: len(prefix)].lower() != prefix:
+            return None
+        principal: Principal | None = self._cached(value[len(prefix) :])
+        return principal
 
     def _authorization(self, request: RequestView) -> tuple[str, str] | Deny | None:
         lines = request.header_values("authorization")

@@ -39,10 +39,14 @@ def _touch(table: OrderedDict[bytes, Entry], key: bytes) -> None:
         pass
 
 
-def _digest(token: str) -> bytes:
+def _digest(token: str | bytes) -> bytes:
     # 128 bits: finding a token with the digest of another client's token is a second preimage
     # (2**128 work), not a birthday collision; BLAKE2b is the quickest such hash in hashlib.
-    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    # A token's octets as received and its UTF-8 text give one digest whenever the token is
+    # ASCII, as every token that verifies is.
+    if isinstance(token, str):
+        token = token.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(token, digest_size=16).digest()
 
 
 class TokenCache:
@@ -92,9 +96,11 @@ class TokenCache:
         metrics.count_token_cache(result is not None, self.name)
         return result
 
-    def principal(self, token: str) -> Principal | None:
+    def principal(self, token: str | bytes) -> Principal | None:
         """The cached success for ``token`` (key set generation 0), else None; only hits are
-        counted, so a caller that goes on to :meth:`get` on a miss counts it once."""
+        counted, so a caller that goes on to :meth:`get` on a miss counts it once. ``token`` may
+        be the octets as received: an ASCII token has the same digest either way, and no other
+        kind is ever cached as a success."""
         if not self.max_entries:
             return None
         key = _digest(token)

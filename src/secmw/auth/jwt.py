@@ -213,7 +213,7 @@ class JWTAuthenticator:
             ) from None
         return loaded
 
-    def cached(self, token: str) -> Principal | None:
+    def cached(self, token: str | bytes) -> Principal | None:
         """The principal for a token the cache alone answers for: checked before, unexpired, and
         nothing else to consult (no denylist, no JWKS key set). None otherwise: ``verify``
         decides. The chain calls it for the token it extracted, saving a credential object."""
