@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import os
 import random
 import re
@@ -35,6 +36,10 @@ from benchmarks.common import TOKEN, Context, Variant, build, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 4
+ASGI_PARSERS = {"asgi": "h11", "asgi-httptools": "httptools"}
+"""uvicorn's HTTP implementations, each its own group of servers: the pure-Python h11 and
+httptools (the C parser ``uvicorn[standard]`` installs), whose response writing costs less
+per header field."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -86,13 +91,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, BENCH_VARIANT=variant.key, BENCH_REDIS_URL=redis_url or "")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        if group == "asgi":
-            self.server = "uvicorn"
+        if group in ASGI_PARSERS:
+            parser = ASGI_PARSERS[group]
+            self.server = f"uvicorn ({parser})"
             command = [
                 sys.executable, "-m", "uvicorn", "--factory",
                 "benchmarks.http_load:asgi_from_env", "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", "1", "--no-access-log",
-                "--log-level", "warning", "--lifespan", "off",
+                "--log-level", "warning", "--lifespan", "off", "--http", parser,
             ]  # fmt: skip
         else:
             self.server = "gunicorn"
@@ -290,8 +296,11 @@ def load_generator() -> tuple[str, Callable[[int, float], Load]]:
 
 
 def http_variants() -> list[tuple[str, Variant]]:
-    """The stacks served over HTTP: (group, variant)."""
-    return [("asgi", v) for v in inprocess_asgi.VARIANTS if v.http] + [
+    """The stacks served over HTTP: (group, variant); ASGI ones once per uvicorn parser
+    (httptools only when it is installed)."""
+    asgi = [v for v in inprocess_asgi.VARIANTS if v.http]
+    groups = ["asgi", *(["asgi-httptools"] if importlib.util.find_spec("httptools") else [])]
+    return [(group, v) for group in groups for v in asgi] + [
         ("wsgi", v) for v in inprocess_wsgi.VARIANTS if v.http
     ]
 
@@ -331,7 +340,8 @@ def run_http(
             server.stop()
     for key, samples in runs.items():
         entries[key].update(status="ok", **_summary(samples))
-    for group, base in (("asgi", inprocess_asgi.BASELINE), ("wsgi", inprocess_wsgi.BASELINE)):
+    bases = dict.fromkeys(ASGI_PARSERS, inprocess_asgi.BASELINE)
+    for group, base in (*bases.items(), ("wsgi", inprocess_wsgi.BASELINE)):
         _ratios(entries, runs, group, f"{group}:{base}")
     return {"generator": name, "connections": CONNECTIONS, "seconds": seconds, "results": entries}
 

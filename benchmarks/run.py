@@ -128,13 +128,14 @@ def _http(ctx: Context, redis: RedisServer | None, preset: dict[str, Any]) -> di
     try:
         _, asgi_entries = prepare(
             [v for g, v in candidates if g == "asgi"], asgi_bench, ctx, log=log
-        )
+        )  # the same stacks under each uvicorn parser: checked once
     finally:
         asgi_bench.close()
     _, wsgi_entries = prepare(
         [v for g, v in candidates if g == "wsgi"], inprocess_wsgi.WSGIBench(), ctx, log=log
     )
-    entries = {f"asgi:{k}": e for k, e in asgi_entries.items()}
+    asgi_groups = {g for g, _ in candidates if g in http_load.ASGI_PARSERS}
+    entries = {f"{g}:{k}": dict(e) for g in asgi_groups for k, e in asgi_entries.items()}
     entries |= {f"wsgi:{k}": e for k, e in wsgi_entries.items()}
     fit = [(g, v) for g, v in candidates if entries[f"{g}:{v.key}"]["status"] == "ok"]
     section = http_load.run_http(

@@ -8,6 +8,7 @@ secmw layers are missing are skipped with the harness's reason.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +179,24 @@ def test_report_draws_the_chart(tmp_path: Path) -> None:
     path = report.plot(_results(), tmp_path / "latest.png")
     assert path is not None
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.server
+def test_each_uvicorn_parser_serves_a_group_of_its_own() -> None:
+    """Bare Starlette under every installed uvicorn parser: each answers the load with 200s and
+    is the baseline of its own group (ratios never mix parsers)."""
+    base = next(v for v in inprocess_asgi.VARIANTS if v.key == inprocess_asgi.BASELINE)
+    groups = sorted({g for g, _ in http_load.http_variants() if g in http_load.ASGI_PARSERS})
+    has_httptools = importlib.util.find_spec("httptools") is not None
+    assert groups == ["asgi", "asgi-httptools"] if has_httptools else ["asgi"]
+    section = http_load.run_http(
+        [(group, base) for group in groups],
+        rounds=1, seconds=1, redis_url=None, redis_pid=None, log=lambda _: None,
+    )  # fmt: skip
+    for group in groups:
+        entry = section["results"][f"{group}:{base.key}"]
+        assert entry["status"] == "ok", entry
+        assert entry["server"] == f"uvicorn ({http_load.ASGI_PARSERS[group]})"
+        assert entry["rps"] > 0
+        assert entry["non_2xx"] == 0
+        assert entry["rps_ratio"] == 1.0
