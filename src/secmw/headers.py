@@ -408,6 +408,7 @@ class _Block:
     """One encoding of a policy: ``str`` with canonical casing (WSGI) or lower-case ``bytes``."""
 
     __slots__ = (
+        "added",
         "cache",
         "csp_name",
         "multi",
@@ -447,6 +448,15 @@ class _Block:
         self.watched = frozenset(managed | replace | {encode("cache-control")})
         self.secure_pairs = tuple((name, value) for _, name, value in self.secure)
         self.plain_pairs = tuple((name, value) for _, name, value in self.plain)
+        cached = (self.cache[1:],) if self.cache else ()
+        # What a response that set none of the watched fields gets, by (secure, authenticated):
+        # ``added[secure + 2 * authenticated]``.
+        self.added = (
+            self.plain_pairs,
+            self.secure_pairs,
+            self.plain_pairs + cached,
+            self.secure_pairs + cached,
+        )
 
 
 class HeaderPolicy:
@@ -500,13 +510,24 @@ class HeaderPolicy:
         self.bytes_block = _Block(self, lambda text: text.encode("latin-1"), lower=True)
 
     def apply_bytes(
-        self, headers: Iterable[tuple[bytes, bytes]], secure: bool, authenticated: bool
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        secure: bool,
+        authenticated: bool,
+        queued: Sequence[tuple[bytes, bytes]] = (),
     ) -> list[tuple[bytes, bytes]]:
-        """ASGI, for a policy without a nonce: the response headers with the policy merged in
-        (what a :class:`HeaderPass` does, without making one)."""
+        """ASGI, for a policy without a nonce: the response headers, then ``queued`` (fields of
+        the inner layers), with the policy merged in (what a :class:`HeaderPass` does, without
+        making one)."""
         block = self.bytes_block
-        cache = block.cache
-        return _merge(headers, block, secure, [cache] if cache and authenticated else [])
+        out = [*headers, *queued]
+        watched = block.watched
+        for name, _ in out:
+            if name.lower() in watched:
+                extra = [block.cache] if block.cache and authenticated else []
+                return _merge_managed(out, block, secure, extra)
+        out += block.added[secure + 2 * authenticated]  # the common case: none of them set
+        return out
 
     def headers(self, *, secure: bool = True, authenticated: bool = False) -> list[tuple[str, str]]:
         """Every header this policy adds to a response that set none (no nonce: a preview)."""

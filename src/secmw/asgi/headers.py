@@ -84,17 +84,17 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 headers = message.get("headers", ())
-                if queued:
-                    headers = [*headers, *queued]
+                extra: list[tuple[bytes, bytes]] = queued
                 if message["status"] == 401:
-                    headers = with_challenges(headers, scope.get(CHALLENGES_KEY))
+                    headers = with_challenges([*headers, *queued], scope.get(CHALLENGES_KEY))
+                    extra = []
                 if plain is not None:
                     state = scope.get("state")
                     principal = state.get("principal") if state else None
                     authenticated = getattr(principal, "is_authenticated", False)
-                    headers = plain.apply_bytes(headers, secure, authenticated)
+                    headers = plain.apply_bytes(headers, secure, authenticated, extra)
                 else:
-                    headers = header_pass.apply(headers)  # type: ignore[union-attr]
+                    headers = header_pass.apply([*headers, *extra])  # type: ignore[union-attr]
                 message = {**message, "headers": headers}
             await send(message)
 
