@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -15,6 +16,7 @@ from secmw import current_principal, hash_api_key
 from secmw.asgi import SecurityStack
 from secmw.context import current_csp_nonce
 from secmw.wsgi import SecurityStack as WSGIStack
+from tests.redis_support import free_port
 from tests.support import SECRET, Recorder, empty_receive, http_scope, make_token
 
 KEY = "k" * 32
@@ -39,11 +41,14 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": seen.encode()})
 
 
-def run(stack: Any, scope: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes, str]:
+def run(
+    stack: Any, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None
+) -> tuple[int, list[tuple[str, str]], bytes, str]:
     recorder = Recorder()
     error = ""
     try:
-        asyncio.run(stack(scope, empty_receive, recorder))
+        call = stack(scope, empty_receive, recorder)
+        loop.run_until_complete(call) if loop else asyncio.run(call)
     except RuntimeError as exc:
         error = str(exc)
     if not recorder.messages:  # the app raised and no headers layer answered for it
@@ -92,28 +97,61 @@ HEADERS = {
 }
 
 
+def compare(
+    fused: Any, composed: Any, events: Any, loop: asyncio.AbstractEventLoop | None = None
+) -> tuple[list[int], list[tuple[int, list[tuple[str, str]], bytes, str]]]:
+    """Every request through both; what they answered alike (statuses, answers)."""
+    assert fused._fused
+    answers = []
+    for scope in requests():
+        events.clear()
+        one = run(fused, dict(scope), loop)
+        fused_events = [event.as_dict() for event in events]
+        events.clear()
+        other = run(composed._entry, dict(scope), loop)
+        assert one == other, scope["path"]
+        assert fused_events == [event.as_dict() for event in events], scope["path"]
+        answers.append(one)
+    return [answer[0] for answer in answers], answers
+
+
 @pytest.mark.parametrize("headers", HEADERS)
 def test_one_call_answers_as_the_layers_composed(headers: str, events: Any) -> None:
     headers_enabled = headers != "off"
     sections = {**SECTIONS, "headers": HEADERS[headers]}
-    fused, composed = SecurityStack(app, **sections), SecurityStack(app, **sections)
-    assert fused._fused
-    answers: list[Any] = []
-    bodies: list[bytes] = []
-    for scope in requests():
-        events.clear()
-        one = run(fused, dict(scope))
-        fused_events = [event.as_dict() for event in events]
-        events.clear()
-        other = run(composed._entry, dict(scope))
-        assert one == other, scope["path"]
-        assert fused_events == [event.as_dict() for event in events], scope["path"]
-        answers.append(one[0])
-        bodies.append(one[2])
-    assert any(body.endswith(b"|nonce") for body in bodies) is (headers == "nonce")
+    statuses, answers = compare(
+        SecurityStack(app, **sections), SecurityStack(app, **sections), events
+    )
+    assert any(body.endswith(b"|nonce") for _, _, body, _ in answers) is (headers == "nonce")
     # The matrix covers every kind of answer of the layers.
     expected = {200, 400, 401, 403, 429, 500 if headers_enabled else 0}
-    assert expected <= set(answers)
+    assert expected <= set(statuses)
+
+
+@pytest.mark.redis
+def test_one_call_answers_as_the_layers_composed_on_redis(redis_url: str, events: Any) -> None:
+    """With the counters in Redis (each stack its own keys), and with Redis gone (503)."""
+
+    def stack(name: str, uri: str = redis_url) -> SecurityStack:
+        limits = {
+            "storage_uri": uri,
+            "key_prefix": f"{uuid.uuid4().hex[:16]}-{name}",
+            "on_storage_error": "deny",
+        }
+        return SecurityStack(
+            app, **{**SECTIONS, "rate_limit": {**SECTIONS["rate_limit"], **limits}}
+        )
+
+    loop = asyncio.new_event_loop()
+    try:
+        statuses, answers = compare(stack("f"), stack("c"), events, loop)
+        assert {200, 401, 403, 429} <= set(statuses)
+        assert any(("ratelimit", '"default";r=99;t=60') in headers for _, headers, _, _ in answers)
+        gone = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: fail closed with 503
+        statuses, _ = compare(stack("f", gone), stack("c", gone), events, loop)
+        assert 503 in statuses
+    finally:
+        loop.close()
 
 
 # -- WSGI ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 from secmw import audit
 from secmw._astorage import AsyncLimiter
+from secmw._ratewindow import Outcome
 from secmw.asgi._util import (
     ASGIApp,
     Receive,
@@ -17,7 +18,7 @@ from secmw.asgi._util import (
     with_fields,
 )
 from secmw.problems import Deny
-from secmw.ratelimit import KeyFunc, RateLimitPolicy
+from secmw.ratelimit import KeyFunc, Plan, RateLimitPolicy
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 
@@ -78,6 +79,15 @@ class RateLimitMiddleware:
         rejection = malformed(request)
         if rejection is not None:
             return rejection
+        verdict = self.decide(request)
+        if isinstance(verdict, Plan):  # a remote storage: its answer is awaited
+            verdict = self.judge(request, verdict, await self.limiter.apply(verdict.hits))
+        return verdict
+
+    def decide(self, request: RequestView) -> Deny | list[tuple[bytes, bytes]] | Plan | None:
+        """:meth:`verdict` for a request already checked for malformation, without a coroutine:
+        the verdict itself when the storage is in memory, else the :class:`Plan` whose storage
+        answer :meth:`judge` turns into the verdict."""
         plan = self.policy.plan(request)
         if plan is None:
             return None
@@ -85,7 +95,14 @@ class RateLimitMiddleware:
             audit.emit("ratelimit.unidentified", plan.detail, request=request)
             return plan
         memory = self._memory
-        result = memory.apply(plan.hits) if memory else await self.limiter.apply(plan.hits)
+        if memory is None:
+            return plan
+        return self.judge(request, plan, memory.apply(plan.hits))
+
+    def judge(
+        self, request: RequestView, plan: Plan, result: Outcome | Deny | None
+    ) -> Deny | list[tuple[bytes, bytes]] | None:
+        """The verdict on a storage's answer for ``plan`` (a refusal is audited)."""
         if result is None:  # storage down, on_storage_error=allow
             return None
         verdict = result if isinstance(result, Deny) else self.policy.conclude_raw(plan, result)

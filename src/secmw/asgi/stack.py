@@ -16,6 +16,8 @@ from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
 from secmw.layers import Layer, stack_layers
 from secmw.principal import Principal
 from secmw.problems import Deny
+from secmw.ratelimit import Plan
+from secmw.request import RequestView
 from secmw.revocation import AsyncRevocationStore, RevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.throttle import AsyncFailedAuthThrottle
@@ -101,23 +103,41 @@ class SecurityStack:
             await self._layers(scope, receive, send)
 
     async def _layers(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """IP filter, authentication, rate limit and the app, for an ``http`` request."""
+        """IP filter, authentication, rate limit and the app, for an ``http`` request.
+
+        A request whose token the cache answers for takes no coroutine until the app: the
+        layers' synchronous steps (``known``, ``decide``) give what their coroutines would."""
         if self._ip is not None:
             refusal = self._ip.refusal(scope)
             if refusal is not None:
                 await send_deny(scope, send, refusal)
                 return
         auth, tokens = self._auth, None
+        request: RequestView | None = None  # set once a layer has checked it is well formed
         if auth is not None:
-            resolved = await auth.resolve(scope)
-            if isinstance(resolved, Deny):
-                await send_deny(scope, send, resolved)
-                return
-            tokens = auth.enter(scope, *resolved)
-            send = auth.challenging(scope, send)
+            request = RequestView.from_scope(scope)
+            principal = auth.known(request)
+            if principal is None:
+                resolved = await auth.resolve(scope)
+                if isinstance(resolved, Deny):
+                    await send_deny(scope, send, resolved)
+                    return
+                principal = resolved[1]
+            tokens = auth.enter(scope, request, principal)
+            if self._headers is None:  # else the headers layer adds the challenges
+                send = auth.challenging(scope, send)
         try:
-            if self._limiter is not None:
-                verdict = await self._limiter.verdict(scope)
+            limiter = self._limiter
+            if limiter is not None:
+                if request is None:
+                    verdict = await limiter.verdict(scope)
+                else:
+                    decided = limiter.decide(request)
+                    verdict = (
+                        limiter.judge(request, decided, await limiter.limiter.apply(decided.hits))
+                        if isinstance(decided, Plan)
+                        else decided
+                    )
                 if isinstance(verdict, Deny):
                     await send_deny(scope, send, verdict)
                     return

@@ -171,7 +171,7 @@ class AuthChain:
         self.challenges = tuple(a.challenge() for a in self.authenticators)
         # The first scheme decides whenever its credential is present; when it owns the
         # Authorization header and can answer from a verified-token cache, a cached token is
-        # answered from the raw field (same principal, see ``_cached_principal``).
+        # answered from the raw field (same principal, see ``cached_principal``).
         first = self.authenticators[0] if self.authenticators else None
         self._cached: Any = (
             getattr(first, "cached", None) if first in self._by_authorization.values() else None
@@ -182,6 +182,12 @@ class AuthChain:
             else b""
         )
         self._cached_max = getattr(first, "max_token_bytes", 0) + len(self._cached_prefix)
+
+    @property
+    def answers_cached(self) -> bool:
+        """Whether :meth:`cached_principal` can ever answer (the first scheme has a token cache
+        that needs nothing else)."""
+        return self._cached is not None
 
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
         """One ``WWW-Authenticate`` field per configured scheme."""
@@ -196,7 +202,7 @@ class AuthChain:
         if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
             return ANONYMOUS  # browsers never send credentials on a preflight
         if self._cached is not None:
-            principal = self._cached_principal(request)
+            principal = self.cached_principal(request)
             if principal is not None:
                 return principal
         authorization = self._authorization(request)
@@ -226,7 +232,7 @@ class AuthChain:
             return found.authenticator.verify(found.credential)
         return found
 
-    def _cached_principal(self, request: RequestView) -> Principal | None:
+    def cached_principal(self, request: RequestView) -> Principal | None:
         """The principal of a token the first scheme's cache answers for, read from the raw
         ``Authorization`` field (one field, ``<scheme> <token>``) without decoding it or building
         a credential; None, and ``find`` decides the long way, for anything else.
