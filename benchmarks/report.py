@@ -16,7 +16,7 @@ from typing import Any
 X = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
 RESULTS = Path(__file__).resolve().parent / "results"
-COMPONENTS = ("ipfilter", "ratelimit", "auth")
+COMPONENTS = ("ipfilter", "ratelimit", "auth", "floor")
 """Result files of the per-component benchmarks, embedded in ``latest.json`` when present."""
 
 # (label, section, key, field, comparison, target, stretch)

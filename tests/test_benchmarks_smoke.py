@@ -200,3 +200,26 @@ def test_each_uvicorn_parser_serves_a_group_of_its_own() -> None:
         assert entry["rps"] > 0
         assert entry["non_2xx"] == 0
         assert entry["rps_ratio"] == 1.0
+
+
+def test_the_floor_does_the_stacks_work_on_the_benchmark_request() -> None:
+    """The floor answers the benchmark's request as the stack does: same status, same response
+    fields (so its figure is the same work without the generality), and its run yields a figure
+    for every variant."""
+    from benchmarks import floor
+
+    from secmw.asgi import SecurityStack
+
+    stack = SecurityStack(inprocess_asgi.raw_app, **inprocess_asgi.secmw_sections())
+    fast = floor.floor_of(stack, inprocess_asgi.raw_app)
+    bench = inprocess_asgi.ASGIBench()
+    try:
+        ours = bench.call(stack, inprocess_asgi.http_scope())
+        theirs = bench.call(fast, inprocess_asgi.http_scope())
+    finally:
+        bench.close()
+    assert ours.status == theirs.status == 200
+    assert sorted(theirs.headers) == sorted(ours.headers)
+    assert theirs.headers["ratelimit-policy"] == ours.headers["ratelimit-policy"]
+    figures = floor.measure(repeats=1, batch=3)
+    assert set(figures) == {"raw", "starlette", "stack", "floor", "stack_raw", "sequence"}
