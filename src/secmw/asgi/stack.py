@@ -113,7 +113,7 @@ class SecurityStack:
                 await send_deny(scope, send, refusal)
                 return
         auth, tokens = self._auth, None
-        request: RequestView | None = None  # set once a layer has checked it is well formed
+        request: RequestView | None = None  # well formed once authentication let it through
         if auth is not None:
             request = RequestView.from_scope(scope)
             principal = auth.known(request)
