@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -143,15 +144,48 @@ def test_one_call_answers_as_the_layers_composed_on_redis(redis_url: str, events
         )
 
     loop = asyncio.new_event_loop()
+    gone = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: fail closed with 503
+    stacks = [stack("f"), stack("c"), stack("f", gone), stack("c", gone)]
     try:
-        statuses, answers = compare(stack("f"), stack("c"), events, loop)
+        statuses, answers = compare(*stacks[:2], events, loop)
         assert {200, 401, 403, 429} <= set(statuses)
         assert any(("ratelimit", '"default";r=99;t=60') in headers for _, headers, _, _ in answers)
-        gone = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: fail closed with 503
-        statuses, _ = compare(stack("f", gone), stack("c", gone), events, loop)
+        statuses, _ = compare(*stacks[2:], events, loop)
         assert 503 in statuses
     finally:
+        for each in stacks:
+            loop.run_until_complete(each.aclose())
         loop.close()
+
+
+@pytest.mark.redis
+def test_the_stack_closes_its_redis_clients(redis_url: str) -> None:
+    """``aclose`` closes the connections of the rate-limit layer and of the throttle."""
+    import redis
+
+    limits = {**SECTIONS["rate_limit"], "storage_uri": redis_url}
+    stack = SecurityStack(app, **{**SECTIONS, "rate_limit": limits})
+    probe = redis.Redis.from_url(redis_url)
+    loop = asyncio.new_event_loop()
+
+    def connected() -> int:
+        return int(probe.info("clients")["connected_clients"])
+
+    try:
+        before = connected()
+        token = make_token(scope="read")
+        ok = run(stack, http_scope("/", headers=[("authorization", f"Bearer {token}")]), loop)
+        bad = run(stack, http_scope("/", headers=[("authorization", "Bearer nope")]), loop)
+        assert (ok[0], bad[0]) == (200, 401)
+        assert connected() >= before + 2  # the limiter's client and the throttle's
+        loop.run_until_complete(stack.aclose())
+        deadline = time.monotonic() + 5
+        while connected() > before and time.monotonic() < deadline:
+            time.sleep(0.02)  # the server notices closed sockets on its next event loop turn
+        assert connected() == before
+    finally:
+        loop.close()
+        probe.close()
 
 
 # -- WSGI ---------------------------------------------------------------------------------------

@@ -94,6 +94,14 @@ class SecurityStack:
         self._auth: AuthenticationMiddleware | None = built.get("auth")
         self._limiter: RateLimitMiddleware | None = built.get("rate_limit")
 
+    async def aclose(self) -> None:
+        """Close the Redis clients of the rate-limit layer and of the failed-authentication
+        throttle (for example from a lifespan shutdown handler)."""
+        if self._limiter is not None:
+            await self._limiter.aclose()
+        if self.throttle is not None:
+            await self.throttle.aclose()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._fused or scope["type"] != "http":
             await self._entry(scope, receive, send)
