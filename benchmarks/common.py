@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
@@ -357,7 +358,28 @@ def machine() -> dict[str, Any]:
         "wrk": shutil.which("wrk") is not None,
         "redis_server": shutil.which("redis-server") is not None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit(),
     }
+
+
+def commit() -> str | None:
+    """The checkout's commit, with ``+changes`` when the tree differs from it; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:  # no git on this machine
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 # -- one group, side by side ------------------------------------------------------------------

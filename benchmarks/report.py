@@ -173,7 +173,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# secmw benchmarks: latest run",
         "",
-        f"{m['date']}; {m['cpu']}, {m['cores']} cores; {m['implementation']} {m['python']}; "
+        f"{m['date']}; commit {m.get('commit') or 'unknown'}; {m['cpu']}, {m['cores']} cores; "
+        f"{m['implementation']} {m['python']}; "
         f"load average {m['load_before'][0]:g} before, {m.get('load_after', ['?'])[0]} after; "
         f"{'quick' if s['quick'] else 'full'} run, {results.get('duration_s', 0):.0f} s.",
         "",
