@@ -66,7 +66,6 @@ class AuthenticationMiddleware:
         )
         self.throttle = throttle
         self._modes = {id(a): _mode(a) for a in self.chain.authenticators}
-        self._cached = self.chain.answers_cached
         self._challenges = [
             (b"www-authenticate", c.encode("latin-1")) for c in self.chain.challenges
         ]
@@ -103,7 +102,7 @@ class AuthenticationMiddleware:
         """The principal of a token the verified-token cache answers for, without a coroutine;
         None when :meth:`resolve` must decide (and then gives what it would have given: this is
         the first thing ``AuthChain.find`` tries for such a request)."""
-        if self._cached and request.rejection is None and request.method != "OPTIONS":
+        if request.rejection is None and request.method != "OPTIONS":
             return self.chain.cached_principal(request)
         return None
 

@@ -183,12 +183,6 @@ class AuthChain:
         )
         self._cached_max = getattr(first, "max_token_bytes", 0) + len(self._cached_prefix)
 
-    @property
-    def answers_cached(self) -> bool:
-        """Whether :meth:`cached_principal` can ever answer (the first scheme has a token cache
-        that needs nothing else)."""
-        return self._cached is not None
-
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
         """One ``WWW-Authenticate`` field per configured scheme."""
         return tuple(("www-authenticate", c) for c in self.challenges)
@@ -201,10 +195,9 @@ class AuthChain:
         """Locate the request's credential: Found, the anonymous principal, or a Deny."""
         if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
             return ANONYMOUS  # browsers never send credentials on a preflight
-        if self._cached is not None:
-            principal = self.cached_principal(request)
-            if principal is not None:
-                return principal
+        principal = self.cached_principal(request)
+        if principal is not None:
+            return principal
         authorization = self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization
@@ -240,6 +233,8 @@ class AuthChain:
         The answer is the one the long way gives: only a token found and verified that way is
         cached, such a token is a single run of printable ASCII, and its octets as received have
         the digest of its text; a field with other octets (repeated, padded, too long) misses."""
+        if self._cached is None:  # the first scheme has no such cache
+            return None
         value = request.single_raw(b"authorization")
         prefix = self._cached_prefix
         if value is None or len(value) > self._cached_max or value[: len(prefix)].lower() != prefix:
