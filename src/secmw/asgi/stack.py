@@ -132,8 +132,7 @@ class SecurityStack:
                     return
                 principal = resolved[1]
             tokens = auth.enter(scope, request, principal)
-            if self._headers is None:  # else the headers layer adds the challenges
-                send = auth.challenging(scope, send)
+            send = auth.challenging(scope, send)
         try:
             limiter = self._limiter
             if limiter is not None:
