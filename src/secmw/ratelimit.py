@@ -1,4 +1,5 @@
-"""Rate-limit rules and keys: the pure core of the rate-limit layer.
+"""Rate-limit rules and keys: the pure core of the rate-limit layer, and the audit of a refusal
+that both adapters announce alike.
 
 A request is charged against the **default** limits (``SECMW_RATE_LIMIT__DEFAULT``) and against
 the first **rule** whose path pattern and method match it. A rule may carry its own limits, a
@@ -21,6 +22,7 @@ rather than charged to a bucket every such client would share.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeAlias
 
+from secmw import audit
 from secmw._memo import remember
 from secmw._ratesettings import (
     CompiledRule,
@@ -72,6 +75,7 @@ __all__ = [
     "RateLimitRule",
     "RateLimitSettings",
     "StorageErrorPolicy",
+    "announce_refusal",
     "storage_unavailable",
 ]
 
@@ -81,6 +85,18 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WEBSOCK
 UNIDENTIFIED = Deny(
     403, "The client cannot be identified for rate limiting.", "client_unidentified"
 )
+
+
+def announce_refusal(request: RequestView, plan: Plan, refusal: Deny) -> None:
+    """Audit a request a limit refused (429, ``ratelimit.exceeded``) or the storage could not
+    decide (503, ``ratelimit.unavailable``); the adapters call it with what they answer."""
+    audit.emit(
+        "ratelimit.exceeded" if refusal.status == 429 else "ratelimit.unavailable",
+        refusal.detail,
+        request=request,
+        rule=plan.rule,
+        level=logging.INFO,
+    )
 
 
 def storage_unavailable(retry_after: float) -> Deny:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from secmw import audit
@@ -18,7 +17,7 @@ from secmw.asgi._util import (
     with_fields,
 )
 from secmw.problems import Deny
-from secmw.ratelimit import KeyFunc, Plan, RateLimitPolicy
+from secmw.ratelimit import KeyFunc, Plan, RateLimitPolicy, announce_refusal
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 
@@ -107,13 +106,7 @@ class RateLimitMiddleware:
             return None
         verdict = result if isinstance(result, Deny) else self.policy.conclude_raw(plan, result)
         if isinstance(verdict, Deny):
-            audit.emit(
-                "ratelimit.exceeded" if verdict.status == 429 else "ratelimit.unavailable",
-                verdict.detail,
-                request=request,
-                rule=plan.rule,
-                level=logging.INFO,
-            )
+            announce_refusal(request, plan, verdict)
         return verdict
 
     async def aclose(self) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from secmw import audit
 from secmw._storage import Limiter
 from secmw.problems import Deny
-from secmw.ratelimit import Fields, KeyFunc, RateLimitPolicy
+from secmw.ratelimit import Fields, KeyFunc, RateLimitPolicy, announce_refusal
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.wsgi._util import (
@@ -81,13 +80,7 @@ class RateLimitMiddleware:
             return None
         verdict = result if isinstance(result, Deny) else self.policy.conclude(plan, result)
         if isinstance(verdict, Deny):
-            audit.emit(
-                "ratelimit.exceeded" if verdict.status == 429 else "ratelimit.unavailable",
-                verdict.detail,
-                request=request,
-                rule=plan.rule,
-                level=logging.INFO,
-            )
+            announce_refusal(request, plan, verdict)
             return verdict
         return verdict or None
 
