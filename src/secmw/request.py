@@ -48,7 +48,7 @@ class Headers(Mapping[str, str]):
                 fields[key] = [value.decode("latin-1")]
             else:
                 found.append(value.decode("latin-1"))
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._fields = fields
         return headers
 
@@ -166,23 +166,11 @@ class RequestView:
         headers: Headers | None = None,
         scheme: str = "http",
         peer: str | None = None,
+        raw_headers: Iterable[tuple[bytes, bytes]] = (),
+        environ: Mapping[str, Any] | None = None,
     ) -> None:
-        headers = headers if headers is not None else Headers()
-        self._fill(method, scheme, path, query_string, peer, headers, (), None)
-
-    def _fill(
-        self,
-        method: str,
-        scheme: str,
-        path: str,
-        query_string: bytes,
-        peer: str | None,
-        headers: Headers | None,
-        raw_headers: Iterable[tuple[bytes, bytes]],
-        environ: Mapping[str, Any] | None,
-    ) -> None:
-        """Set every attribute (positional: the adapters build a view per request). Headers come
-        parsed, or as an ASGI scope's raw pairs, or from a WSGI environ, decoded on first read."""
+        """Headers come parsed (``headers``), or as an ASGI scope's raw pairs (``raw_headers``),
+        or from a WSGI ``environ``, decoded on first read; none of them: no headers."""
         self.method = method
         self.scheme = scheme
         self.path = path
@@ -290,16 +278,13 @@ class RequestView:
             method, scheme = "WEBSOCKET", scope.get("scheme", "ws")
         else:
             method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
-        view = cls.__new__(cls)
-        view._fill(
+        view = cls(
             method,
-            scheme,
             scope.get("path") or "/",
-            scope.get("query_string", b""),
-            client[0] if client else None,
-            None,
-            scope["headers"],
-            None,
+            query_string=scope.get("query_string", b""),
+            scheme=scheme,
+            peer=client[0] if client else None,
+            raw_headers=scope["headers"],
         )
         scope[ASGI_KEY] = view
         return view
@@ -315,17 +300,14 @@ class RequestView:
         if not path.isascii():
             # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
             path = path.encode("latin-1").decode("utf-8", "replace")
-        view = cls.__new__(cls)
-        view._fill(
+        view = cls(
             # werkzeug upper-cases the method before routing; rules must see what the router sees
             environ.get("REQUEST_METHOD", "GET").upper(),
-            environ.get("wsgi.url_scheme", "http"),
             path,
-            environ.get("QUERY_STRING", "").encode("latin-1"),
-            environ.get("REMOTE_ADDR") or None,
-            None,
-            (),
-            environ,
+            query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            peer=environ.get("REMOTE_ADDR") or None,
+            environ=environ,
         )
         environ[WSGI_KEY] = view
         return view

@@ -18,7 +18,7 @@ Headers = list[tuple[str, str]]
 
 class StartResponse(Protocol):
     def __call__(
-        self, status: str, headers: Headers, exc_info: ExcInfo | None = ..., /
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = None, /
     ) -> Callable[[bytes], object]: ...
 
 
