@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -158,15 +159,14 @@ def test_one_call_answers_as_the_layers_composed_on_redis(redis_url: str, events
         loop.close()
 
 
-@pytest.mark.redis
-def test_the_stack_closes_its_redis_clients(redis_url: str) -> None:
-    """``aclose`` closes the connections of the rate-limit layer and of the throttle."""
+def closes_its_clients(
+    redis_url: str, serve: Callable[[dict[str, Any]], int], close: Callable[[], object]
+) -> None:
+    """A valid and a bad token open the rate limiter's and the throttle's Redis connections;
+    ``close`` closes both (the server counts its clients)."""
     import redis
 
-    limits = {**SECTIONS["rate_limit"], "storage_uri": redis_url}
-    stack = SecurityStack(app, **{**SECTIONS, "rate_limit": limits})
     probe = redis.Redis.from_url(redis_url)
-    loop = asyncio.new_event_loop()
 
     def connected() -> int:
         return int(probe.info("clients")["connected_clients"])
@@ -174,18 +174,36 @@ def test_the_stack_closes_its_redis_clients(redis_url: str) -> None:
     try:
         before = connected()
         token = make_token(scope="read")
-        ok = run(stack, http_scope("/", headers=[("authorization", f"Bearer {token}")]), loop)
-        bad = run(stack, http_scope("/", headers=[("authorization", "Bearer nope")]), loop)
-        assert (ok[0], bad[0]) == (200, 401)
+        ok = serve(http_scope("/", headers=[("authorization", f"Bearer {token}")]))
+        bad = serve(http_scope("/", headers=[("authorization", "Bearer nope")]))
+        assert (ok, bad) == (200, 401)
         assert connected() >= before + 2  # the limiter's client and the throttle's
-        loop.run_until_complete(stack.aclose())
+        close()
         deadline = time.monotonic() + 5
         while connected() > before and time.monotonic() < deadline:
             time.sleep(0.02)  # the server notices closed sockets on its next event loop turn
         assert connected() == before
     finally:
-        loop.close()
         probe.close()
+
+
+def redis_sections(redis_url: str) -> dict[str, Any]:
+    return {**SECTIONS, "rate_limit": {**SECTIONS["rate_limit"], "storage_uri": redis_url}}
+
+
+@pytest.mark.redis
+def test_the_stack_closes_its_redis_clients(redis_url: str) -> None:
+    """``aclose`` closes the connections of the rate-limit layer and of the throttle."""
+    stack = SecurityStack(app, **redis_sections(redis_url))
+    loop = asyncio.new_event_loop()
+    try:
+        closes_its_clients(
+            redis_url,
+            lambda scope: run(stack, scope, loop)[0],
+            lambda: loop.run_until_complete(stack.aclose()),
+        )
+    finally:
+        loop.close()
 
 
 # -- WSGI ---------------------------------------------------------------------------------------
@@ -245,3 +263,10 @@ def test_wsgi_one_call_answers_as_the_layers_composed(headers: str, events: Any)
     assert any(body.endswith(b"|nonce") for body in bodies) is (headers == "nonce")
     expected = {"200", "400", "401", "403", "429", "500" if headers != "off" else ""}
     assert expected <= set(answers)
+
+
+@pytest.mark.redis
+def test_the_wsgi_stack_closes_its_redis_clients(redis_url: str) -> None:
+    """``close`` closes the connections of the rate-limit layer and of the throttle."""
+    stack = WSGIStack(wsgi_app, **redis_sections(redis_url))
+    closes_its_clients(redis_url, lambda scope: int(wsgi_run(stack, scope)[0][:3]), stack.close)

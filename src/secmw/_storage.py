@@ -311,6 +311,7 @@ class RedisWindows:
         self._uri = uri
         self._options = redis_options(settings, uri, asyncio=False)
         self._clustered = scheme_of(uri).endswith("+cluster")
+        self._client: Any = None
         self._script: Any = None
         self._lock = threading.Lock()
 
@@ -323,7 +324,15 @@ class RedisWindows:
                 storage: Any = storage_from_string(self._uri, **self._options)
             except LimitsConfigurationError as exc:
                 raise limits_error(exc) from None
-            self._script = storage.get_connection().register_script(LUA)
+            self._client = storage.get_connection()
+            self._script = self._client.register_script(LUA)
+
+    def close(self) -> None:
+        """Close the client's connections (a later request connects afresh)."""
+        with self._lock:
+            client, self._client, self._script = self._client, None, None
+        if client is not None:
+            client.close()
 
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
         """Run the script; raises on any storage error."""
@@ -389,6 +398,11 @@ class Limiter(Fallback):
             raise
         except Exception as exc:  # the app starts anyway; the policy applies from request one
             self.breaker.failure(exc)
+
+    def close(self) -> None:
+        """Close the Redis client, if any."""
+        if self.remote is not None:
+            self.remote.close()
 
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome | Deny | None:
         """Charge (or only check) ``hits``; see the class docstring for the answers."""

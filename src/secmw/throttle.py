@@ -65,6 +65,10 @@ class FailedAuthThrottle:
         if plan is not None:
             self.limiter.apply(plan.hits)
 
+    def close(self) -> None:
+        """Close the Redis client, if any."""
+        self.limiter.close()
+
 
 class AsyncFailedAuthThrottle:
     """The async :class:`~secmw.auth.base.AsyncFailureThrottle`, for ``secmw.asgi``; same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,10 +21,23 @@ FRAMEWORKS = ["starlette", "flask"]
 
 @contextmanager
 def demo_server(framework: str) -> Iterator[httpx.Client]:
-    app = build(framework)
-    server = uvicorn_server(app) if framework == "starlette" else werkzeug_server(app)
-    with server as base, httpx.Client(base_url=base, timeout=10) as client:
-        yield client
+    """The demo served; its stack's Redis connections closed when the server stops (by the
+    Starlette app's lifespan, by ``close()`` on Flask's ``wsgi_app``)."""
+    app: Any = build(framework)
+    if framework == "starlette":
+        server = uvicorn_server(app, lifespan="on")
+    else:
+        server = werkzeug_server(app)
+    try:
+        with server as base, httpx.Client(base_url=base, timeout=10) as client:
+            yield client
+    finally:
+        if framework == "flask":
+            app.wsgi_app.close()
+
+
+def connected(client: redis.Redis) -> int:
+    return int(client.info("clients")["connected_clients"])
 
 
 def login(client: httpx.Client, user: str, password: str, **extra: str) -> httpx.Response:
@@ -135,12 +149,20 @@ def test_rate_limits_on_redis(
     """SECMW_RATE_LIMIT__STORAGE_URI=redis://... puts the counters in Redis."""
     monkeypatch.setenv("SECMW_RATE_LIMIT__STORAGE_URI", redis_url)
     monkeypatch.setenv("SECMW_RATE_LIMIT__DEFAULT", "2/minute")
-    client_redis = redis.Redis.from_url(redis_url)
-    client_redis.flushall()
-    with demo_server(framework) as client:
-        statuses = [client.get("/me", auth=("bob", "bob-password")).status_code for _ in range(3)]
-        assert statuses == [200, 200, 429]
-    assert client_redis.dbsize() > 0
+    with redis.Redis.from_url(redis_url) as client_redis:
+        client_redis.flushall()
+        before = connected(client_redis)
+        with demo_server(framework) as client:
+            statuses = [
+                client.get("/me", auth=("bob", "bob-password")).status_code for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
+            assert connected(client_redis) > before
+        assert client_redis.dbsize() > 0
+        deadline = time.monotonic() + 5
+        while connected(client_redis) > before and time.monotonic() < deadline:
+            time.sleep(0.02)  # the server notices closed sockets on its next event loop turn
+        assert connected(client_redis) == before  # the demo closed its connections
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -5,6 +5,8 @@ time (``SecurityScopes``, ``Form``).
 """
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastopenapi import Form, Header, Security
@@ -32,7 +34,14 @@ class NewItem(BaseModel):
 def build_app(demo: Demo) -> ASGIApp:
     """The demo ASGI app: routes on a FastOpenAPI router, wrapped in the whole stack."""
     security = SecurityBridge(settings=demo.settings)
-    app = Starlette()
+    stack: dict[str, SecurityStack] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await stack["app"].aclose()  # its Redis connections, on the loop that opened them
+
+    app = Starlette(lifespan=lifespan)
     router = StarletteRouter(app=app, title="secmw demo", version="1")
     describe_security(router, demo.settings)
     Reader = Annotated[Principal, Security(security.principal, scopes=["items:read"])]
@@ -40,7 +49,6 @@ def build_app(demo: Demo) -> ASGIApp:
     Admin = Annotated[Principal, Security(security.principal, scopes=["admin:read"])]
     Anyone = Annotated[Principal, Security(security.principal)]
     BearerHeader = Annotated[str, Header(alias="Authorization")]
-    stack: dict[str, SecurityStack] = {}
 
     @router.get("/health")
     async def health() -> dict[str, str]:

@@ -51,6 +51,10 @@ class RateLimitMiddleware:
         )
         self.limiter = Limiter(self.settings)
 
+    def close(self) -> None:
+        """Close the Redis client (for example when the app shuts down)."""
+        self.limiter.close()
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.settings.enabled:
             return self.app(environ, start_response)

@@ -88,6 +88,14 @@ class SecurityStack:
         metrics: MetricsMiddleware | None = built.get("metrics")
         self._call = serve if metrics is None else MetricsMiddleware(serve, metrics=metrics.metrics)
 
+    def close(self) -> None:
+        """Close the Redis clients of the rate-limit layer and of the failed-authentication
+        throttle (for example when the app shuts down, or at the end of a test)."""
+        if self._rate_limit is not None:
+            self._rate_limit.close()
+        if self.throttle is not None:
+            self.throttle.close()
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         return self._call(environ, start_response)
 
