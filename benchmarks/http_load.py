@@ -40,7 +40,16 @@ ASGI_PARSERS = {"asgi": "h11", "asgi-httptools": "httptools"}
 """uvicorn's HTTP implementations, each its own group of servers: the pure-Python h11 and
 httptools (the C parser ``uvicorn[standard]`` installs), whose response writing costs less
 per header field."""
+COMPILED = "-compiled"
+"""Suffix of a group served from the compiled build: ``asgi-compiled`` is ``asgi`` with the
+``--compiled`` directory first on the server's path (secmw's stacks only; the baseline is the
+bare framework of the group without the suffix, measured in the same rounds)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parser_group(group: str) -> str:
+    """The group a compiled group is served like (``asgi-compiled`` -> ``asgi``)."""
+    return group.removesuffix(COMPILED)
 
 
 def _from_env(variants: Sequence[Variant]) -> Any:
@@ -50,7 +59,13 @@ def _from_env(variants: Sequence[Variant]) -> Any:
 
 
 def asgi_from_env() -> Any:
-    """The ASGI app named by ``BENCH_VARIANT`` (uvicorn ``--factory``)."""
+    """The ASGI app named by ``BENCH_VARIANT`` (uvicorn ``--factory``); with
+    ``BENCH_COMPILED`` set, only when secmw is the compiled build."""
+    if os.environ.get("BENCH_COMPILED"):
+        import secmw.request
+
+        if not (secmw.request.__file__ or "").endswith(".so"):
+            raise RuntimeError(f"secmw is not compiled here ({secmw.request.__file__})")
     return _from_env(inprocess_asgi.VARIANTS)
 
 
@@ -84,16 +99,25 @@ def children(pid: int) -> list[int]:
 class Server:
     """One stack served on a free loopback port by uvicorn (ASGI) or gunicorn (WSGI)."""
 
-    def __init__(self, group: str, variant: Variant, redis_url: str | None) -> None:
+    def __init__(
+        self, group: str, variant: Variant, redis_url: str | None, compiled: Path | None = None
+    ) -> None:
         self.group = group
         self.variant = variant
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, BENCH_VARIANT=variant.key, BENCH_REDIS_URL=redis_url or "")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        if group in ASGI_PARSERS:
-            parser = ASGI_PARSERS[group]
-            self.server = f"uvicorn ({parser})"
+        paths = [str(ROOT), env.get("PYTHONPATH")]
+        built = ""
+        if group.endswith(COMPILED):
+            if compiled is None:
+                raise RuntimeError(f"{group} needs the compiled build's directory")
+            paths.insert(0, str(compiled.resolve()))
+            env["BENCH_COMPILED"], built = "1", ", compiled"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+        if parser_group(group) in ASGI_PARSERS:
+            parser = ASGI_PARSERS[parser_group(group)]
+            self.server = f"uvicorn ({parser}{built})"
             command = [
                 sys.executable, "-m", "uvicorn", "--factory",
                 "benchmarks.http_load:asgi_from_env", "--host", "127.0.0.1",
@@ -295,14 +319,16 @@ def load_generator() -> tuple[str, Callable[[int, float], Load]]:
 # -- the group --------------------------------------------------------------------------------
 
 
-def http_variants() -> list[tuple[str, Variant]]:
+def http_variants(*, compiled: bool = False) -> list[tuple[str, Variant]]:
     """The stacks served over HTTP: (group, variant); ASGI ones once per uvicorn parser
-    (httptools only when it is installed)."""
+    (httptools only when it is installed), and with ``compiled`` secmw's ASGI stacks once more
+    per parser from the compiled build."""
     asgi = [v for v in inprocess_asgi.VARIANTS if v.http]
     groups = ["asgi", *(["asgi-httptools"] if importlib.util.find_spec("httptools") else [])]
-    return [(group, v) for group in groups for v in asgi] + [
-        ("wsgi", v) for v in inprocess_wsgi.VARIANTS if v.http
-    ]
+    served = [(group, v) for group in groups for v in asgi]
+    if compiled:
+        served += [(group + COMPILED, v) for group in groups for v in asgi if v.kind == "secmw"]
+    return served + [("wsgi", v) for v in inprocess_wsgi.VARIANTS if v.http]
 
 
 def run_http(
@@ -312,6 +338,7 @@ def run_http(
     seconds: float,
     redis_url: str | None,
     redis_pid: int | None,
+    compiled: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Serve every candidate, drive them round-robin, summarize; one entry per server."""
@@ -321,7 +348,7 @@ def run_http(
     try:
         for group, variant in candidates:
             key = f"{group}:{variant.key}"
-            server = Server(group, variant, redis_url)
+            server = Server(group, variant, redis_url, compiled)
             entries[key] = {"label": variant.label, "kind": variant.kind, "server": server.server}
             servers[key] = server
         for key, server in list(servers.items()):
@@ -340,9 +367,10 @@ def run_http(
             server.stop()
     for key, samples in runs.items():
         entries[key].update(status="ok", **_summary(samples))
-    bases = dict.fromkeys(ASGI_PARSERS, inprocess_asgi.BASELINE)
-    for group, base in (*bases.items(), ("wsgi", inprocess_wsgi.BASELINE)):
-        _ratios(entries, runs, group, f"{group}:{base}")
+    groups = {group for group, _ in candidates}
+    for group in groups:
+        base = inprocess_wsgi.BASELINE if group == "wsgi" else inprocess_asgi.BASELINE
+        _ratios(entries, runs, group, f"{parser_group(group)}:{base}")
     return {"generator": name, "connections": CONNECTIONS, "seconds": seconds, "results": entries}
 
 
