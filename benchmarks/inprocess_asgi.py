@@ -286,6 +286,29 @@ def _stack(ctx: Context, redis_url: str | None) -> Any:
     return stack(peers.starlette_app(), **secmw_sections(redis_url=redis_url))
 
 
+def starlette_fields(ctx: Context) -> Any:
+    """Bare Starlette answering with the fields the stack adds to its response (the default
+    security headers, the two rate-limit fields), appended as cheaply as an ASGI middleware can:
+    no checks, nothing read from the request. What writing those fields costs the server."""
+    stack = _security_stack("asgi")(raw_app, **secmw_sections())
+    fields = [
+        (b"ratelimit-policy", b'"default";q=1000000;w=60'),
+        (b"ratelimit", b'"default";r=999999;t=60'),
+        *stack._headers.policy.plain_policy_for("/").bytes_block.added[2],  # http, authenticated
+    ]
+    app = peers.starlette_app()
+
+    async def appending(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        async def send_with_fields(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *fields]}
+            await send(message)
+
+        await app(scope, receive, send_with_fields)
+
+    return appending
+
+
 def secmw_stack_memory(ctx: Context) -> Any:
     return _stack(ctx, None)
 
@@ -297,6 +320,14 @@ def secmw_stack_redis(ctx: Context) -> Any:
 VARIANTS: list[Variant] = [
     Variant("raw", "raw ASGI app (floor)", "floor", lambda ctx: raw_app),
     Variant(BASELINE, "bare Starlette", "baseline", lambda ctx: peers.starlette_app(), http=True),
+    Variant(
+        "starlette_fields",
+        "bare Starlette + the stack's response fields, static (no checks)",
+        "floor",
+        starlette_fields,
+        headers=True,
+        http=True,
+    ),
     Variant(
         "starlette_auth",
         "Starlette AuthenticationMiddleware + PyJWT",
