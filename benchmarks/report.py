@@ -291,6 +291,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         if log:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{X}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))  # no "2x10^0" labels
         ax.axvline(1.0, color="black", linewidth=0.8)
         for y, value in enumerate(values):
             ax.text(value, y, f" {value:.2f}{X}", va="center", fontsize=8)
