@@ -123,7 +123,8 @@ def test_asgi_websocket_is_limited_at_connect(
 
 
 def test_asgi_lifespan_passes_through_untouched() -> None:
-    """Lifespan scopes reach the app with the very same callables."""
+    """Lifespan scopes reach the app with the very same callables (memory storage: nothing to
+    close at shutdown)."""
     seen: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from secmw import current_principal, hash_api_key
 from secmw.asgi import SecurityStack
+from secmw.asgi._util import closing_on_shutdown
+from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.context import current_csp_nonce
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.redis_support import free_port
@@ -160,10 +162,14 @@ def test_one_call_answers_as_the_layers_composed_on_redis(redis_url: str, events
 
 
 def closes_its_clients(
-    redis_url: str, serve: Callable[[dict[str, Any]], int], close: Callable[[], object]
+    redis_url: str,
+    serve: Callable[[dict[str, Any]], int],
+    close: Callable[[], object],
+    answers: tuple[int, int] = (200, 401),
+    opened: int = 2,
 ) -> None:
-    """A valid and a bad token open the rate limiter's and the throttle's Redis connections;
-    ``close`` closes both (the server counts its clients)."""
+    """A valid and a bad token open the rate limiter's and the throttle's Redis connections
+    (``opened``); ``close`` closes them (the server counts its clients)."""
     import redis
 
     probe = redis.Redis.from_url(redis_url)
@@ -176,8 +182,8 @@ def closes_its_clients(
         token = make_token(scope="read")
         ok = serve(http_scope("/", headers=[("authorization", f"Bearer {token}")]))
         bad = serve(http_scope("/", headers=[("authorization", "Bearer nope")]))
-        assert (ok, bad) == (200, 401)
-        assert connected() >= before + 2  # the limiter's client and the throttle's
+        assert (ok, bad) == answers
+        assert connected() >= before + opened
         close()
         deadline = time.monotonic() + 5
         while connected() > before and time.monotonic() < deadline:
@@ -185,6 +191,40 @@ def closes_its_clients(
         assert connected() == before
     finally:
         probe.close()
+
+
+def with_lifespan(inner: Any) -> Any:
+    """``inner``, with the lifespan protocol answered as frameworks answer it."""
+
+    async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await inner(scope, receive, send)
+            return
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return lifespan_app
+
+
+async def ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def lifespan_cycle(asgi: Any) -> list[str]:
+    """Start up and shut down ``asgi`` as a server does; the message types it sent back."""
+    incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await asgi({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
 
 
 def redis_sections(redis_url: str) -> dict[str, Any]:
@@ -204,6 +244,58 @@ def test_the_stack_closes_its_redis_clients(redis_url: str) -> None:
         )
     finally:
         loop.close()
+
+
+@pytest.mark.redis
+def test_the_stack_closes_its_redis_clients_when_the_app_shuts_down(redis_url: str) -> None:
+    """No code of the app's: the lifespan shutdown closes them (``add_middleware`` works)."""
+    stack = SecurityStack(with_lifespan(app), **redis_sections(redis_url))
+    loop = asyncio.new_event_loop()
+    shutdown: list[str] = []
+    try:
+        closes_its_clients(
+            redis_url,
+            lambda scope: run(stack, scope, loop)[0],
+            lambda: shutdown.extend(loop.run_until_complete(lifespan_cycle(stack))),
+        )
+    finally:
+        loop.close()
+    assert shutdown == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+@pytest.mark.redis
+def test_the_rate_limit_layer_closes_its_client_when_the_app_shuts_down(redis_url: str) -> None:
+    limits = redis_sections(redis_url)["rate_limit"]
+    limited = RateLimitMiddleware(with_lifespan(ok_app), rate_limit=limits)
+    loop = asyncio.new_event_loop()
+    try:
+        closes_its_clients(
+            redis_url,
+            lambda scope: run(limited, scope, loop)[0],
+            lambda: loop.run_until_complete(lifespan_cycle(limited)),
+            answers=(200, 200),
+            opened=1,
+        )
+    finally:
+        loop.close()
+
+
+def test_a_failed_close_does_not_stop_the_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    """Closing is best effort: the failure is logged by type, the server still hears back."""
+
+    async def close() -> None:
+        raise ConnectionError("redis://user:secret@127.0.0.1:1/0 is gone")
+
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    closing = closing_on_shutdown(send, close)
+    asyncio.run(closing({"type": "lifespan.shutdown.complete"}))
+    assert sent == ["lifespan.shutdown.complete"]
+    assert "closing the Redis connections failed: ConnectionError" in caplog.text
+    assert "secret" not in caplog.text
 
 
 # -- WSGI ---------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ FRAMEWORKS = ["starlette", "flask"]
 
 @contextmanager
 def demo_server(framework: str) -> Iterator[httpx.Client]:
-    """The demo served; its stack's Redis connections closed when the server stops (by the
-    Starlette app's lifespan, by ``close()`` on Flask's ``wsgi_app``)."""
+    """The demo served; its stack's Redis connections closed when the server stops (by the ASGI
+    stack itself when the lifespan shuts down, by ``close()`` on Flask's ``wsgi_app``)."""
     app: Any = build(framework)
     if framework == "starlette":
         server = uvicorn_server(app, lifespan="on")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
 
@@ -20,6 +21,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 T = TypeVar("T")
 
+logger = logging.getLogger("secmw")
+
 POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
 FIELDS_KEY = "secmw.response_fields"
 """Scope key of the fields inner layers want on the response (rate-limit fields): a list the
@@ -27,6 +30,22 @@ security headers layer puts in the scope and merges into ``http.response.start``
 inside it need no send wrapper of their own."""
 CHALLENGES_KEY = "secmw.challenges"
 """Scope key of the ``WWW-Authenticate`` fields the headers layer adds to an app's own 401."""
+
+
+def closing_on_shutdown(send: Send, close: Callable[[], Awaitable[None]]) -> Send:
+    """The ``send`` of a ``lifespan`` scope that runs ``close`` (a layer's Redis clients) once the
+    app reports its shutdown complete: on the loop that served the requests, before the server
+    hears of it. Closing is best effort: a failure is logged (its type only), shutdown goes on."""
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "lifespan.shutdown.complete":
+            try:
+                await close()
+            except Exception as exc:  # the connections die with the process anyway
+                logger.warning("closing the Redis connections failed: %s", type(exc).__name__)
+        await send(message)
+
+    return send_closing
 
 
 async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:

@@ -12,6 +12,7 @@ from secmw.asgi._util import (
     Receive,
     Scope,
     Send,
+    closing_on_shutdown,
     malformed,
     send_deny,
     with_fields,
@@ -28,7 +29,8 @@ class RateLimitMiddleware:
     A request over a limit gets 429 ``application/problem+json`` with ``Retry-After``; every
     response under a limit carries the rate-limit fields (``SECMW_RATE_LIMIT__HEADERS``), added on
     ``http.response.start`` without buffering the body. A websocket over its limit is refused
-    before accept. ``lifespan`` passes through. Place it after the authentication layer so limits
+    before accept. ``lifespan`` passes through; once the app's shutdown completes, the Redis
+    client is closed (:meth:`aclose`). Place it after the authentication layer so limits
     can key on the principal. Redis is reached through ``limits.aio``: nothing blocks the loop.
 
     Args:
@@ -69,6 +71,8 @@ class RateLimitMiddleware:
                 return
             if verdict and scope["type"] == "http":
                 send = with_fields(scope, send, verdict)
+        elif scope["type"] == "lifespan" and self.limiter.remote is not None:
+            send = closing_on_shutdown(send, self.aclose)
         await self.app(scope, receive, send)
 
     async def verdict(self, scope: Scope) -> Deny | list[tuple[bytes, bytes]] | None:
@@ -110,5 +114,5 @@ class RateLimitMiddleware:
         return verdict
 
     async def aclose(self) -> None:
-        """Close the Redis client (for example from a lifespan shutdown handler)."""
+        """Close the Redis client. Done by itself when the app's lifespan shutdown completes."""
         await self.limiter.aclose()

@@ -6,7 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send, send_deny, with_fields
+from secmw.asgi._util import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    closing_on_shutdown,
+    send_deny,
+    with_fields,
+)
 from secmw.asgi.auth import AuthenticationMiddleware, leave
 from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
@@ -40,7 +48,8 @@ class SecurityStack:
     from the same layer objects. Each layer can be switched off with its ``enabled`` setting
     (``SECMW_HEADERS__ENABLED=false``...); the throttle runs with rate limiting. CORS preflights
     are neither authenticated nor rate-limited, so the framework's CORS middleware works inside
-    or outside the stack.
+    or outside the stack. The Redis connections close when the app's lifespan shutdown
+    completes (or with :meth:`aclose`).
 
     Args:
         app: The ASGI app to protect.
@@ -93,10 +102,13 @@ class SecurityStack:
         self._ip: IPFilterMiddleware | None = built.get("ip")
         self._auth: AuthenticationMiddleware | None = built.get("auth")
         self._limiter: RateLimitMiddleware | None = built.get("rate_limit")
+        limiters = [layer.limiter for layer in (self._limiter, throttle) if layer is not None]
+        self._remote = any(limiter.remote is not None for limiter in limiters)
 
     async def aclose(self) -> None:
         """Close the Redis clients of the rate-limit layer and of the failed-authentication
-        throttle (for example from a lifespan shutdown handler)."""
+        throttle. Done by itself when the app's lifespan shutdown completes (the server must run
+        the lifespan: uvicorn's default ``--lifespan auto`` does for Starlette and FastAPI)."""
         if self._limiter is not None:
             await self._limiter.aclose()
         if self.throttle is not None:
@@ -104,6 +116,8 @@ class SecurityStack:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._fused or scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._remote:
+                send = closing_on_shutdown(send, self.aclose)
             await self._entry(scope, receive, send)
         elif self._headers is not None:
             await self._headers.around(self._layers, scope, receive, send)

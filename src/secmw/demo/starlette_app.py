@@ -5,8 +5,6 @@ time (``SecurityScopes``, ``Form``).
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastopenapi import Form, Header, Security
@@ -35,13 +33,7 @@ def build_app(demo: Demo) -> ASGIApp:
     """The demo ASGI app: routes on a FastOpenAPI router, wrapped in the whole stack."""
     security = SecurityBridge(settings=demo.settings)
     stack: dict[str, SecurityStack] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await stack["app"].aclose()  # its Redis connections, on the loop that opened them
-
-    app = Starlette(lifespan=lifespan)
+    app = Starlette()  # the stack closes its Redis connections when the lifespan shuts down
     router = StarletteRouter(app=app, title="secmw demo", version="1")
     describe_security(router, demo.settings)
     Reader = Annotated[Principal, Security(security.principal, scopes=["items:read"])]
