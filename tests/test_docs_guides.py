@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ NEEDLES = {
         "keywords": "def status(",
         "separate": "RateLimitMiddleware(",
         "flask-cors": "from flask_cors import CORS",
+        "close": "atexit.register(app.wsgi_app.close)",
     },
 }
 
@@ -271,6 +273,39 @@ def test_flask_separate_middlewares(monkeypatch: pytest.MonkeyPatch) -> None:
     assert anonymous.json() == {"id": "", "authenticated": False}
     assert me.headers["ratelimit-policy"] == '"default";q=100;w=60'
     assert (outsider.status_code, outsider.headers["x-frame-options"]) == (403, "DENY")
+
+
+@pytest.mark.redis
+def test_flask_close_at_exit(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+    """The stack on Redis: requests open its connections, ``close()`` (registered with atexit)
+    closes them, and the next request connects afresh."""
+    import atexit
+
+    import redis
+
+    registered: list[Any] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    app = load(FLASK, "close", monkeypatch, SECMW_RATE_LIMIT__STORAGE_URI=redis_url)
+    assert registered == [app.wsgi_app.close]
+    with redis.Redis.from_url(redis_url) as probe:
+
+        def connected() -> int:
+            return int(probe.info("clients")["connected_clients"])
+
+        before = connected()
+        ok, refused = wsgi_get(
+            app, ("GET", "/health", {}), ("GET", "/health", bearer(secret="x" * 40))
+        )
+        assert (ok.status_code, refused.status_code) == (200, 401)
+        assert connected() >= before + 2  # the rate limiter's client and the throttle's
+        registered[0]()
+        deadline = time.monotonic() + 5
+        while connected() > before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert connected() == before
+        (again,) = wsgi_get(app, ("GET", "/health", {}))
+        assert again.status_code == 200
+        app.wsgi_app.close()
 
 
 def test_flask_cors(monkeypatch: pytest.MonkeyPatch) -> None:
