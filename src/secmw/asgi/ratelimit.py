@@ -83,14 +83,14 @@ class RateLimitMiddleware:
         if rejection is not None:
             return rejection
         verdict = self.decide(request)
-        if isinstance(verdict, Plan):  # a remote storage: its answer is awaited
-            verdict = self.judge(request, verdict, await self.limiter.apply(verdict.hits))
+        if isinstance(verdict, Plan):
+            verdict = await self.settle(request, verdict)
         return verdict
 
     def decide(self, request: RequestView) -> Deny | list[tuple[bytes, bytes]] | Plan | None:
         """:meth:`verdict` for a request already checked for malformation, without a coroutine:
-        the verdict itself when the storage is in memory, else the :class:`Plan` whose storage
-        answer :meth:`judge` turns into the verdict."""
+        the verdict itself when the storage is in memory, else the :class:`Plan` that
+        :meth:`settle` asks the storage about."""
         plan = self.policy.plan(request)
         if plan is None:
             return None
@@ -101,6 +101,12 @@ class RateLimitMiddleware:
         if memory is None:
             return plan
         return self.judge(request, plan, memory.apply(plan.hits))
+
+    async def settle(
+        self, request: RequestView, plan: Plan
+    ) -> Deny | list[tuple[bytes, bytes]] | None:
+        """The verdict for a :class:`Plan` that :meth:`decide` left to the remote storage."""
+        return self.judge(request, plan, await self.limiter.apply(plan.hits))
 
     def judge(
         self, request: RequestView, plan: Plan, result: Outcome | Deny | None

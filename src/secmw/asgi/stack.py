@@ -155,7 +155,7 @@ class SecurityStack:
                 else:
                     decided = limiter.decide(request)
                     verdict = (
-                        limiter.judge(request, decided, await limiter.limiter.apply(decided.hits))
+                        await limiter.settle(request, decided)
                         if isinstance(decided, Plan)
                         else decided
                     )
