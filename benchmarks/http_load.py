@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import inprocess_asgi, inprocess_wsgi
-from benchmarks.common import TOKEN, Context, Variant, build, free_port
+from benchmarks.common import TOKEN, Context, Variant, build, free_port, secmw_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 4
@@ -61,11 +61,8 @@ def _from_env(variants: Sequence[Variant]) -> Any:
 def asgi_from_env() -> Any:
     """The ASGI app named by ``BENCH_VARIANT`` (uvicorn ``--factory``); with
     ``BENCH_COMPILED`` set, only when secmw is the compiled build."""
-    if os.environ.get("BENCH_COMPILED"):
-        import secmw.request
-
-        if not (secmw.request.__file__ or "").endswith(".so"):
-            raise RuntimeError(f"secmw is not compiled here ({secmw.request.__file__})")
+    if os.environ.get("BENCH_COMPILED") and not secmw_compiled():
+        raise RuntimeError("BENCH_COMPILED is set, but secmw is not the compiled build here")
     return _from_env(inprocess_asgi.VARIANTS)
 
 

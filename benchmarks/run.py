@@ -36,6 +36,7 @@ from benchmarks.common import (
     prepare,
     redis_server,
     run_group,
+    secmw_compiled,
 )
 
 SECTIONS = ("asgi", "wsgi", "http")
@@ -197,10 +198,8 @@ def _has_build(directory: Path) -> bool:
 def compiled_child(group: str, preset: dict[str, Any]) -> int:
     """Measure the baseline and secmw's memory-storage stacks of ``group``; print the section
     as JSON. Refuses to run on a pure-Python secmw."""
-    import secmw.request
-
-    if not secmw.request.__file__ or not secmw.request.__file__.endswith(".so"):
-        log(f"secmw.request is not compiled here ({secmw.request.__file__})")
+    if not secmw_compiled():
+        log("secmw is not the compiled build here")
         return 1
     module: Any = IN_PROCESS[group]
     variants = [v for v in module.VARIANTS if v.kind != "peer" and not v.redis]
