@@ -175,3 +175,17 @@ def _cluster_ok(node: RedisServer) -> bool:
         info = client.execute_command("CLUSTER", "INFO")
     text = info.decode() if isinstance(info, bytes) else str(info)
     return "cluster_state:ok" in text
+
+
+def connected_clients(client: redis.Redis) -> int:
+    """How many clients the server behind ``client`` has connected (``client`` included)."""
+    return int(client.info("clients")["connected_clients"])
+
+
+def clients_after_closing(client: redis.Redis, expected: int, timeout: float = 5.0) -> int:
+    """``connected_clients`` once it is down to ``expected`` or ``timeout`` has passed: the
+    server notices closed sockets on its next event loop turn, not at once."""
+    deadline = time.monotonic() + timeout
+    while (count := connected_clients(client)) > expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return count

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from secmw.errors import ConfigurationError
+from tests.redis_support import clients_after_closing, connected_clients
 from tests.support import Recorder, http_scope, make_token
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -288,21 +288,14 @@ def test_flask_close_at_exit(monkeypatch: pytest.MonkeyPatch, redis_url: str) ->
     app = load(FLASK, "close", monkeypatch, SECMW_RATE_LIMIT__STORAGE_URI=redis_url)
     assert registered == [app.wsgi_app.close]
     with redis.Redis.from_url(redis_url) as probe:
-
-        def connected() -> int:
-            return int(probe.info("clients")["connected_clients"])
-
-        before = connected()
+        before = connected_clients(probe)
         ok, refused = wsgi_get(
             app, ("GET", "/health", {}), ("GET", "/health", bearer(secret="x" * 40))
         )
         assert (ok.status_code, refused.status_code) == (200, 401)
-        assert connected() >= before + 2  # the rate limiter's client and the throttle's
+        assert connected_clients(probe) >= before + 2  # the rate limiter's and the throttle's
         registered[0]()
-        deadline = time.monotonic() + 5
-        while connected() > before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert connected() == before
+        assert clients_after_closing(probe, before) == before
         (again,) = wsgi_get(app, ("GET", "/health", {}))
         assert again.status_code == 200
         app.wsgi_app.close()
