@@ -331,6 +331,71 @@ def test_async_redis_is_exact_under_concurrency(flushed: str) -> None:
 
 
 @pytest.mark.redis
+def test_async_redis_reloads_a_flushed_script_and_counts_on(flushed: str) -> None:
+    """After ``SCRIPT FLUSH`` (what a restarted or failed-over Redis looks like), the next call
+    loads the script again and counts on in Redis: no failure, no fallback to memory, one
+    ``EVALSHA`` per call otherwise."""
+    settings = RateLimitSettings(storage_uri=flushed, default="10/hour", command_timeout=5)
+    hits = hits_for(settings)
+
+    async def run() -> list[Any]:
+        limiter = AsyncLimiter(settings)
+        answers = [await limiter.apply(hits)]
+        before = evalsha_calls(flushed)
+        answers += [await limiter.apply(hits) for _ in range(3)]
+        assert evalsha_calls(flushed) - before == 3
+        with redis.Redis.from_url(flushed) as admin:
+            admin.script_flush()
+        answers += [await limiter.apply(hits) for _ in range(2)]
+        assert not limiter.breaker.is_open
+        await limiter.aclose()
+        return answers
+
+    answers = asyncio.run(run())
+    assert all(isinstance(a, Outcome) and a.admitted for a in answers)
+    assert [a.states[0][0] for a in answers] == [1, 2, 3, 4, 5, 6]  # memory would restart at 1
+
+
+@pytest.mark.redis
+def test_async_deadline_mid_reply_leaves_no_stale_reply(
+    redis_process: RedisServer, events: list[Any]
+) -> None:
+    """A call the deadline cuts off while Redis is paused fails (memory answers meanwhile), and
+    its reply is never read as the answer to a later call: once Redis is back, a look without
+    charging and a charge see their own counts, and the last one is what Redis holds."""
+    clock = Clock()
+    settings = RateLimitSettings(
+        storage_uri=redis_process.start().url,
+        default="10/hour",
+        connect_timeout=0.1,
+        command_timeout=0.1,
+    )
+    hits = hits_for(settings)
+
+    async def run() -> list[Any]:
+        limiter = AsyncLimiter(settings, clock=clock)
+        answers = [await limiter.apply(hits) for _ in range(2)]
+        with redis_process.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+        answers.append(await limiter.apply(hits))  # cut off at 0.2 s: memory answers
+        assert limiter.breaker.is_open
+        await asyncio.sleep(0.6)  # the pause is over
+        clock.now += settings.breaker_pause
+        answers += [await limiter.apply(hits, charging=False), await limiter.apply(hits)]
+        await limiter.aclose()
+        return answers
+
+    answers = asyncio.run(run())
+    counts = [a.states[0][0] for a in answers]
+    assert counts[:3] == [1, 2, 1]  # Redis, Redis, memory
+    looked, charged = counts[3:]
+    assert charged == looked + 1
+    with redis_process.client() as admin:
+        assert admin.llen(hits[0].key) == charged  # a moving window: one entry per unit
+    assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
+
+
+@pytest.mark.redis
 def test_sync_recovers_after_redis_returns(redis_process: RedisServer, events: list[Any]) -> None:
     """Down at startup, memory meanwhile, back on Redis after the pause; one event each way."""
     clock = Clock()

@@ -16,6 +16,7 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
+from secmw._memo import remember
 from secmw._ratewindow import LimitHit, Outcome, Strategy
 from secmw._storage import (
     LUA,
@@ -32,12 +33,19 @@ from secmw.problems import Deny
 from secmw.ratelimit import RateLimitSettings
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
+_PACKED_CAP = 1024  # packed script calls remembered (one per distinct set of keys and limits)
 
 
 class AsyncRedisWindows:
     """Rate-limit windows in Redis through ``limits.aio``; one script call per request (per
     identity in a cluster, concurrently). The client is built lazily on the running loop and
-    rebuilt if the loop changes (a client's connections belong to one loop)."""
+    rebuilt if the loop changes (a client's connections belong to one loop).
+
+    With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
+    connection of the client's pool, packed once per distinct call. redis-py's command layer
+    (retries, which are off here) and its per-command timeouts (which ``apply``'s deadline
+    replaces) cost a fifth of the rate limiter's CPU on Redis: 131 against 107 µs per request,
+    measured in process. Cluster and valkey clients go through the library's ``Script`` object."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         import limits.aio.storage  # noqa: F401  (registers the async+ schemes)
@@ -47,9 +55,17 @@ class AsyncRedisWindows:
         self._uri = "async+" + uri
         self._options = redis_options(settings, uri, asyncio=True)
         self._clustered = scheme_of(uri).endswith("+cluster")
+        if not self._clustered:
+            # ``apply`` bounds every call with one deadline; redis-py's own command timeout would
+            # add a task (``wait_for``) and two timers per command (about 10 µs of CPU).
+            # The cluster client keeps it: its slot-map read runs in a task outside the deadline.
+            self._options["socket_timeout"] = None
         self._deadline = settings.connect_timeout + settings.command_timeout
         self._client: Any = None
         self._script: Any = None
+        self._pool: Any = None  # the plain client's connection pool, else None
+        self._no_script: type[Exception] = Exception  # redis-py's NoScriptError, once connected
+        self._packed: dict[tuple[Any, ...], list[bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[Any] | None = None
         self.check()
@@ -65,9 +81,15 @@ class AsyncRedisWindows:
         return storage_from_string(self._uri, **self._options)
 
     def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        import redis.asyncio  # the redis extra: imported only when a Redis URI is configured
+        import redis.exceptions
+
         storage: Any = self._build()
         self._client = storage.bridge.get_connection()
         self._script = self._client.register_script(LUA)
+        plain = isinstance(self._client, redis.asyncio.Redis)  # not a cluster, nor valkey's fork
+        self._pool = self._client.connection_pool if plain else None
+        self._no_script = redis.exceptions.NoScriptError
         self._loop = loop
         # A cluster client reads the slot map on first use; requests racing that first read lose
         # connections under it (redis-py asyncio), so every call waits for one explicit read.
@@ -100,11 +122,36 @@ class AsyncRedisWindows:
 
     async def _call(self, group: list[LimitHit], charging: bool) -> Outcome:
         keys, args = script_call(self.strategy, group, charging)
-        return parse_reply(self.strategy, group, await self._script(keys, args))
+        if self._pool is None:
+            reply = await self._script(keys, args)
+        else:
+            reply = await self._evalsha(self._pool, keys, args)
+        return parse_reply(self.strategy, group, reply)
+
+    async def _evalsha(self, pool: Any, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
+        a connection an error or a cancellation leaves mid-command). NOSCRIPT, after a Redis
+        restart or failover, is left to ``Script``, which loads the script and runs it again."""
+        call = (*keys, *args)
+        connection = await pool.get_connection()
+        try:
+            packed = self._packed.get(call)
+            if packed is None:
+                command = connection.pack_command("EVALSHA", self._script.sha, len(keys), *call)
+                packed = remember(self._packed, _PACKED_CAP, call, command)
+            await connection.send_packed_command(packed, check_health=False)
+            try:
+                return await connection.read_response()
+            except self._no_script:
+                pass
+        finally:
+            await pool.release(connection)
+        return await self._script(keys, args)
 
     async def aclose(self) -> None:
         """Close the client's connections (call on the loop that used them)."""
         client, self._client, self._script, self._loop = self._client, None, None, None
+        self._pool = None
         ready, self._ready = self._ready, None
         if ready is not None and not ready.done():
             ready.cancel()

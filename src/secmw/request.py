@@ -161,16 +161,17 @@ class RequestView:
         self,
         method: str,
         path: str,
-        *,
         query_string: bytes = b"",
-        headers: Headers | None = None,
         scheme: str = "http",
         peer: str | None = None,
         raw_headers: Iterable[tuple[bytes, bytes]] = (),
         environ: Mapping[str, Any] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Headers come parsed (``headers``), or as an ASGI scope's raw pairs (``raw_headers``),
-        or from a WSGI ``environ``, decoded on first read; none of them: no headers."""
+        or from a WSGI ``environ``, decoded on first read; none of them: no headers. (The
+        arguments may be passed by position: the per-request constructors do, as that is the
+        cheaper call.)"""
         self.method = method
         self.scheme = scheme
         self.path = path
@@ -281,10 +282,10 @@ class RequestView:
         view = cls(
             method,
             scope.get("path") or "/",
-            query_string=scope.get("query_string", b""),
-            scheme=scheme,
-            peer=client[0] if client else None,
-            raw_headers=scope["headers"],
+            scope.get("query_string", b""),
+            scheme,
+            client[0] if client else None,
+            scope["headers"],
         )
         scope[ASGI_KEY] = view
         return view
@@ -304,10 +305,11 @@ class RequestView:
             # werkzeug upper-cases the method before routing; rules must see what the router sees
             environ.get("REQUEST_METHOD", "GET").upper(),
             path,
-            query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
-            scheme=environ.get("wsgi.url_scheme", "http"),
-            peer=environ.get("REMOTE_ADDR") or None,
-            environ=environ,
+            environ.get("QUERY_STRING", "").encode("latin-1"),
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("REMOTE_ADDR") or None,
+            (),
+            environ,
         )
         environ[WSGI_KEY] = view
         return view
