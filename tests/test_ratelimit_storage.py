@@ -330,37 +330,55 @@ def test_async_redis_is_exact_under_concurrency(flushed: str) -> None:
     assert sum(isinstance(a, Outcome) and a.admitted for a in answers) == 20
 
 
+class Calls:
+    """``Limiter.apply`` or ``AsyncLimiter.apply``, called alike (the async one on one loop, as
+    its client's connections belong to one loop)."""
+
+    def __init__(self, kind: str, settings: RateLimitSettings, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop() if kind == "async" else None
+        self.limiter = (AsyncLimiter if self.loop else Limiter)(settings, **options)
+
+    def apply(self, hits: Any, charging: bool = True) -> Any:
+        result = self.limiter.apply(hits, charging=charging)
+        return self.loop.run_until_complete(result) if self.loop else result
+
+    def close(self) -> None:
+        if isinstance(self.limiter, AsyncLimiter):
+            assert self.loop is not None
+            self.loop.run_until_complete(self.limiter.aclose())
+            self.loop.close()
+        else:
+            self.limiter.close()
+
+
 @pytest.mark.redis
-def test_async_redis_reloads_a_flushed_script_and_counts_on(flushed: str) -> None:
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_redis_reloads_a_flushed_script_and_counts_on(flushed: str, kind: str) -> None:
     """After ``SCRIPT FLUSH`` (what a restarted or failed-over Redis looks like), the next call
     loads the script again and counts on in Redis: no failure, no fallback to memory, one
     ``EVALSHA`` per call otherwise."""
     settings = RateLimitSettings(storage_uri=flushed, default="10/hour", command_timeout=5)
     hits = hits_for(settings)
-
-    async def run() -> list[Any]:
-        limiter = AsyncLimiter(settings)
-        answers = [await limiter.apply(hits)]
-        before = evalsha_calls(flushed)
-        answers += [await limiter.apply(hits) for _ in range(3)]
-        assert evalsha_calls(flushed) - before == 3
-        with redis.Redis.from_url(flushed) as admin:
-            admin.script_flush()
-        answers += [await limiter.apply(hits) for _ in range(2)]
-        assert not limiter.breaker.is_open
-        await limiter.aclose()
-        return answers
-
-    answers = asyncio.run(run())
+    calls = Calls(kind, settings)
+    answers = [calls.apply(hits)]
+    before = evalsha_calls(flushed)
+    answers += [calls.apply(hits) for _ in range(3)]
+    assert evalsha_calls(flushed) - before == 3
+    with redis.Redis.from_url(flushed) as admin:
+        admin.script_flush()
+    answers += [calls.apply(hits) for _ in range(2)]
+    assert not calls.limiter.breaker.is_open
+    calls.close()
     assert all(isinstance(a, Outcome) and a.admitted for a in answers)
     assert [a.states[0][0] for a in answers] == [1, 2, 3, 4, 5, 6]  # memory would restart at 1
 
 
 @pytest.mark.redis
-def test_async_deadline_mid_reply_leaves_no_stale_reply(
-    redis_process: RedisServer, events: list[Any]
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_timeout_mid_reply_leaves_no_stale_reply(
+    redis_process: RedisServer, events: list[Any], kind: str
 ) -> None:
-    """A call the deadline cuts off while Redis is paused fails (memory answers meanwhile), and
+    """A call the timeout cuts off while Redis is paused fails (memory answers meanwhile), and
     its reply is never read as the answer to a later call: once Redis is back, a look without
     charging and a charge see their own counts, and the last one is what Redis holds."""
     clock = Clock()
@@ -371,21 +389,16 @@ def test_async_deadline_mid_reply_leaves_no_stale_reply(
         command_timeout=0.1,
     )
     hits = hits_for(settings)
-
-    async def run() -> list[Any]:
-        limiter = AsyncLimiter(settings, clock=clock)
-        answers = [await limiter.apply(hits) for _ in range(2)]
-        with redis_process.client() as admin:
-            admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
-        answers.append(await limiter.apply(hits))  # cut off at 0.2 s: memory answers
-        assert limiter.breaker.is_open
-        await asyncio.sleep(0.6)  # the pause is over
-        clock.now += settings.breaker_pause
-        answers += [await limiter.apply(hits, charging=False), await limiter.apply(hits)]
-        await limiter.aclose()
-        return answers
-
-    answers = asyncio.run(run())
+    calls = Calls(kind, settings, clock=clock)
+    answers = [calls.apply(hits) for _ in range(2)]
+    with redis_process.client() as admin:
+        admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+    answers.append(calls.apply(hits))  # cut off: memory answers
+    assert calls.limiter.breaker.is_open
+    time.sleep(0.6)  # the pause is over
+    clock.now += settings.breaker_pause
+    answers += [calls.apply(hits, charging=False), calls.apply(hits)]
+    calls.close()
     counts = [a.states[0][0] for a in answers]
     assert counts[:3] == [1, 2, 1]  # Redis, Redis, memory
     looked, charged = counts[3:]

@@ -16,7 +16,6 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
-from secmw._memo import remember
 from secmw._ratewindow import LimitHit, Outcome, Strategy
 from secmw._storage import (
     LUA,
@@ -24,6 +23,7 @@ from secmw._storage import (
     groups,
     limits_error,
     merge,
+    packed_call,
     parse_reply,
     redis_options,
     scheme_of,
@@ -33,7 +33,6 @@ from secmw.problems import Deny
 from secmw.ratelimit import RateLimitSettings
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
-_PACKED_CAP = 1024  # packed script calls remembered (one per distinct set of keys and limits)
 
 
 class AsyncRedisWindows:
@@ -42,10 +41,11 @@ class AsyncRedisWindows:
     rebuilt if the loop changes (a client's connections belong to one loop).
 
     With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
-    connection of the client's pool, packed once per distinct call. redis-py's command layer
-    (retries, which are off here) and its per-command timeouts (which ``apply``'s deadline
-    replaces) cost a fifth of the rate limiter's CPU on Redis: 131 against 107 µs per request,
-    measured in process. Cluster and valkey clients go through the library's ``Script`` object."""
+    connection of the client's pool, packed once per distinct call (``packed_call``). redis-py's
+    command layer (retries, which are off here) and its per-command timeouts (which ``apply``'s
+    deadline replaces) cost a fifth of the rate limiter's CPU on Redis: 131 against 107 µs per
+    request, measured in process. Cluster and valkey clients go through the library's
+    ``Script`` object."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         import limits.aio.storage  # noqa: F401  (registers the async+ schemes)
@@ -132,13 +132,9 @@ class AsyncRedisWindows:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
         a connection an error or a cancellation leaves mid-command). NOSCRIPT, after a Redis
         restart or failover, is left to ``Script``, which loads the script and runs it again."""
-        call = (*keys, *args)
         connection = await pool.get_connection()
         try:
-            packed = self._packed.get(call)
-            if packed is None:
-                command = connection.pack_command("EVALSHA", self._script.sha, len(keys), *call)
-                packed = remember(self._packed, _PACKED_CAP, call, command)
+            packed = packed_call(self._packed, connection, self._script.sha, keys, args)
             await connection.send_packed_command(packed, check_health=False)
             try:
                 return await connection.read_response()
