@@ -1,4 +1,4 @@
-"""How low can a pure-Python stack go? Two measurements beside the ``SecurityStack`` figure.
+"""How low can a pure-Python stack go? Three measurements beside the ``SecurityStack`` figure.
 
 Run: ``.venv/bin/python -m benchmarks.floor`` (about 20 s). In process, as ``inprocess_asgi``
 measures (``await app(scope, receive, send)``, GET with an HS256 bearer token):
@@ -14,9 +14,15 @@ measures (``await app(scope, receive, send)``, GET with an HS256 bearer token):
   and predictors; together they evict each other's. When the sequence costs what the nested
   stack costs, the stack's measured cost above Starlette is its own cost alone plus what two
   bodies of code cost each other, which no change in how the layers are glued removes.
+- **cold caches**: bare Starlette and the stack with 2 MiB written between two requests (not
+  timed), as a server's own work (parsing, the event loop, the socket) does: what the same code
+  costs when its data is no longer in the CPU's caches, as it is not over HTTP.
 
-Figures are medians of interleaved repeats, in µs per request and as ratios to bare Starlette;
-written to ``benchmarks/results/floor.json``.
+The interference measurement is repeated on WSGI: bare Flask, the WSGI ``SecurityStack``
+wrapping ``app.wsgi_app``, and Flask then the stack around a bare WSGI app, in sequence.
+
+Figures are medians of interleaved repeats, in µs per request and as ratios to the bare
+framework; written to ``benchmarks/results/floor.json``.
 """
 
 from __future__ import annotations
@@ -27,18 +33,20 @@ import logging
 import platform
 import statistics
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks import peers
 from benchmarks.common import CLIENT
 from benchmarks.inprocess_asgi import _drop, _receive, http_scope, raw_app, secmw_sections
+from benchmarks.inprocess_wsgi import WSGIBench, _close
 from benchmarks.report import X
 
 RESULTS = Path(__file__).resolve().parent / "results" / "floor.json"
 REPEATS = 15
 BATCH = 3000
+COLD_BYTES = 2 << 20  # more than this machine's 1 MiB L2 per core
 
 
 class Floor:
@@ -132,15 +140,31 @@ def measure(repeats: int = REPEATS, batch: int = BATCH) -> dict[str, float]:
             await stack_raw(copy(), _receive, _drop)
         return (time.perf_counter() - started) / batch * 1e6
 
+    junk = bytearray(COLD_BYTES)
+    lines = bytes(len(junk[::64]))
+
+    async def cold(app: Any) -> float:
+        """Per request, with every 64-byte line of ``COLD_BYTES`` written first (untimed), as a
+        server's own work between two requests pushes the app's data out of the caches."""
+        spent = 0.0
+        for _ in range(batch):
+            junk[::64] = lines
+            started = time.perf_counter()
+            await app(copy(), _receive, _drop)
+            spent += time.perf_counter() - started
+        return spent / batch * 1e6
+
     async def run() -> dict[str, list[float]]:
         samples: dict[str, list[float]] = {}
-        variants = {
+        variants: dict[str, Callable[[], Awaitable[float]]] = {
             "raw": lambda: one(raw_app),
             "starlette": lambda: one(starlette),
             "stack": lambda: one(stack),
             "floor": lambda: one(floor),
             "stack_raw": lambda: one(stack_raw),
             "sequence": sequence,
+            "starlette_cold": lambda: cold(starlette),
+            "stack_cold": lambda: cold(stack),
         }
         for variant in variants.values():  # warm every cache and memo first
             await variant()
@@ -152,17 +176,79 @@ def measure(repeats: int = REPEATS, batch: int = BATCH) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in asyncio.run(run()).items()}
 
 
+def raw_wsgi(environ: Any, start_response: Any) -> list[bytes]:
+    """The WSGI floor: a bare callable answering ``ok``."""
+    start_response(
+        "200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "2")]
+    )
+    return [b"ok"]
+
+
+def measure_wsgi(repeats: int = REPEATS, batch: int = BATCH) -> dict[str, float]:
+    """Median µs per request of bare Flask, the stack around it, the stack around a bare WSGI
+    app, and Flask then that stack in sequence, interleaved."""
+    from secmw.wsgi import SecurityStack
+
+    sections = secmw_sections()
+    flask = peers.flask_app()
+    stacked = peers.flask_app()
+    stacked.wsgi_app = SecurityStack(stacked.wsgi_app, **sections)
+    stack_raw = SecurityStack(raw_wsgi, **sections)
+    bench = WSGIBench()
+
+    def flask_then_stack(env: dict[str, Any], start_response: Any) -> Any:
+        result = flask(dict(env), start_response)  # each app gets its own environ, as nested
+        for _chunk in result:
+            pass
+        _close(result)
+        return stack_raw(env, start_response)
+
+    def one(app: Any) -> float:
+        return bench.runner(app)(batch) / batch * 1e6
+
+    variants = {
+        "raw": lambda: one(raw_wsgi),
+        "flask": lambda: one(flask),
+        "stack": lambda: one(stacked),
+        "stack_raw": lambda: one(stack_raw),
+        "sequence": lambda: one(flask_then_stack),
+    }
+    return _interleaved(variants, repeats)
+
+
+def _interleaved(variants: dict[str, Any], repeats: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {}
+    for variant in variants.values():  # warm every cache and memo first
+        variant()
+    for _ in range(repeats):
+        for name, variant in variants.items():
+            samples.setdefault(name, []).append(variant())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _rows(us: dict[str, float], base: str, framework: str) -> list[tuple[str, float]]:
+    """The interference rows: the framework, the stack around it, the two in sequence, the two
+    timed alone and added (the bare app's own cost counted once)."""
+    return [
+        (f"bare {framework}", us[base]),
+        (f"SecurityStack around {framework} (the benchmark's figure)", us["stack"]),
+        (f"{framework}, then SecurityStack around a bare app, in sequence", us["sequence"]),
+        ("the same two, each timed alone, added", us[base] + us["stack_raw"] - us["raw"]),
+    ]
+
+
 def main() -> None:
     logging.getLogger("secmw").setLevel(logging.ERROR)
-    us = measure()
-    base = us["starlette"]
-    alone = us["starlette"] + us["stack_raw"] - us["raw"]
-    rows = [
-        ("bare Starlette", us["starlette"]),
-        ("SecurityStack around Starlette (the benchmark's figure)", us["stack"]),
-        ("floor around Starlette: the same work, no generality", us["floor"]),
-        ("Starlette, then SecurityStack around a bare app, in sequence", us["sequence"]),
-        ("the same two, each timed alone, added", alone),
+    us, wsgi_us = measure(), measure_wsgi()
+    rows = _rows(us, "starlette", "Starlette")
+    rows.insert(2, ("floor around Starlette: the same work, no generality", us["floor"]))
+    rows += [
+        ("bare Starlette, caches cold (2 MiB written between requests)", us["starlette_cold"]),
+        ("SecurityStack around Starlette, caches cold", us["stack_cold"]),
+    ]
+    tables = [
+        ("Starlette", us["starlette"], rows),
+        ("Flask", wsgi_us["flask"], _rows(wsgi_us, "flask", "Flask")),
     ]
     report = {
         "benchmark": "floor",
@@ -171,18 +257,22 @@ def main() -> None:
         "repeats": REPEATS,
         "statistic": "median of interleaved repeats, microseconds per request",
         "us": {name: round(value, 2) for name, value in us.items()},
+        "wsgi_us": {name: round(value, 2) for name, value in wsgi_us.items()},
         "rows": [
             {"variant": label, "us": round(value, 2), "ratio": round(value / base, 2)}
-            for label, value in rows
+            for _, base, table in tables
+            for label, value in table
         ],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"| variant | µs/request | {X} bare Starlette |")
-    print("|---|---:|---:|")
-    for label, value in rows:
-        print(f"| {label} | {value:.1f} | {value / base:.2f}{X} |")
-    print(f"\nwritten to {RESULTS}")
+    for framework, base, table in tables:
+        print(f"| variant | µs/request | {X} bare {framework} |")
+        print("|---|---:|---:|")
+        for label, value in table:
+            print(f"| {label} | {value:.1f} | {value / base:.2f}{X} |")
+        print()
+    print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def test_each_uvicorn_parser_serves_a_group_of_its_own() -> None:
 
 def test_the_floor_does_the_stacks_work_on_the_benchmark_request() -> None:
     """The floor answers the benchmark's request as the stack does: same status, same response
-    fields (so its figure is the same work without the generality), and its run yields a figure
-    for every variant."""
+    fields (so its figure is the same work without the generality), and its runs (ASGI, and the
+    WSGI interference measurement) yield a figure for every variant."""
     from benchmarks import floor
 
     from secmw.asgi import SecurityStack
@@ -224,7 +224,14 @@ def test_the_floor_does_the_stacks_work_on_the_benchmark_request() -> None:
     assert sorted(theirs.headers) == sorted(ours.headers)
     assert theirs.headers["ratelimit-policy"] == ours.headers["ratelimit-policy"]
     figures = floor.measure(repeats=1, batch=3)
-    assert set(figures) == {"raw", "starlette", "stack", "floor", "stack_raw", "sequence"}
+    assert set(figures) == {
+        *("raw", "starlette", "stack", "floor", "stack_raw", "sequence"),
+        *("starlette_cold", "stack_cold"),
+    }
+    assert all(value > 0 for value in figures.values())
+    wsgi = floor.measure_wsgi(repeats=1, batch=3)
+    assert set(wsgi) == {"raw", "flask", "stack", "stack_raw", "sequence"}
+    assert all(value > 0 for value in wsgi.values())
 
 
 def test_the_compiled_build_has_targets_and_a_table_of_its_own(tmp_path: Path) -> None:
