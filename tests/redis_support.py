@@ -165,6 +165,43 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
             node.stop()
 
 
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[str]:
+    """A master ``redis-server`` and one Sentinel watching it as ``mymaster``: the
+    ``redis+sentinel://`` URI of the pair."""
+    _require_binary()
+    master = RedisServer(tmp_path).start()
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind {HOST}\nprotected-mode no\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster {HOST} {master.port} 1\n",
+        encoding="utf-8",
+    )
+    sentinel = subprocess.Popen(
+        [master.binary, str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(host=HOST, port=port, socket_timeout=5) as client:
+                    if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                        break
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline or sentinel.poll() is not None:
+                raise RuntimeError("redis-server --sentinel did not start")
+            time.sleep(0.02)
+        yield f"redis+sentinel://{HOST}:{port}/mymaster"
+    finally:
+        sentinel.terminate()
+        sentinel.wait(10)
+        master.stop()
+
+
 def cluster_url(nodes: list[RedisServer]) -> str:
     """The ``redis+cluster://`` URI of a cluster fixture."""
     return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in nodes)

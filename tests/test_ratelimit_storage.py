@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from secmw.errors import ConfigurationError
 from secmw.problems import Deny
 from secmw.ratelimit import Plan, RateLimitPolicy, RateLimitSettings
 from secmw.request import RequestView
-from tests.redis_support import RedisServer, cluster_url, free_port
+from tests.redis_support import RedisServer, clients_after_closing, cluster_url, free_port
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
 
@@ -371,6 +373,30 @@ def test_redis_reloads_a_flushed_script_and_counts_on(flushed: str, kind: str) -
     calls.close()
     assert all(isinstance(a, Outcome) and a.admitted for a in answers)
     assert [a.states[0][0] for a in answers] == [1, 2, 3, 4, 5, 6]  # memory would restart at 1
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sentinel_finds_the_master_and_counts_there(redis_sentinel: str, kind: str) -> None:
+    """``redis+sentinel://``: the master is asked of the Sentinel, the script counts on it, and
+    closing the limiter closes its connections to the Sentinel too."""
+    settings = RateLimitSettings(storage_uri=redis_sentinel, default="10/hour", command_timeout=5)
+    hits = hits_for(settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        calls = Calls(kind, settings)
+        answers = [calls.apply(hits) for _ in range(3)]
+        assert not calls.limiter.breaker.is_open
+        calls.close()
+        del calls
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # none left open
+    assert [a.states[0][0] for a in answers] == [1, 2, 3]
+    with redis.Redis.from_url(redis_sentinel.replace("redis+sentinel", "redis")) as sentinel:
+        assert clients_after_closing(sentinel, 1) == 1  # this client alone
+        host, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+    with redis.Redis(host=host.decode(), port=int(port)) as master:
+        assert master.llen(hits[0].key) == 3  # a moving window: one entry per unit
 
 
 @pytest.mark.redis

@@ -19,7 +19,10 @@ from limits.storage import storage_from_string
 from secmw._ratewindow import LimitHit, Outcome, Strategy
 from secmw._storage import (
     LUA,
+    Direct,
     Fallback,
+    clients_of,
+    direct,
     groups,
     limits_error,
     merge,
@@ -61,11 +64,10 @@ class AsyncRedisWindows:
             # The cluster client keeps it: its slot-map read runs in a task outside the deadline.
             self._options["socket_timeout"] = None
         self._deadline = settings.connect_timeout + settings.command_timeout
-        self._client: Any = None
+        self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
-        self._pool: Any = None  # the plain client's connection pool, else None
-        self._no_script: type[Exception] = Exception  # redis-py's NoScriptError, once connected
-        self._packed: dict[tuple[Any, ...], list[bytes]] = {}
+        self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
+        self._packed: dict[tuple[Any, ...], Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[Any] | None = None
         self.check()
@@ -81,19 +83,15 @@ class AsyncRedisWindows:
         return storage_from_string(self._uri, **self._options)
 
     def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
-        import redis.asyncio  # the redis extra: imported only when a Redis URI is configured
-        import redis.exceptions
-
         storage: Any = self._build()
-        self._client = storage.bridge.get_connection()
-        self._script = self._client.register_script(LUA)
-        plain = isinstance(self._client, redis.asyncio.Redis)  # not a cluster, nor valkey's fork
-        self._pool = self._client.connection_pool if plain else None
-        self._no_script = redis.exceptions.NoScriptError
+        client = storage.bridge.get_connection()
+        self._clients = clients_of(storage.bridge, client)
+        self._script = client.register_script(LUA)
+        self._direct = direct(client)
         self._loop = loop
         # A cluster client reads the slot map on first use; requests racing that first read lose
         # connections under it (redis-py asyncio), so every call waits for one explicit read.
-        self._ready = loop.create_task(self._client.initialize()) if self._clustered else None
+        self._ready = loop.create_task(client.initialize()) if self._clustered else None
 
     async def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
         """Run the script within the deadline; raises on any storage error."""
@@ -122,36 +120,38 @@ class AsyncRedisWindows:
 
     async def _call(self, group: list[LimitHit], charging: bool) -> Outcome:
         keys, args = script_call(self.strategy, group, charging)
-        if self._pool is None:
+        plain = self._direct
+        if plain is None:
             reply = await self._script(keys, args)
         else:
-            reply = await self._evalsha(self._pool, keys, args)
+            reply = await self._evalsha(plain, keys, args)
         return parse_reply(self.strategy, group, reply)
 
-    async def _evalsha(self, pool: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
         a connection an error or a cancellation leaves mid-command). NOSCRIPT, after a Redis
         restart or failover, is left to ``Script``, which loads the script and runs it again."""
+        pool, no_script = plain
         connection = await pool.get_connection()
         try:
             packed = packed_call(self._packed, connection, self._script.sha, keys, args)
             await connection.send_packed_command(packed, check_health=False)
             try:
                 return await connection.read_response()
-            except self._no_script:
+            except no_script:
                 pass
         finally:
             await pool.release(connection)
         return await self._script(keys, args)
 
     async def aclose(self) -> None:
-        """Close the client's connections (call on the loop that used them)."""
-        client, self._client, self._script, self._loop = self._client, None, None, None
-        self._pool = None
+        """Close the clients' connections (call on the loop that used them)."""
+        clients, self._clients, self._script, self._loop = self._clients, [], None, None
+        self._direct = None
         ready, self._ready = self._ready, None
         if ready is not None and not ready.done():
             ready.cancel()
-        if client is not None:
+        for client in clients:
             await client.aclose()
 
 

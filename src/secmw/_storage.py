@@ -230,6 +230,29 @@ def script_call(
     return keys, args
 
 
+Direct = tuple[Any, type[Exception]]
+"""redis-py's plain client (one server, or Sentinel): its connection pool and NOSCRIPT error."""
+
+
+def direct(client: Any) -> Direct | None:
+    """What running the script as ``EVALSHA`` on a pooled connection takes, for redis-py's plain
+    client (sync or asyncio); None for a cluster client or valkey's, which go through
+    ``Script``."""
+    import redis  # the redis extra: imported only when a Redis URI is configured
+    import redis.asyncio
+
+    if isinstance(client, redis.Redis | redis.asyncio.Redis):
+        return client.connection_pool, redis.exceptions.NoScriptError
+    return None
+
+
+def clients_of(storage: Any, client: Any) -> list[Any]:
+    """The clients to close: the one ``limits`` built for the script (``client``) and, with
+    Sentinel, those of the Sentinels it asks where the master is (closing the master's client
+    leaves theirs open)."""
+    return [client, *getattr(getattr(storage, "sentinel", None), "sentinels", ())]
+
+
 def packed_call(
     memo: dict[tuple[Any, ...], Any], connection: Any, sha: str, keys: list[str], args: list[Any]
 ) -> Any:
@@ -332,10 +355,9 @@ class RedisWindows:
         self._uri = uri
         self._options = redis_options(settings, uri, asyncio=False)
         self._clustered = scheme_of(uri).endswith("+cluster")
-        self._client: Any = None
+        self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
-        self._pool: Any = None  # the plain client's connection pool, else None
-        self._no_script: type[Exception] = Exception  # redis-py's NoScriptError, once connected
+        self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -348,20 +370,16 @@ class RedisWindows:
                 storage: Any = storage_from_string(self._uri, **self._options)
             except LimitsConfigurationError as exc:
                 raise limits_error(exc) from None
-            import redis  # the redis extra: imported only when a Redis URI is configured
-
             client = storage.get_connection()
-            plain = isinstance(client, redis.Redis)  # not a cluster, nor valkey's fork
-            self._pool = client.connection_pool if plain else None
-            self._no_script = redis.exceptions.NoScriptError
-            self._client = client
+            self._direct = direct(client)
+            self._clients = clients_of(storage, client)
             self._script = client.register_script(LUA)  # set last: it marks the client ready
 
     def close(self) -> None:
-        """Close the client's connections (a later request connects afresh)."""
+        """Close the clients' connections (a later request connects afresh)."""
         with self._lock:
-            client, self._client, self._script, self._pool = self._client, None, None, None
-        if client is not None:
+            clients, self._clients, self._script, self._direct = self._clients, [], None, None
+        for client in clients:
             client.close()
 
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
@@ -371,22 +389,23 @@ class RedisWindows:
         parts = []
         for group in groups(hits, self._clustered):
             keys, args = script_call(self.strategy, group, charging)
-            pool = self._pool
-            reply = self._script(keys, args) if pool is None else self._evalsha(pool, keys, args)
+            plain = self._direct
+            reply = self._script(keys, args) if plain is None else self._evalsha(plain, keys, args)
             parts.append((group, parse_reply(self.strategy, group, reply)))
         return parts[0][1] if len(parts) == 1 else merge(parts, hits)
 
-    def _evalsha(self, pool: Any, keys: list[str], args: list[Any]) -> Any:
+    def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
         a connection an error leaves mid-command). NOSCRIPT, after a Redis restart or failover,
         is left to ``Script``, which loads the script and runs it again."""
+        pool, no_script = plain
         connection = pool.get_connection()
         try:
             packed = packed_call(self._packed, connection, self._script.sha, keys, args)
             connection.send_packed_command(packed, check_health=False)
             try:
                 return connection.read_response()
-            except self._no_script:
+            except no_script:
                 pass
         finally:
             pool.release(connection)
