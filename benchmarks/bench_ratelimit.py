@@ -8,7 +8,9 @@ app's. Redis round trips per request are the commands clients send, counted with
 (``INFO commandstats`` also counts the commands a script runs). For reference, the
 same three limits applied with ``limits.aio``'s own strategies (``hit`` then
 ``get_window_stats`` per limit, what a per-limit integration does to fill the response fields)
-are timed beside secmw's single script. Also counted: the ``threading.Timer`` threads that
+are timed beside secmw's single script, and so is the least one such call can cost: the same
+script call written to a bare asyncio stream with no client library. Also counted: the
+``threading.Timer`` threads that
 ``limits``' ``MemoryStorage`` starts while traffic flows. Writes
 ``benchmarks/results/ratelimit.json`` and prints a Markdown table.
 """
@@ -38,6 +40,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from secmw.asgi.ratelimit import RateLimitMiddleware
+from secmw.ratelimit import Plan
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
 REPEATS = 7
@@ -116,6 +119,46 @@ def limits_reference(uri: str) -> Runner:
         await bare_app(scope, receive, send)
 
     return run
+
+
+class RawRoundTrip:
+    """The floor under the Redis rows: the ``EVALSHA`` that ``app`` sends for one client, written
+    to a bare asyncio stream and its reply read line by line, with no client library, then the
+    bare app. What one Redis call from asyncio costs on this machine before any client code."""
+
+    def __init__(self, url: str, app: RateLimitMiddleware) -> None:
+        from secmw._storage import LUA, script_call
+        from secmw.request import RequestView
+
+        plan = app.policy.plan(RequestView("GET", "/api/items", peer="10.0.0.1"))
+        if not isinstance(plan, Plan):
+            raise RuntimeError("the benchmark's request is not limited")
+        keys, args = script_call(app.limiter.memory.strategy, list(plan.hits), True)
+        with redis.Redis.from_url(url) as client:
+            sha = client.script_load(LUA)
+            pool = client.connection_pool
+            packed = pool.make_connection().pack_command("EVALSHA", sha, len(keys), *keys, *args)
+            options = pool.connection_kwargs
+        self.command = b"".join(packed)
+        self.address = (options.get("host", "127.0.0.1"), options.get("port", 6379))
+        self.db = int(options.get("db", 0))
+        self.stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def __call__(self, scope: dict[str, Any]) -> None:
+        if self.stream is None:  # opened on the benchmark's loop
+            self.stream = reader, writer = await asyncio.open_connection(*self.address)
+            writer.write(b"SELECT %d\r\n" % self.db)
+            await reader.readline()
+        reader, writer = self.stream
+        writer.write(self.command)
+        count = int((await reader.readline())[1:])  # "*N": an array of N integers
+        for _ in range(count):
+            await reader.readline()
+        await bare_app(scope, receive, send)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream[1].close()
 
 
 class Monitor:
@@ -232,6 +275,10 @@ async def measure(url: str) -> dict[str, Any]:
         "redis, moving window": ("redis", layer(middleware(url, "moving-window", False))),
         "redis, moving window, 3 limits": ("redis", layer(middleware(url, "moving-window", True))),
         "limits.aio hit + stats, 3 limits": ("redis", limits_reference(url)),
+        "floor: the fixed-window call on a bare asyncio stream, no client library": (
+            "redis",
+            raw := RawRoundTrip(url, middleware(url, "fixed-window", False)),
+        ),
     }
     feed = scopes(BATCH["memory"])
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -252,6 +299,7 @@ async def measure(url: str) -> dict[str, Any]:
         with Monitor(url) as monitor:
             await timed(run, 200, feed)
         trips[name] = len(monitor.commands) / 200
+    raw.close()
     base = statistics.median(samples["bare app"])
     rows = []
     for name, values in samples.items():

@@ -259,3 +259,31 @@ def test_the_compiled_child_refuses_a_pure_python_build() -> None:
     if COMPILED:
         pytest.skip("this run is on the compiled build")
     assert run.compiled_child("asgi", dict(run.QUICK)) == 1
+
+
+@pytest.mark.redis
+def test_the_raw_round_trip_floor_runs_the_script(redis_url: str) -> None:
+    """The Redis floor row sends the script call the middleware would and reads its whole reply:
+    each call counts one unit in Redis, and the stream is left at a reply boundary."""
+    import asyncio
+
+    import redis
+    from benchmarks import bench_ratelimit
+
+    from secmw.asgi.ratelimit import RateLimitMiddleware
+
+    settings = {"storage_uri": redis_url, "default": "1000/hour", "strategy": "fixed-window"}
+    floor = bench_ratelimit.RawRoundTrip(
+        redis_url, RateLimitMiddleware(inprocess_asgi.raw_app, rate_limit=settings)
+    )
+
+    async def three() -> None:
+        for _ in range(3):
+            await floor(next(bench_ratelimit.scopes(1)))
+        floor.close()
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+        asyncio.run(three())
+        counts = [int(client.get(key)) for key in client.keys("*")]
+    assert counts == [3]
