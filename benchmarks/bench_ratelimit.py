@@ -4,15 +4,15 @@ Run: ``.venv/bin/python -m benchmarks.bench_ratelimit`` (about 30 s; starts a ``
 a free loopback port, or uses ``SECMW_TEST_REDIS_URL``). Requests come from 1,000 rotating client
 addresses with a limit none of them reaches, so every request is admitted and charged. The cost is
 the median, over interleaved repeats, of the mean time per request of a batch, minus the bare
-app's. Redis round trips per request are the commands clients send, counted with ``MONITOR``
-(``INFO commandstats`` also counts the commands a script runs). For reference, the
-same three limits applied with ``limits.aio``'s own strategies (``hit`` then
+app's; the CPU column is this process's CPU time per request (the Redis server's work and the
+waits for it excluded). Redis round trips per request are the commands clients send, counted
+with ``MONITOR`` (``INFO commandstats`` also counts the commands a script runs). For reference,
+the same three limits applied with ``limits.aio``'s own strategies (``hit`` then
 ``get_window_stats`` per limit, what a per-limit integration does to fill the response fields)
 are timed beside secmw's single script, and so is the least one such call can cost: the same
 script call written to a bare asyncio stream with no client library. Also counted: the
-``threading.Timer`` threads that
-``limits``' ``MemoryStorage`` starts while traffic flows. Writes
-``benchmarks/results/ratelimit.json`` and prints a Markdown table.
+``threading.Timer`` threads that ``limits``' ``MemoryStorage`` starts while traffic flows.
+Writes ``benchmarks/results/ratelimit.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -87,13 +87,17 @@ def scopes(count: int) -> Iterator[dict[str, Any]]:
 Runner = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def timed(run: Runner, count: int, feed: Iterator[dict[str, Any]]) -> float:
-    """Mean microseconds per request over ``count`` requests."""
+async def timed(run: Runner, count: int, feed: Iterator[dict[str, Any]]) -> tuple[float, float]:
+    """Mean microseconds per request over ``count`` requests: elapsed, and this process's CPU
+    (the Redis server's own work and the waits for it excluded)."""
     batch = [next(feed) for _ in range(count)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for scope in batch:
         await run(scope)
-    return (time.perf_counter() - start) / count * 1e6
+    return (
+        (time.perf_counter() - start) / count * 1e6,
+        (time.process_time() - cpu) / count * 1e6,
+    )
 
 
 def layer(app: Any) -> Runner:
@@ -281,7 +285,7 @@ async def measure(url: str) -> dict[str, Any]:
         ),
     }
     feed = scopes(BATCH["memory"])
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _, run in variants.values():  # warm up: connections, scripts, imports
         await timed(run, 50, feed)
     with TimerCount() as timers:
@@ -300,15 +304,16 @@ async def measure(url: str) -> dict[str, Any]:
             await timed(run, 200, feed)
         trips[name] = len(monitor.commands) / 200
     raw.close()
-    base = statistics.median(samples["bare app"])
+    base = statistics.median(wall for wall, _ in samples["bare app"])
     rows = []
     for name, values in samples.items():
-        median = statistics.median(values)
+        median = statistics.median(wall for wall, _ in values)
         rows.append(
             {
                 "variant": name,
                 "us_per_request": round(median, 1),
                 "layer_cost_us": round(median - base, 1) if name != "bare app" else 0.0,
+                "cpu_us_per_request": round(statistics.median(cpu for _, cpu in values), 1),
                 "redis_round_trips": trips.get(name, 0.0),
             }
         )
@@ -360,12 +365,12 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print("| variant | µs/request | layer cost (µs) | Redis round trips/request |")
-    print("|---|---:|---:|---:|")
+    print("| variant | µs/request | layer cost (µs) | CPU µs/request | Redis round trips/request |")
+    print("|---|---:|---:|---:|---:|")
     for row in found["rows"]:
         print(
             f"| {row['variant']} | {row['us_per_request']} | {row['layer_cost_us']} |"
-            f" {row['redis_round_trips']:g} |"
+            f" {row['cpu_us_per_request']} | {row['redis_round_trips']:g} |"
         )
     print(
         f"\nlimits MemoryStorage started {found['memory_timer_threads_started']} timer threads"
