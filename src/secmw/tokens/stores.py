@@ -168,7 +168,9 @@ class MemorySingleUseStore:
 class RedisSingleUseStore:
     """A store in Redis (>= 6.2 for ``GETDEL``; Valkey works), shared by every process.
 
-    A group is a Redis set of its members' keys, expiring with its newest member.
+    A group is a Redis set of its members' keys, expiring with its newest member; a member that
+    expired before it stays listed until then (deleting it later is a no-op), so a group holds
+    at most the tokens issued to one account within one lifetime.
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
@@ -227,7 +229,11 @@ class RedisSingleUseStore:
         )
 
     def discard_group(self, group: str) -> None:
-        """Read and delete the group's set in one transaction, then delete its members."""
+        """Read and delete the group's set in one transaction, then delete its members.
+
+        Two round trips: a member consumed between them was used before the group was dropped
+        (the same outcome as a use just before the call); a member added after it stays.
+        """
         pipe = self._sync.pipeline(transaction=True)
         pipe.smembers(self.prefix + group)
         pipe.delete(self.prefix + group)
