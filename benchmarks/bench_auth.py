@@ -10,6 +10,11 @@ production). An anonymous request (no credential) through the same middleware is
 them: it is the floor (building the request view, publishing the principal); the credential's
 cost is the difference. Figures are the median, over interleaved repeats, of the mean time per
 request of a batch. Writes ``benchmarks/results/auth.json`` and prints a Markdown table.
+
+Beside them, password-reset requests (``SingleUseTokens.request``) for an existing and an unknown
+account, on the memory store and on a private ``redis-server`` (when installed): both do the same
+work, so the two columns should agree within noise (a gap would tell attackers which accounts
+exist).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import platform
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -27,15 +33,19 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from benchmarks.common import redis_server
 from secmw.asgi import AuthenticationMiddleware
 from secmw.auth.base import AuthChain
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.revocation import MemoryRevocationStore
+from secmw.tokens import MemorySingleUseStore, RedisSingleUseStore, SingleUseTokens
 
 REPEATS = 9
 BATCH = {"uncached": 800, "cached": 3_000}
 RESULTS = Path(__file__).parent / "results" / "auth.json"
 SECRET = "benchmark-secret-" + "x" * 32
+RESET_BATCH = 2_000
+ACCOUNTS = {"alice@example.test": "alice"}
 
 Scope = dict[str, Any]
 
@@ -118,6 +128,45 @@ def _same(token: str) -> Callable[[int], str | None]:
     return lambda n: token
 
 
+def _time_requests(reset: SingleUseTokens, identifier: str, batch: int) -> float:
+    """Mean microseconds per reset request for ``identifier``."""
+    outbox: deque[tuple[str, str]] = deque(maxlen=1)  # stands in for the app's mail queue
+    start = time.perf_counter()
+    for _ in range(batch):
+        reset.request(identifier, ACCOUNTS.get, lambda to, token: outbox.append((to, token)))
+    return (time.perf_counter() - start) / batch * 1e6
+
+
+def reset_request_rows(
+    repeats: int = REPEATS, batch: int = RESET_BATCH, redis_url: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per store: reset requests for an existing and an unknown account, interleaved."""
+    stores: dict[str, Any] = {"memory": MemorySingleUseStore()}
+    if redis_url:
+        stores["redis"] = RedisSingleUseStore(redis_url, prefix="secmw-bench:reset:")
+    rows = []
+    for name, store in stores.items():
+        reset = SingleUseTokens(store, purpose="password-reset", ttl=60)
+        existing: list[float] = []
+        unknown: list[float] = []
+        for _ in range(repeats):
+            existing.append(_time_requests(reset, "alice@example.test", batch))
+            unknown.append(_time_requests(reset, "nobody@example.test", batch))
+        known_us, unknown_us = statistics.median(existing), statistics.median(unknown)
+        rows.append(
+            {
+                "store": name,
+                "existing_account_us": round(known_us, 2),
+                "unknown_account_us": round(unknown_us, 2),
+                "difference_us": round(unknown_us - known_us, 2),
+            }
+        )
+        reset.revoke_all("alice")
+        if isinstance(store, RedisSingleUseStore):
+            store.close()
+    return rows
+
+
 def main() -> None:
     """Interleave every variant REPEATS times; report medians."""
     claims = {"sub": "user-1", "exp": int(time.time()) + 86400, "scope": "read", "jti": "j-1"}
@@ -151,6 +200,8 @@ def main() -> None:
                 "speedup": round((uncached - base) / max(cached - base, 0.01), 1),
             }
         )
+    with redis_server() as server:
+        reset_rows = reset_request_rows(redis_url=server.url if server is not None else None)
     report = {
         "benchmark": "auth",
         "python": platform.python_version(),
@@ -161,6 +212,7 @@ def main() -> None:
         "statistic": "median of interleaved repeats, microseconds per request (ASGI, in process)",
         "anonymous_request_us": round(base, 2),
         "rows": rows,
+        "reset_requests": reset_rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -171,6 +223,13 @@ def main() -> None:
         print(
             f"| {row['algorithm']} | {row['uncached_us']} | {row['cached_us']} |"
             f" {row['auth_uncached_us']} | {row['auth_cached_us']} |"
+        )
+    print("\n| reset request, store | existing account µs | unknown account µs | difference µs |")
+    print("|---|---:|---:|---:|")
+    for row in report["reset_requests"]:
+        print(
+            f"| {row['store']} | {row['existing_account_us']} | {row['unknown_account_us']} |"
+            f" {row['difference_us']} |"
         )
     print(f"\nwritten to {RESULTS}")
 

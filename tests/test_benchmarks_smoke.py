@@ -287,3 +287,22 @@ def test_the_raw_round_trip_floor_runs_the_script(redis_url: str) -> None:
         asyncio.run(three())
         counts = [int(client.get(key)) for key in client.keys("*")]
     assert counts == [3]
+
+
+@pytest.mark.redis
+def test_the_reset_request_rows_time_both_accounts_on_both_stores(redis_url: str) -> None:
+    """The password-reset rows of bench_auth time an existing and an unknown account on memory
+    and Redis, and the unknown account's requests really write to the store (decoys), so the row
+    compares equal work; no timing is asserted."""
+    import redis
+    from benchmarks import bench_auth
+
+    with redis.Redis.from_url(redis_url) as client:
+        before = client.info("commandstats").get("cmdstat_sadd", {}).get("calls", 0)
+        rows = bench_auth.reset_request_rows(repeats=1, batch=3, redis_url=redis_url)
+        after = client.info("commandstats").get("cmdstat_sadd", {}).get("calls", 0)
+    assert [row["store"] for row in rows] == ["memory", "redis"]
+    for row in rows:
+        assert row["existing_account_us"] > 0
+        assert row["unknown_account_us"] > 0
+    assert after - before == 6  # three requests per account, each one group write

@@ -312,13 +312,19 @@ def test_revoking_a_refresh_token_ends_its_family() -> None:
 class BrokenStore(MemorySingleUseStore):
     """A single-use store whose backend is down."""
 
-    def put(self, key: str, value: str, ttl: float) -> None:
+    def put(self, key: str, value: str, ttl: float, *, group: str | None = None) -> None:
         raise TokenStoreError("down")
 
     def consume(self, key: str) -> str | None:
         raise TokenStoreError("down")
 
+    def replace(self, key: str, value: str) -> str | None:
+        raise TokenStoreError("down")
+
     async def aconsume(self, key: str) -> str | None:
+        raise TokenStoreError("down")
+
+    async def areplace(self, key: str, value: str) -> str | None:
         raise TokenStoreError("down")
 
 

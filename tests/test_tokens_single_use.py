@@ -49,9 +49,8 @@ def test_only_a_hash_is_stored() -> None:
     """The store holds the SHA-256 of the token under its purpose, never the token."""
     store = MemorySingleUseStore()
     token = SingleUseTokens(store, purpose="email-verification", ttl=60).issue("bob")
-    keys = list(store._entries)
-    assert keys == [f"email-verification:{hashlib.sha256(token.encode()).hexdigest()}"]
-    assert token not in repr(store._entries)
+    assert store.keys() == [f"email-verification:{hashlib.sha256(token.encode()).hexdigest()}"]
+    assert token not in repr(store._kinds["email-verification"].entries)
 
 
 def test_purposes_do_not_mix() -> None:
@@ -172,14 +171,18 @@ def redis_store(redis_url: str, request: pytest.FixtureRequest) -> Iterator[Redi
 def test_redis_store_consumes_once_and_keeps_only_hashes(
     redis_store: RedisSingleUseStore, redis_url: str
 ) -> None:
-    """In Redis: one hashed key with a TTL, consumed once by GETDEL."""
+    """In Redis: one hashed key with a TTL (and the account's group of hashes), consumed once by
+    GETDEL."""
     reset = SingleUseTokens(redis_store, purpose="password-reset", ttl=3600)
     token = reset.issue("alice")
     client = redis.Redis.from_url(redis_url)
-    keys = client.keys(redis_store.prefix + "*")
+    keys = sorted(client.keys(redis_store.prefix + "*"))
     digest = hashlib.sha256(token.encode()).hexdigest()
-    assert keys == [f"{redis_store.prefix}password-reset:{digest}".encode()]
-    assert 0 < client.pttl(keys[0]) <= 3_600_000
+    group = f"{redis_store.prefix}{reset.group('alice')}".encode()
+    assert keys == sorted([f"{redis_store.prefix}password-reset:{digest}".encode(), group])
+    assert b"alice" not in group
+    assert token.encode() not in b"".join(client.smembers(group))
+    assert all(0 < client.pttl(key) <= 3_600_000 for key in keys)
     assert reset.consume(token) == "alice"
     assert reset.consume(token) is None
     assert client.keys(redis_store.prefix + "*") == []

@@ -1,6 +1,8 @@
-"""Revocation denylist: token ids (``jti``) refused until their own expiry.
+"""Revocation denylist: token ids (``jti``) and token families refused until their own expiry.
 
-The JWT authenticator consults the store on every request, cached token or not. Entries expire
+The JWT authenticator consults the store on every request, cached token or not, with one lookup
+that covers the token's ``jti`` and, when it carries one, its family (the ``fam`` claim: every
+token of one login, so a logout or a detected refresh-token replay refuses them all). Entries expire
 when the token would have expired anyway, so the store never grows past the live tokens. Two
 stores: :class:`MemoryRevocationStore` (one process) and :class:`RedisRevocationStore` (shared by
 every process and machine; each entry is a key whose Redis TTL is the token's remaining life).
@@ -9,12 +11,13 @@ A store that cannot answer raises; the authenticator then refuses with 503 (fail
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from secmw._redis import client_pair
 
@@ -23,6 +26,54 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 DEFAULT_PREFIX = "secmw:revoked:"
+FAMILY_CLAIM = "fam"
+"""The family of a token issued by :class:`secmw.tokens.TokenIssuer`: one id for the access and
+refresh tokens of one login, revoked as a whole (logout, or a spent refresh token replayed)."""
+
+
+def family_key(family: str) -> str:
+    """The denylist entry of a revoked token family."""
+    return f"family:{family}"
+
+
+def denylist_ids(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The denylist entries that refuse a token: its ``jti``, then its family when it has one.
+
+    Empty for a token without a ``jti`` (it cannot be revoked one by one).
+    """
+    jti = claims.get("jti")
+    if not isinstance(jti, str):
+        return ()
+    family = claims.get(FAMILY_CLAIM)
+    return (jti, family_key(family)) if isinstance(family, str) else (jti,)
+
+
+def any_of(lookup: Callable[..., Any]) -> Callable[..., Any]:
+    """``lookup`` as a function of several ids: itself when it takes ``*ids``, else a loop.
+
+    A store written for one ``jti`` per call keeps working (one call per id); the stores here
+    answer for several ids at once (one Redis round trip).
+    """
+    try:
+        parameters = inspect.signature(lookup).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: call it id by id
+        parameters = ()  # type: ignore[assignment]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return lookup
+    if inspect.iscoroutinefunction(lookup):
+
+        async def each_async(*ids: str) -> bool:
+            for one in ids:
+                if await lookup(one):
+                    return True
+            return False
+
+        return each_async
+
+    def each(*ids: str) -> Any:
+        return any(lookup(one) for one in ids)
+
+    return each
 
 
 class RevocationStore(Protocol):
@@ -31,8 +82,8 @@ class RevocationStore(Protocol):
     def revoke(self, jti: str, until: float) -> None:
         """Refuse ``jti`` until the UNIX time ``until`` (the token's ``exp``)."""
 
-    def is_revoked(self, jti: str) -> bool:
-        """True while ``jti`` is on the denylist."""
+    def is_revoked(self, *ids: str) -> bool:
+        """True while any of ``ids`` is on the denylist (a ``jti``, a :func:`family_key`)."""
 
 
 class AsyncRevocationStore(Protocol):
@@ -41,8 +92,8 @@ class AsyncRevocationStore(Protocol):
     async def arevoke(self, jti: str, until: float) -> None:
         """Refuse ``jti`` until the UNIX time ``until``."""
 
-    async def ais_revoked(self, jti: str) -> bool:
-        """True while ``jti`` is on the denylist."""
+    async def ais_revoked(self, *ids: str) -> bool:
+        """True while any of ``ids`` is on the denylist."""
 
 
 class MemoryRevocationStore:
@@ -66,14 +117,17 @@ class MemoryRevocationStore:
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
-    def is_revoked(self, jti: str) -> bool:
-        """True while ``jti`` is on the denylist (expired entries are dropped on sight)."""
-        until = self._entries.get(jti)
+    def is_revoked(self, *ids: str) -> bool:
+        """True while any of ``ids`` is on the denylist (expired entries are dropped on sight)."""
+        return any(self._listed(one) for one in ids)
+
+    def _listed(self, key: str) -> bool:
+        until = self._entries.get(key)
         if until is None:
             return False
         if until <= self._clock():
             with self._lock:
-                self._entries.pop(jti, None)
+                self._entries.pop(key, None)
             return False
         return True
 
@@ -81,13 +135,13 @@ class MemoryRevocationStore:
         """Async twin of :meth:`revoke` (no I/O)."""
         self.revoke(jti, until)
 
-    async def ais_revoked(self, jti: str) -> bool:
+    async def ais_revoked(self, *ids: str) -> bool:
         """Async twin of :meth:`is_revoked` (no I/O)."""
-        return self.is_revoked(jti)
+        return self.is_revoked(*ids)
 
 
 class RedisRevocationStore:
-    """The denylist in Redis: one key per revoked ``jti``, expiring with the token.
+    """The denylist in Redis: one key per revoked ``jti`` or family, expiring with the token.
 
     Give a sync client (redis-py, for WSGI), an async client (``redis.asyncio``, for ASGI), or
     both; :meth:`from_url` builds both with short timeouts, so a Redis outage turns into a quick
@@ -131,9 +185,9 @@ class RedisRevocationStore:
         if ttl > 0:
             self._sync().set(self.prefix + jti, b"1", ex=ttl)
 
-    def is_revoked(self, jti: str) -> bool:
-        """True while ``jti`` is on the denylist."""
-        return bool(self._sync().exists(self.prefix + jti))
+    def is_revoked(self, *ids: str) -> bool:
+        """True while any of ``ids`` is on the denylist: one ``EXISTS`` for all of them."""
+        return bool(self._sync().exists(*(self.prefix + one for one in ids)))
 
     async def arevoke(self, jti: str, until: float) -> None:
         """Async twin of :meth:`revoke`."""
@@ -141,9 +195,9 @@ class RedisRevocationStore:
         if ttl > 0:
             await self._asynchronous().set(self.prefix + jti, b"1", ex=ttl)
 
-    async def ais_revoked(self, jti: str) -> bool:
+    async def ais_revoked(self, *ids: str) -> bool:
         """Async twin of :meth:`is_revoked`."""
-        return bool(await self._asynchronous().exists(self.prefix + jti))
+        return bool(await self._asynchronous().exists(*(self.prefix + one for one in ids)))
 
     def _sync(self) -> redis.Redis:
         if self._client is None:

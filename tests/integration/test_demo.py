@@ -95,9 +95,19 @@ def test_demo_contract(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
             "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
         )
         assert again.json()["error"] == "invalid_grant"
-
-        assert client.post("/logout", headers=alice).json() == {"revoked": True}
+        # The replay ended the login: its access tokens are refused too, not only at their exp.
         assert client.get("/me", headers=alice).status_code == 401
+        minted = bearer(refreshed.json()["access_token"])
+        assert client.get("/me", headers=minted).status_code == 401
+
+        # Logout with the access token ends the login's refresh token as well.
+        session = login(client, "alice", "alice-password").json()
+        fresh = bearer(session["access_token"])
+        assert client.post("/logout", headers=fresh).json() == {"revoked": True}
+        assert client.get("/me", headers=fresh).status_code == 401
+        form = {"grant_type": "refresh_token", "refresh_token": session["refresh_token"]}
+        after = client.post("/token", data=form)
+        assert (after.status_code, after.json()["error"]) == (400, "invalid_grant")
 
         assert client.get("/internal/status").json()["client"] == "127.0.0.1"
         proxied = client.get("/internal/status", headers={"X-Forwarded-For": "203.0.113.9"})

@@ -14,8 +14,9 @@ Keys come from configuration (one HMAC secret or one PEM public key) or from a J
 (:class:`secmw.auth.jwks.JWKSKeySource`): then the token's ``kid`` picks the key and its ``alg``
 must be allowed and fit that key's type. A successful check is cached per token until its ``exp``
 (:class:`secmw.auth.cache.TokenCache`), so a client repeating its token pays the signature once;
-the revocation denylist (``jti``) is consulted on every request, cached or not, and an unreachable
-denylist refuses with 503 rather than letting a possibly revoked token through.
+the revocation denylist is consulted on every request, cached or not, in one lookup covering the
+token's ``jti`` and its family (``fam``, see :mod:`secmw.revocation`), and an unreachable denylist
+refuses with 503 rather than letting a possibly revoked token through.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore
+from secmw.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
 
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 PUBLIC_KEY_ALGORITHMS = frozenset(
@@ -122,9 +123,10 @@ class JWTAuthenticator:
         max_token_bytes: Longer tokens are refused before decoding.
         cache_size: Verified tokens remembered (0 turns the cache off).
         negative_ttl: Seconds a refused token is remembered.
-        revocation: Denylist of ``jti`` values, consulted on every request (sync ``is_revoked``
-            for WSGI, async ``ais_revoked`` for ASGI). Tokens without ``jti`` cannot be revoked
-            one by one: add ``"jti"`` to ``require`` to refuse them.
+        revocation: Denylist of ``jti`` values and token families, consulted on every request
+            (sync ``is_revoked`` for WSGI, async ``ais_revoked`` for ASGI), one lookup for the
+            token's ``jti`` and its ``fam`` claim. Tokens without ``jti`` cannot be revoked one
+            by one: add ``"jti"`` to ``require`` to refuse them.
         clock: UNIX time source of the cache (injected in tests).
     """
 
@@ -180,12 +182,15 @@ class JWTAuthenticator:
         self._decoder = pyjwt.PyJWT(options={"require": self._required})
         self.cache = TokenCache(cache_size, negative_ttl=negative_ttl, clock=clock)
         self.revocation = revocation
-        self._is_revoked = getattr(revocation, "is_revoked", None)
-        self._ais_revoked = getattr(revocation, "ais_revoked", None)
-        if revocation is not None and self._is_revoked is None and self._ais_revoked is None:
+        is_revoked = getattr(revocation, "is_revoked", None)
+        ais_revoked = getattr(revocation, "ais_revoked", None)
+        if revocation is not None and is_revoked is None and ais_revoked is None:
             raise ConfigurationError(
                 f"{setting}__REVOCATION_URL: the revocation store has no is_revoked/ais_revoked"
             )
+        # A store written for one jti per call still answers for a token's jti and family.
+        self._is_revoked = any_of(is_revoked) if is_revoked is not None else None
+        self._ais_revoked = any_of(ais_revoked) if ais_revoked is not None else None
 
     def _load_key(self, key: str | bytes, setting: str) -> Any:
         if self.algorithms[0] in HMAC_ALGORITHMS:
@@ -245,11 +250,11 @@ class JWTAuthenticator:
             result = self._remember(token, step, generation)
         elif self.key_source is not None:
             self.key_source.refresh_if_due()
-        jti = _jti(result) if self.revocation is not None else None
-        if jti is None:
+        ids = _denylist_ids(result) if self.revocation is not None else ()
+        if not ids:
             return result
         try:
-            revoked = self._is_revoked_sync(jti)
+            revoked = self._is_revoked_sync(ids)
         except Exception as exc:  # any store failure: refuse, never let a revoked token in
             return self._revocation_unavailable(exc)
         return self._deny(401, "token revoked", "invalid_token") if revoked else result
@@ -266,14 +271,14 @@ class JWTAuthenticator:
             result = self._remember(token, step, generation)
         elif self.key_source is not None:
             self.key_source.refresh_if_due()
-        jti = _jti(result) if self.revocation is not None else None
-        if jti is None:
+        ids = _denylist_ids(result) if self.revocation is not None else ()
+        if not ids:
             return result
         try:
             if self._ais_revoked is not None:
-                revoked = bool(await self._ais_revoked(jti))
+                revoked = bool(await self._ais_revoked(*ids))
             else:
-                revoked = self._is_revoked_sync(jti)
+                revoked = self._is_revoked_sync(ids)
         except Exception as exc:  # any store failure: refuse, never let a revoked token in
             return self._revocation_unavailable(exc)
         return self._deny(401, "token revoked", "invalid_token") if revoked else result
@@ -339,10 +344,10 @@ class JWTAuthenticator:
             return self._deny(401, _describe(exc), "invalid_token")
         return self.principal_from_claims(claims)
 
-    def _is_revoked_sync(self, jti: str) -> bool:
+    def _is_revoked_sync(self, ids: tuple[str, ...]) -> bool:
         if self._is_revoked is None:
             raise TypeError("the revocation store has no synchronous is_revoked")
-        return bool(self._is_revoked(jti))
+        return bool(self._is_revoked(*ids))
 
     def _revocation_unavailable(self, exc: Exception) -> Deny:
         audit.emit("revocation.unavailable", type(exc).__name__)
@@ -402,12 +407,9 @@ class _Lookup:
     alg: str
 
 
-def _jti(result: Principal | Deny) -> str | None:
-    if isinstance(result, Principal):
-        jti = result.claims.get("jti")
-        if isinstance(jti, str):
-            return jti
-    return None
+def _denylist_ids(result: Principal | Deny) -> tuple[str, ...]:
+    # From the principal's claims, so a cached token is checked exactly like a fresh one.
+    return denylist_ids(result.claims) if isinstance(result, Principal) else ()
 
 
 def _describe(exc: Exception) -> str:

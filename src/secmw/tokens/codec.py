@@ -58,9 +58,15 @@ class TokenCodec:
         self.max_token_bytes = jwt.max_token_bytes
         self.clock = clock
 
-    def access_token(self, account: Account, scopes: frozenset[str], ttl: int) -> str:
-        """A signed access token (RFC 9068 ``typ: at+jwt``)."""
+    def access_token(
+        self, account: Account, scopes: frozenset[str], ttl: int, family: str | None = None
+    ) -> str:
+        """A signed access token (RFC 9068 ``typ: at+jwt``), of ``family`` when given."""
         claims = self._base_claims(account, ACCESS, ttl)
+        if family is not None:
+            claims[FAMILY_CLAIM] = family
+        else:
+            claims.pop(FAMILY_CLAIM, None)  # never a family copied from the account's claims
         if scopes:
             # OAuth2 ``scope`` is one space-delimited string (RFC 8693 §4.2); other claims a list.
             claims[self.scopes_claim] = (

@@ -36,7 +36,12 @@ class TokenSettings(Section):
         description="Refresh grants and single-use tokens: `memory://` or a Redis URL.",
     )
     storage_timeout: float = Field(1.0, gt=0, le=30, description="Redis timeout, seconds.")
-    max_entries: int = Field(100_000, ge=1, description="Cap of the memory store.")
+    max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="Cap of the memory store, per kind of entry (refresh grants, each single-use"
+        " purpose).",
+    )
     reset_ttl: int = Field(3600, ge=60, description="Password-reset token lifetime, seconds.")
     verification_ttl: int = Field(
         86_400, ge=60, description="Email-verification token lifetime, seconds."

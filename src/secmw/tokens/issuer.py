@@ -4,13 +4,17 @@ Tokens are signed with the key the JWT authenticator verifies (``SECMW_JWT__*``:
 issuer, audience, subject and scope claims), so whatever the issuer signs the middleware admits.
 
 - Access tokens: ``token_use: "access"``, RFC 9068 header ``typ: at+jwt``, a ``jti``, scopes in
-  the configured scope claim (``scope``, space-delimited, by default), roles in ``roles``.
-- Refresh tokens: ``token_use: "refresh"``, a rotation family (``fam``), and their scopes and
-  roles inside a ``grant`` claim, where no authenticator looks for a grant. Each works once: the
-  live ones are kept in a single-use store, and presenting a spent one (a stolen copy, RFC 6819
-  §5.2.2.3, RFC 9700 §4.14.2) revokes the whole family.
-- Revocation writes the ``jti`` (or the family) into the :mod:`secmw.revocation` denylist the
-  JWT authenticator consults, until the token would have expired anyway.
+  the configured scope claim (``scope``, space-delimited, by default), roles in ``roles``, and
+  the family (``fam``) of the login they were issued for.
+- Refresh tokens: ``token_use: "refresh"``, the same family (``fam``), and their scopes and
+  roles inside a ``grant`` claim, where no authenticator looks for a grant. Each works once: a
+  live one is kept in a single-use store and marked used when spent; presenting a spent one (a
+  stolen copy, RFC 6819 §5.2.2.3, RFC 9700 §4.14.2) revokes the whole family. A grant the store
+  no longer knows (expired, or dropped by the memory store's cap) is ``invalid_grant`` and
+  revokes nothing: only a grant known to be spent is reuse.
+- Revocation writes the ``jti`` and the family into the :mod:`secmw.revocation` denylist the
+  JWT authenticator consults, until the token would have expired anyway. Revoking any token of a
+  login (logout with the access token, RFC 9700 §4.14.2) ends all of them; so does reuse.
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
-from secmw.revocation import MemoryRevocationStore, RevocationStore
+from secmw.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
 from secmw.tokens.codec import TokenCodec
 from secmw.tokens.model import (
-    FAMILY_CLAIM,
     REFRESH,
     TOKEN_USE_CLAIM,
     Account,
@@ -42,17 +45,16 @@ from secmw.tokens.onetime import (
     SingleUseStore,
     SingleUseTokens,
     build_store,
+    subject_group,
 )
 
 if TYPE_CHECKING:
     from secmw.settings import SecuritySettings
 
-FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible refresh token
-
-
-def family_key(family: str) -> str:
-    """The revocation-store key marking a refresh-token family revoked."""
-    return f"family:{family}"
+FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible token
+SPENT = "\x00spent"
+"""The value a refresh grant is swapped for when used (no subject is a NUL-led string): a grant
+seen with it again is reuse; a grant not found at all is merely unknown."""
 
 
 def _grant_key(jti: str) -> str:
@@ -123,9 +125,9 @@ class TokenIssuer:
         granted = account.scopes if scopes is None else frozenset(scopes)
         if not refresh:
             return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted)
-        jti, token = self._new_family(account, granted)
+        family, jti, token = self._new_family(account, granted)
         self.store.put(_grant_key(jti), account.subject, self.refresh_ttl)
-        return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted, token)
+        return self._issued(account, granted, family, token)
 
     async def aissue(
         self, account: Account, scopes: Iterable[str] | None = None, *, refresh: bool = True
@@ -134,9 +136,9 @@ class TokenIssuer:
         granted = account.scopes if scopes is None else frozenset(scopes)
         if not refresh:
             return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted)
-        jti, token = self._new_family(account, granted)
+        family, jti, token = self._new_family(account, granted)
         await self.store.aput(_grant_key(jti), account.subject, self.refresh_ttl)
-        return IssuedTokens(self.access_token(account, granted), self.access_ttl, granted, token)
+        return self._issued(account, granted, family, token)
 
     # -- the token endpoint --------------------------------------------------------------------
 
@@ -171,7 +173,9 @@ class TokenIssuer:
         """Rotate a refresh token (RFC 6749 §6): new access and refresh tokens, the old one spent.
 
         ``scope`` may narrow the original grant, never widen it. A refresh token that was already
-        used revokes its family: the thief's and the user's copies both stop working.
+        used revokes its family: the thief's and the user's copies both stop working, refresh
+        and access tokens alike. One the store does not know (expired, or dropped by the memory
+        store's cap) is refused and revokes nothing.
         """
         grant = self.codec.read_refresh(refresh_token, scope)
         if isinstance(grant, OAuthError):
@@ -180,14 +184,17 @@ class TokenIssuer:
         try:
             if self.revocation.is_revoked(family_key(family)):
                 return invalid_grant("refresh token revoked")
-            if self.store.consume(_grant_key(jti)) is None:
+            previous = self.store.replace(_grant_key(jti), SPENT)
+            if previous == SPENT:
                 self.revocation.revoke(family_key(family), self._family_until())
                 return self._reused(account)
+            if previous is None:
+                return invalid_grant("refresh token unknown or expired")
             new_jti, token = self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
             self.store.put(_grant_key(new_jti), account.subject, self.refresh_ttl)
         except STORE_ERRORS:
             return temporarily_unavailable()
-        return IssuedTokens(self.access_token(account, scopes), self.access_ttl, scopes, token)
+        return self._issued(account, scopes, family, token)
 
     async def arefresh(
         self, refresh_token: str, scope: str | None = None
@@ -200,21 +207,29 @@ class TokenIssuer:
         try:
             if await self.revocation.ais_revoked(family_key(family)):
                 return invalid_grant("refresh token revoked")
-            if await self.store.aconsume(_grant_key(jti)) is None:
+            previous = await self.store.areplace(_grant_key(jti), SPENT)
+            if previous == SPENT:
                 await self.revocation.arevoke(family_key(family), self._family_until())
                 return self._reused(account)
+            if previous is None:
+                return invalid_grant("refresh token unknown or expired")
             new_jti, token = self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
             await self.store.aput(_grant_key(new_jti), account.subject, self.refresh_ttl)
         except STORE_ERRORS:
             return temporarily_unavailable()
-        return IssuedTokens(self.access_token(account, scopes), self.access_ttl, scopes, token)
+        return self._issued(account, scopes, family, token)
 
     # -- revoking -----------------------------------------------------------------------------
 
     def revoke(self, token: str) -> bool:
-        """Revoke an access token (its ``jti``) or a refresh token (its whole family).
+        """End the login a token belongs to (logout, RFC 9700 §4.14.2).
 
-        Returns False for a token this issuer did not sign or that has expired already.
+        An access token: its ``jti`` and its family (the refresh tokens of the same login, and
+        every access token they minted). A refresh token: its whole family. An access token
+        without a family (``issue(refresh=False)``, :meth:`access_token`) only by its ``jti``.
+
+        Returns:
+            False for a token this issuer did not sign or that has expired already.
 
         Raises:
             TokenStoreError: (or the store's own error) the revocation could not be written.
@@ -222,14 +237,11 @@ class TokenIssuer:
         claims = self.codec.decode(token)
         if claims is None:
             return False
+        for key, until in self._denylist_entries(claims):
+            self.revocation.revoke(key, until)
         if claims.get(TOKEN_USE_CLAIM) == REFRESH:
-            self.revocation.revoke(family_key(claims[FAMILY_CLAIM]), self._family_until())
             self.store.consume(_grant_key(claims["jti"]))
-        else:
-            self.revocation.revoke(claims["jti"], float(claims["exp"]))
-        audit.emit(
-            "token.revoked", "token revoked", principal=str(claims[self.codec.subject_claim])
-        )
+        self._revoked(claims)
         return True
 
     async def arevoke(self, token: str) -> bool:
@@ -237,15 +249,25 @@ class TokenIssuer:
         claims = self.codec.decode(token)
         if claims is None:
             return False
+        for key, until in self._denylist_entries(claims):
+            await self.revocation.arevoke(key, until)
         if claims.get(TOKEN_USE_CLAIM) == REFRESH:
-            await self.revocation.arevoke(family_key(claims[FAMILY_CLAIM]), self._family_until())
             await self.store.aconsume(_grant_key(claims["jti"]))
-        else:
-            await self.revocation.arevoke(claims["jti"], float(claims["exp"]))
-        audit.emit(
-            "token.revoked", "token revoked", principal=str(claims[self.codec.subject_claim])
-        )
+        self._revoked(claims)
         return True
+
+    def revoke_all(self, subject: str, purpose: str = "password-reset") -> None:
+        """Drop every outstanding single-use token of ``purpose`` for ``subject`` (call it when
+        the password changes, so an earlier reset link stops working).
+
+        Raises:
+            TokenStoreError: the store is down.
+        """
+        self.store.discard_group(subject_group(purpose, subject))
+
+    async def arevoke_all(self, subject: str, purpose: str = "password-reset") -> None:
+        """Async twin of :meth:`revoke_all`."""
+        await self.store.adiscard_group(subject_group(purpose, subject))
 
     # -- single-use tokens --------------------------------------------------------------------
 
@@ -263,12 +285,33 @@ class TokenIssuer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _new_family(self, account: Account, scopes: frozenset[str]) -> tuple[str, str]:
+    def _new_family(self, account: Account, scopes: frozenset[str]) -> tuple[str, str, str]:
         family = secrets.token_urlsafe(16)
-        return self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
+        return family, *self.codec.refresh_token(account, scopes, family, self.refresh_ttl)
+
+    def _issued(
+        self, account: Account, scopes: frozenset[str], family: str, refresh_token: str
+    ) -> IssuedTokens:
+        access = self.codec.access_token(account, scopes, self.access_ttl, family)
+        return IssuedTokens(access, self.access_ttl, scopes, refresh_token)
 
     def _family_until(self) -> float:
-        return self._clock() + self.refresh_ttl + self.codec.leeway + FAMILY_MARGIN
+        # Past the last token the family could still mint: a refresh token issued now, or an
+        # access token issued now when access tokens outlive refresh tokens.
+        lifetime = max(self.refresh_ttl, self.access_ttl)
+        return self._clock() + lifetime + self.codec.leeway + FAMILY_MARGIN
+
+    def _denylist_entries(self, claims: Mapping[str, Any]) -> list[tuple[str, float]]:
+        family = claims.get(FAMILY_CLAIM)
+        entries = [] if claims.get(TOKEN_USE_CLAIM) == REFRESH else [(claims["jti"], claims["exp"])]
+        if isinstance(family, str):
+            entries.append((family_key(family), self._family_until()))
+        return [(key, float(until)) for key, until in entries]
+
+    def _revoked(self, claims: Mapping[str, Any]) -> None:
+        audit.emit(
+            "token.revoked", "token revoked", principal=str(claims[self.codec.subject_claim])
+        )
 
     def _reused(self, account: Account) -> OAuthError:
         # RFC 6819 §5.2.2.3 / RFC 9700 §4.14.2: a spent refresh token came back; the family dies.
@@ -293,4 +336,4 @@ def mint_access_token(
     return issuer.access_token(account, ttl=ttl)
 
 
-__all__ = ["TokenIssuer", "family_key", "mint_access_token"]
+__all__ = ["SPENT", "TokenIssuer", "family_key", "mint_access_token"]

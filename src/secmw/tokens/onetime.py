@@ -1,11 +1,15 @@
-"""Single-use tokens (password reset, email verification) and the stores behind them.
+"""Single-use tokens (password reset, email verification).
 
 A token is 32 random bytes handed to the user once; the store keeps only its SHA-256 (a leaked
 store yields no usable token: the tokens have 256 bits of entropy, so a fast hash suffices) with
 the subject it was issued for and an expiry. Consuming is atomic (one ``GETDEL`` in Redis, a
-lock in memory), so two concurrent requests with the same token cannot both succeed.
+lock in memory), so two concurrent requests with the same token cannot both succeed. Using a
+token drops the subject's other outstanding tokens of its purpose: after a reset with the newest
+link, an older link in the same mailbox no longer sets the password.
 
-The same stores hold refresh-token grants for :class:`secmw.tokens.TokenIssuer`.
+A request for an unknown account does the same work as one for an existing account (a token is
+drawn, hashed and written with the same commands) under a key no token ever maps to, so neither
+the time taken nor a store outage tells the two apart.
 """
 
 from __future__ import annotations
@@ -13,181 +17,28 @@ from __future__ import annotations
 import hashlib
 import inspect
 import secrets
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-T = TypeVar("T")
+from secmw.tokens.stores import (
+    STORE_ERRORS,
+    MemorySingleUseStore,
+    RedisSingleUseStore,
+    SingleUseStore,
+    TokenStoreError,
+    build_store,
+)
 
 MAX_TOKEN_CHARS = 128  # longer input is refused before hashing
 REQUEST_ACCEPTED = {"message": "If the account exists, a message has been sent to it."}
 """The one answer of a reset or verification request, whether or not the account exists."""
+DECOY = "decoy:"
+"""Key prefix of the entries written for unknown accounts: no token's key starts with it."""
 
 
-class TokenStoreError(RuntimeError):
-    """A store could not be reached; callers answer 503 and issue nothing."""
-
-
-try:  # a store backed by redis-py (a revocation store, say) fails with redis-py's errors
-    from redis import RedisError as _RedisError
-
-    STORE_ERRORS: tuple[type[Exception], ...] = (TokenStoreError, OSError, _RedisError)
-except ImportError:  # pragma: no cover - redis is an optional extra
-    STORE_ERRORS = (TokenStoreError, OSError)
-"""Exceptions that mean "a store is unavailable" (answer 503, never 500)."""
-
-
-class SingleUseStore(Protocol):
-    """Where single-use entries live: ``put`` with a time to live, ``consume`` at most once."""
-
-    def put(self, key: str, value: str, ttl: float) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds."""
-
-    def consume(self, key: str) -> str | None:
-        """Remove and return the value; None when absent or expired (atomically)."""
-
-    async def aput(self, key: str, value: str, ttl: float) -> None:
-        """Async twin of :meth:`put`."""
-
-    async def aconsume(self, key: str) -> str | None:
-        """Async twin of :meth:`consume`."""
-
-
-class MemorySingleUseStore:
-    """A per-process store with a size cap (oldest entries dropped first past ``max_entries``).
-
-    Dropping an entry early only makes a token fail (closed): size the cap above the number of
-    live tokens, and use Redis across processes.
-    """
-
-    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.time) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._max = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def put(self, key: str, value: str, ttl: float) -> None:
-        """Store ``value`` for ``ttl`` seconds."""
-        with self._lock:
-            self._entries[key] = (value, self._clock() + ttl)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-    def consume(self, key: str) -> str | None:
-        """Remove and return the value; None when absent or expired."""
-        with self._lock:
-            entry = self._entries.pop(key, None)
-        if entry is None or entry[1] <= self._clock():
-            return None
-        return entry[0]
-
-    async def aput(self, key: str, value: str, ttl: float) -> None:
-        """Async twin of :meth:`put` (no I/O)."""
-        self.put(key, value, ttl)
-
-    async def aconsume(self, key: str) -> str | None:
-        """Async twin of :meth:`consume` (no I/O)."""
-        return self.consume(key)
-
-
-class RedisSingleUseStore:
-    """A store in Redis (>= 6.2 for ``GETDEL``; Valkey works), shared by every process.
-
-    Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
-        prefix: Key prefix, so the store can share a database.
-        timeout: Connect and socket timeout in seconds: a stalled Redis fails the request (503),
-            it never hangs it.
-    """
-
-    def __init__(self, url: str, *, prefix: str = "secmw:once:", timeout: float = 1.0) -> None:
-        import redis
-
-        self.url = url
-        self.prefix = prefix
-        self.timeout = timeout
-        self._sync = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-        self._async: Any = None
-
-    def _aclient(self) -> Any:
-        if self._async is None:  # created on first use, inside the serving event loop
-            import redis.asyncio
-
-            self._async = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-            )
-        return self._async
-
-    def put(self, key: str, value: str, ttl: float) -> None:
-        """``SET key value PX ttl``."""
-        self._call(lambda: self._sync.set(self.prefix + key, value, px=_millis(ttl)))
-
-    def consume(self, key: str) -> str | None:
-        """``GETDEL key``: one atomic step, so a token is honoured once."""
-        return _text(self._call(lambda: self._sync.getdel(self.prefix + key)))
-
-    async def aput(self, key: str, value: str, ttl: float) -> None:
-        """Async twin of :meth:`put`."""
-        await self._acall(self._aclient().set(self.prefix + key, value, px=_millis(ttl)))
-
-    async def aconsume(self, key: str) -> str | None:
-        """Async twin of :meth:`consume`."""
-        return _text(await self._acall(self._aclient().getdel(self.prefix + key)))
-
-    def close(self) -> None:
-        """Release the sync connection pool."""
-        self._sync.close()
-
-    async def aclose(self) -> None:
-        """Release the async connection pool."""
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
-
-    @staticmethod
-    def _call(func: Callable[[], T]) -> T:
-        import redis
-
-        try:
-            return func()
-        except (redis.RedisError, OSError) as exc:
-            raise TokenStoreError(f"redis unavailable ({type(exc).__name__})") from None
-
-    @staticmethod
-    async def _acall(awaitable: Awaitable[T]) -> T:
-        import redis
-
-        try:
-            return await awaitable
-        except (redis.RedisError, OSError) as exc:
-            raise TokenStoreError(f"redis unavailable ({type(exc).__name__})") from None
-
-
-def _millis(ttl: float) -> int:
-    return max(1, int(ttl * 1000))
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def build_store(uri: str, *, max_entries: int = 100_000, timeout: float = 1.0) -> SingleUseStore:
-    """A store for ``SECMW_TOKENS__STORAGE_URI``: ``memory://`` or a Redis URL."""
-    if uri == "memory://":
-        return MemorySingleUseStore(max_entries)
-    return RedisSingleUseStore(uri, timeout=timeout)
+def subject_group(purpose: str, subject: str) -> str:
+    """The group of a subject's outstanding tokens of one purpose (the subject hashed)."""
+    return f"{purpose}:subject:{hashlib.sha256(subject.encode()).hexdigest()}"
 
 
 class SingleUseTokens:
@@ -210,29 +61,68 @@ class SingleUseTokens:
         """The store key of a token: its purpose and SHA-256, never the token itself."""
         return f"{self.purpose}:{hashlib.sha256(token.encode()).hexdigest()}"
 
+    def group(self, subject: str) -> str:
+        """The store group of ``subject``'s outstanding tokens of this purpose."""
+        return subject_group(self.purpose, subject)
+
     def issue(self, subject: str) -> str:
-        """A new token for ``subject`` (send it to the user; it is not kept)."""
+        """A new token for ``subject`` (send it to the user; it is not kept).
+
+        Raises:
+            TokenStoreError: the store is down.
+        """
         token = secrets.token_urlsafe(32)
-        self.store.put(self.key(token), subject, self.ttl)
+        self.store.put(self.key(token), subject, self.ttl, group=self.group(subject))
         return token
 
     def consume(self, token: str) -> str | None:
-        """The subject the token was issued for, once; None when unknown, used or expired."""
+        """The subject the token was issued for, once; None when unknown, used or expired.
+
+        A token that works drops the subject's other outstanding tokens of this purpose.
+
+        Raises:
+            TokenStoreError: the store is down.
+        """
         if not _plausible(token):
             return None
-        return self.store.consume(self.key(token))
+        subject = self.store.consume(self.key(token))
+        if subject is not None:
+            self.store.discard_group(self.group(subject))
+        return subject
+
+    def revoke_all(self, subject: str) -> None:
+        """Drop every outstanding token of this purpose for ``subject`` (on a password change,
+        say: a reset link mailed before it must not set the password after it).
+
+        Raises:
+            TokenStoreError: the store is down.
+        """
+        self.store.discard_group(self.group(subject))
 
     async def aissue(self, subject: str) -> str:
         """Async twin of :meth:`issue`."""
         token = secrets.token_urlsafe(32)
-        await self.store.aput(self.key(token), subject, self.ttl)
+        await self.store.aput(self.key(token), subject, self.ttl, group=self.group(subject))
         return token
 
     async def aconsume(self, token: str) -> str | None:
         """Async twin of :meth:`consume`."""
         if not _plausible(token):
             return None
-        return await self.store.aconsume(self.key(token))
+        subject = await self.store.aconsume(self.key(token))
+        if subject is not None:
+            await self.store.adiscard_group(self.group(subject))
+        return subject
+
+    async def arevoke_all(self, subject: str) -> None:
+        """Async twin of :meth:`revoke_all`."""
+        await self.store.adiscard_group(self.group(subject))
+
+    def _decoy(self, identifier: str) -> tuple[str, str]:
+        # What issue() writes, under keys no token maps to: an unknown account costs the same
+        # time and fails the same way when the store is down.
+        key = DECOY + self.key(secrets.token_urlsafe(32))
+        return key, DECOY + self.group(identifier)
 
     def request(
         self,
@@ -250,10 +140,17 @@ class SingleUseTokens:
                 answer slower for existing accounts, and timing would tell them apart.
 
         Returns:
-            :data:`REQUEST_ACCEPTED`, always.
+            :data:`REQUEST_ACCEPTED`, for an existing account and an unknown one alike.
+
+        Raises:
+            TokenStoreError: the store is down, for an existing account and an unknown one
+                alike (answer 503 to both).
         """
         subject = find(identifier)
-        if subject is not None:
+        if subject is None:
+            key, group = self._decoy(identifier)
+            self.store.put(key, "", self.ttl, group=group)
+        else:
             deliver(identifier, self.issue(subject))
         return dict(REQUEST_ACCEPTED)
 
@@ -265,7 +162,10 @@ class SingleUseTokens:
     ) -> dict[str, str]:
         """Async twin of :meth:`request`; ``find`` and ``deliver`` may be sync or async."""
         subject = await _maybe_await(find(identifier))
-        if subject is not None:
+        if subject is None:
+            key, group = self._decoy(identifier)
+            await self.store.aput(key, "", self.ttl, group=group)
+        else:
             await _maybe_await(deliver(identifier, await self.aissue(subject)))
         return dict(REQUEST_ACCEPTED)
 
@@ -279,6 +179,7 @@ async def _maybe_await(value: Any) -> Any:
 
 
 __all__ = [
+    "DECOY",
     "REQUEST_ACCEPTED",
     "STORE_ERRORS",
     "MemorySingleUseStore",
@@ -287,4 +188,5 @@ __all__ = [
     "SingleUseTokens",
     "TokenStoreError",
     "build_store",
+    "subject_group",
 ]
