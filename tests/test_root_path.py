@@ -83,3 +83,40 @@ def test_wsgi_rules_match_path_info_under_script_name() -> None:
             path, environ_overrides={"SCRIPT_NAME": script_name, "REMOTE_ADDR": "127.0.0.1"}
         )
         assert response.status_code == status, (script_name, path)
+
+
+LAYER_SETTINGS: dict[str, Any] = {
+    "jwt": {"secret": "s" * 32},
+    "auth": {"required": ["/private/*"]},
+    "ip": {"rules": {"/internal/*": {"allow": ["10.0.0.0/8"]}}},
+    "rate_limit": {"default": "", "rules": [{"path": "/limited", "limit": "1/minute"}]},
+    "headers": {"paths": {"/page": {"frame_options": "SAMEORIGIN"}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("layer", "path", "status", "frame_options"),
+    [
+        ("IPFilterMiddleware", "/internal/status", 403, None),
+        ("AuthenticationMiddleware", "/private/x", 401, None),
+        ("RateLimitMiddleware", "/limited", 429, None),
+        ("SecurityHeadersMiddleware", "/page", 200, "SAMEORIGIN"),
+    ],
+)
+def test_each_asgi_layer_matches_the_routed_path(
+    layer: str, path: str, status: int, frame_options: str | None
+) -> None:
+    """Every single-layer middleware reads the path without the root path, as the stack does."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = getattr(asgi, layer)(app, **LAYER_SETTINGS)
+    for _ in range(2 if status == 429 else 1):
+        scope = http_scope("/api" + path)
+        scope["root_path"] = "/api"
+        answer = run_asgi(middleware, scope)
+    assert answer.status == status
+    if frame_options is not None:
+        assert answer.header_values("x-frame-options") == [frame_options]
