@@ -34,6 +34,13 @@ def test_hash_key_from_argument_and_stdin(capsys: pytest.CaptureFixture[str]) ->
     assert run(capsys, "hash-key", stdin="abc\n") == (0, hash_api_key("abc") + "\n", "")
 
 
+def test_hash_key_refuses_a_key_with_a_comma(capsys: pytest.CaptureFixture[str]) -> None:
+    """A key with a comma could never be presented (it reads as two keys): no hash for it."""
+    code, out, err = run(capsys, "hash-key", "a,b")
+    assert (code, out) == (1, "")
+    assert "comma" in err
+
+
 def test_hash_key_generate(capsys: pytest.CaptureFixture[str]) -> None:
     """--generate prints a fresh key and its hash."""
     code, out, _ = run(capsys, "hash-key", "--generate")

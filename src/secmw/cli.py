@@ -39,6 +39,9 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
     key = _read_secret("API key: ", args.key)
     if not key:
         raise ValueError("empty key")
+    if "," in key:
+        # Refused as ambiguous when presented: WSGI servers join repeated fields with commas.
+        raise ValueError("an API key cannot contain a comma")
     print(hash_api_key(key))
     return 0
 

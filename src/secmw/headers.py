@@ -661,7 +661,7 @@ class SecurityHeaders:
         self.paths = PathTable(table, setting="SECMW_HEADERS__PATHS")
 
     def plain_policy_for(self, path: str) -> HeaderPolicy | None:
-        """The policy for ``path`` as the server gave it when that policy makes no nonce and the
+        """The policy for ``path`` (``route_path``) when that policy makes no nonce and the
         path needs no normalizing: the adapters then need nothing else of the request but its
         scheme. None otherwise (the full pass with :meth:`start`)."""
         if "//" in path or "/." in path:

@@ -58,6 +58,16 @@ class Deny:
             *self.headers,
         ]
 
+    def rendered(self, method: str) -> tuple[list[tuple[str, str]], bytes]:
+        """The response fields and body answering a request with ``method``.
+
+        A ``HEAD`` answer has the fields a ``GET`` would get, its ``Content-Length`` included,
+        and no body (RFC 9110 §9.3.2): every adapter renders through here, so neither side can
+        send one. Not every server drops a body the app hands it for ``HEAD``.
+        """
+        body = self.body()
+        return self.response_headers(len(body)), b"" if method == "HEAD" else body
+
     def with_headers(self, *headers: tuple[str, str]) -> Deny:
         """A copy with more headers appended."""
         return Deny(self.status, self.detail, self.code, self.headers + headers)

@@ -98,6 +98,29 @@ def parse_cookies(lines: Iterable[str], limit: int = MAX_COOKIE_BYTES) -> dict[s
     return jar
 
 
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path the router routes: ``scope["path"]`` less ``scope["root_path"]``.
+
+    uvicorn's ``--root-path`` and Starlette's ``Mount`` put the prefix into ``path`` and the
+    router strips it again (starlette's ``get_route_path``); rules must match what the router
+    matches, or ``/internal/*`` never applies under ``/api``. The prefix is removed only when it
+    ends at a segment boundary: a root path that is not a prefix of the path (a server that left
+    the prefix out, FastAPI's ``root_path=``) or that ends inside a segment (``/api`` in
+    ``/apix``) leaves the whole path, which is also what the router routes, so no shorter path
+    is ever matched than the one routed. Both are decoded (the ASGI ``path``, never
+    ``raw_path``), as the router compares them. Only ASGI needs this: a WSGI server puts the
+    prefix in ``SCRIPT_NAME`` and leaves ``PATH_INFO`` as routed.
+    """
+    path: str = scope.get("path") or "/"
+    root: str = scope.get("root_path") or ""
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    if not rest:
+        return "/"  # the mount point itself: the router's "" is the root of the mounted app
+    return rest if rest[0] == "/" else path
+
+
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and resolve ``.`` and ``..`` segments (RFC 3986 §5.2.4).
 
@@ -127,7 +150,8 @@ class RequestView:
 
     Attributes:
         method: Upper-case HTTP method (``"GET"``; ``"WEBSOCKET"`` for a websocket handshake).
-        path: The decoded path as the server gave it.
+        path: The decoded path the router routes: ``route_path(scope)`` on ASGI (without the
+            root path), ``PATH_INFO`` on WSGI (without ``SCRIPT_NAME``).
         normalized_path: ``normalize_path(path)``, the form rules match.
         query_string: The raw query string (bytes, undecoded).
         headers: Case-insensitive multi-valued headers.
@@ -281,7 +305,7 @@ class RequestView:
             method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
         view = cls(
             method,
-            scope.get("path") or "/",
+            route_path(scope),
             scope.get("query_string", b""),
             scheme,
             client[0] if client else None,

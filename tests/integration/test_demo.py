@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from werkzeug.serving import make_server
 
-from secmw.demo import DEMO_API_KEY, Demo, build
+from secmw.demo import DEMO_API_KEY, UVICORN_OPTIONS, Demo, build, request_handler
 from secmw.demo.common import banner
 from tests.redis_support import clients_after_closing, connected_clients
 from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
@@ -193,3 +196,50 @@ def test_banner_lists_address_users_and_curl_lines() -> None:
     assert DEMO_API_KEY in text
     assert text.count("curl ") == 3
     assert "SECMW_JWT__SECRET is unset" in text
+
+
+def raw_fields(base: str, path: str) -> list[tuple[str, str]]:
+    """The response fields exactly as the server wrote them (one HTTP/1.1 request, raw)."""
+    address = httpx.URL(base)
+    with socket.create_connection((address.host, address.port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    return [(name.lower(), value.strip()) for name, _, value in (f.partition(":") for f in head)]
+
+
+@contextmanager
+def demo_served(framework: str, app: Any) -> Iterator[str]:
+    """The demo on the server ``secmw demo`` runs it with (and that server's settings)."""
+    if framework == "starlette":
+        with uvicorn_server(app, lifespan="on", **UVICORN_OPTIONS) as base:
+            yield base
+        return
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=request_handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+        app.wsgi_app.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("configured", [None, "demo-api", ""])
+def test_server_field_names_no_version_and_appears_once(
+    framework: str, configured: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No server or Python version on the wire; SECMW_HEADERS__SERVER_HEADER is sent once."""
+    if configured is not None:
+        monkeypatch.setenv("SECMW_HEADERS__SERVER_HEADER", configured)
+    with demo_served(framework, build(framework)) as base:
+        for path in ("/health", "/me", "/no-such-page"):
+            fields = raw_fields(base, path)
+            servers = [value for name, value in fields if name == "server"]
+            assert servers == ([configured] if configured else []), path
+            assert not any("Python/" in value or "Werkzeug/" in value for _, value in fields)

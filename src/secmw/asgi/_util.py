@@ -54,11 +54,8 @@ async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
     A websocket is refused before accept: with an HTTP response through the
     ``websocket.http.response`` extension when the server offers it, else by closing with 1008.
     """
-    body = deny.body()
-    headers = [
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in deny.response_headers(len(body))
-    ]
+    fields, body = deny.rendered(scope.get("method", "GET").upper())
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields]
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": deny.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

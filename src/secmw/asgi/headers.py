@@ -17,7 +17,7 @@ from secmw.asgi._util import (
 )
 from secmw.context import csp_nonce_var
 from secmw.headers import INTERNAL_ERROR, SecurityHeaders
-from secmw.request import RequestView
+from secmw.request import RequestView, route_path
 from secmw.settings import SecuritySettings, resolve_settings
 
 
@@ -67,7 +67,7 @@ class SecurityHeadersMiddleware:
         """Run ``app`` on an ``http`` scope with the headers merged into its response."""
         # A policy without a nonce needs nothing of the request but its scheme; else the full
         # pass (path normalized, nonce made and published).
-        plain = self.policy.plain_policy_for(scope.get("path") or "/")
+        plain = self.policy.plain_policy_for(route_path(scope))
         header_pass = token = None
         if plain is None:
             header_pass = self.policy.start(RequestView.from_scope(scope))

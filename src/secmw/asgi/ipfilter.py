@@ -8,7 +8,7 @@ from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send, malformed, send_deny
 from secmw.netaddr import DENIED, FORWARDED_KEY, IPFilter
 from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.request import RequestView, route_path
 from secmw.settings import SecuritySettings, resolve_settings
 
 
@@ -56,7 +56,7 @@ class IPFilterMiddleware:
         """The answer for a refused ``http`` or ``websocket`` request (audited), else None; the
         resolved client is written to the scope either way."""
         client = scope.get("client")
-        if self.filter.admits(client[0] if client else None, scope.get("path", "/.")):
+        if self.filter.admits(client[0] if client else None, route_path(scope)):
             return None  # a peer allowed before, on any path
         request = RequestView.from_scope(scope)
         rejection = malformed(request)

@@ -82,13 +82,19 @@ class APIKeyAuthenticator:
         self.realm = realm
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The key from the header, else the query parameter; repeated or empty is a Deny."""
+        """The key from the header or the query parameter.
+
+        A key sent more than once (two header fields, two query parameters, the header and the
+        query together, whether the copies agree or not) is ambiguous: 400. So is a key holding
+        a comma, since a WSGI server joins two header fields with one and the two cannot be told
+        apart there. An empty key is a 401.
+        """
         values = request.header_values(self.header) if self.header else []
-        if not values and self.query_param and request.query_string:
-            values = request.query_params(self.query_param)
+        if self.query_param and request.query_string:
+            values += request.query_params(self.query_param)
         if not values:
             return None
-        if len(values) > 1:
+        if len(values) > 1 or "," in values[0]:
             return self._deny(400, "API key sent more than once", "invalid_request")
         key = values[0].strip()
         if not key:

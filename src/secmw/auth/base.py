@@ -235,9 +235,15 @@ class AuthChain:
         lines = request.header_values("authorization")
         if not lines:
             return None
-        if len(lines) > 1:
+        # WSGI servers join repeated fields with a comma before secmw sees them, so two fields
+        # and one field holding a comma cannot be told apart there: both are refused, on both
+        # sides. The schemes verified here (Bearer, Basic: token68, RFC 9110 §11.4) never hold
+        # a comma, so no valid credential is lost.
+        if len(lines) > 1 or "," in lines[0]:
             return self.deny(400, "more than one Authorization header", "invalid_request")
-        value = lines[0]
+        # Leading and trailing SP / HTAB are not part of a field value (RFC 9110 §5.5, §5.6.3);
+        # ASGI servers strip them, some WSGI servers keep them.
+        value = lines[0].strip(" \t")
         if len(value) > MAX_AUTHORIZATION_BYTES:
             return self.deny(400, "Authorization header too large", "invalid_request")
         if not value.isascii() or not value.isprintable():

@@ -4,11 +4,23 @@ defaults where they are unset."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from secmw.demo.common import DEMO_API_KEY, DEMO_USERS, Demo, banner, demo_settings
 
-__all__ = ["DEMO_API_KEY", "DEMO_USERS", "Demo", "build", "demo_settings", "serve"]
+if TYPE_CHECKING:
+    from werkzeug.serving import WSGIRequestHandler
+
+__all__ = [
+    "DEMO_API_KEY",
+    "DEMO_USERS",
+    "UVICORN_OPTIONS",
+    "Demo",
+    "build",
+    "demo_settings",
+    "request_handler",
+    "serve",
+]
 
 
 def build(framework: str = "starlette", demo: Demo | None = None) -> Any:
@@ -31,9 +43,38 @@ def serve(framework: str = "starlette", host: str = "127.0.0.1", port: int = 800
     if framework == "flask":
         from werkzeug.serving import run_simple
 
-        run_simple(host, port, app, threaded=True)
+        run_simple(host, port, app, threaded=True, request_handler=request_handler())
         return
     import uvicorn
 
+    uvicorn.run(app, host=host, port=port, log_level="info", **UVICORN_OPTIONS)
+
+
+UVICORN_OPTIONS: dict[str, Any] = {
     # secmw resolves the client address itself (SECMW_IP__TRUSTED_PROXIES): uvicorn must not.
-    uvicorn.run(app, host=host, port=port, proxy_headers=False, log_level="info")
+    "proxy_headers": False,
+    # uvicorn adds its own Server field beside the app's: with SECMW_HEADERS__SERVER_HEADER set
+    # the answer would carry two. The headers layer sends the one configured, or none.
+    "server_header": False,
+}
+"""The uvicorn settings the Starlette demo is served with."""
+
+
+def request_handler() -> type[WSGIRequestHandler]:
+    """The werkzeug request handler of the Flask demo: it sends no ``Server`` field of its own.
+
+    werkzeug's handler sends ``Server: Werkzeug/<version> Python/<version>`` on every answer,
+    naming the exact versions to look up vulnerabilities for, and, being outside the WSGI app,
+    beside the field ``SECMW_HEADERS__SERVER_HEADER`` makes the headers layer send: two fields.
+    Without it, an answer carries the configured value once, or no ``Server`` field at all.
+    """
+    from werkzeug.serving import WSGIRequestHandler
+
+    class DemoRequestHandler(WSGIRequestHandler):
+        def send_response(self, code: int, message: str | None = None) -> None:
+            # BaseHTTPRequestHandler.send_response, less its Server field
+            self.log_request(code)
+            self.send_response_only(code, message)
+            self.send_header("Date", self.date_time_string())
+
+    return DemoRequestHandler

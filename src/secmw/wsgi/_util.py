@@ -36,10 +36,11 @@ def status_line(status: int) -> str:
         return f"{status} Error"
 
 
-def respond_deny(start_response: StartResponse, deny: Deny) -> list[bytes]:
-    """Start the problem response and return its body, without calling the app."""
-    body = deny.body()
-    start_response(status_line(deny.status), deny.response_headers(len(body)))
+def respond_deny(start_response: StartResponse, deny: Deny, method: str) -> list[bytes]:
+    """Start the problem response and return its body (none for ``HEAD``), without calling the
+    app."""
+    headers, body = deny.rendered(method)
+    start_response(status_line(deny.status), headers)
     return [body]
 
 
@@ -49,7 +50,7 @@ def refuse_malformed(request: RequestView, start_response: StartResponse) -> lis
     if request.rejection is None:
         return None
     audit.emit("request.rejected", request.rejection.detail, request=request)
-    return respond_deny(start_response, request.rejection)
+    return respond_deny(start_response, request.rejection, request.method)
 
 
 def with_challenges(

@@ -61,7 +61,7 @@ class AuthenticationMiddleware:
             return malformed
         result = self.admit(environ, request)
         if isinstance(result, Deny):
-            return respond_deny(start_response, result)
+            return respond_deny(start_response, result, request.method)
         token = principal_var.set(result)
         request_token = request_var.set(request)
         try:

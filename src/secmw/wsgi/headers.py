@@ -56,7 +56,8 @@ class SecurityHeadersMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.policy.enabled:
             return self.app(environ, start_response)
-        header_pass = self.policy.start(RequestView.from_environ(environ))
+        request = RequestView.from_environ(environ)
+        header_pass = self.policy.start(request)
         started = False
 
         def start(
@@ -74,23 +75,23 @@ class SecurityHeadersMiddleware:
         try:
             return self.app(environ, start)
         except Exception:
-            return internal_error(start, started)
+            return internal_error(start, started, request.method)
         finally:
             if token is not None:
                 csp_nonce_var.reset(token)
 
 
-def internal_error(start: StartResponse, started: bool) -> list[bytes]:
+def internal_error(start: StartResponse, started: bool, method: str) -> list[bytes]:
     """Log the exception being handled and answer 500 problem+json through ``start`` (which
-    adds the headers)."""
+    adds the headers); no body for ``HEAD``."""
     logger.exception("unhandled error in the WSGI app; answering 500")
-    body = INTERNAL_ERROR.body()
+    headers, body = INTERNAL_ERROR.rendered(method)
     # A second start_response must carry exc_info: the server then replaces the status if
     # nothing went out yet and re-raises otherwise (PEP 3333), so no error is ever sent after a
     # started response.
     start(
         _INTERNAL_ERROR_STATUS,
-        INTERNAL_ERROR.response_headers(len(body)),
+        headers,
         sys.exc_info() if started else None,
     )
     return [body]

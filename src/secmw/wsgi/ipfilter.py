@@ -52,7 +52,7 @@ class IPFilterMiddleware:
             return malformed
         refusal = self.refuse(environ, request)
         if refusal is not None:
-            return respond_deny(start_response, refusal)
+            return respond_deny(start_response, refusal, request.method)
         return self.app(environ, start_response)
 
     def refuse(self, environ: Environ, request: RequestView) -> Deny | None:

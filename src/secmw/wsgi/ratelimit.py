@@ -66,7 +66,7 @@ class RateLimitMiddleware:
         if verdict is None:
             return self.app(environ, start_response)
         if isinstance(verdict, Deny):
-            return respond_deny(start_response, verdict)
+            return respond_deny(start_response, verdict, request.method)
         return self.app(environ, _with_fields(start_response, verdict))
 
     def decide(self, request: RequestView) -> Deny | Fields | None:

@@ -142,13 +142,13 @@ class SecurityStack:
             ):
                 refusal = ip.refuse(environ, request)
                 if refusal is not None:
-                    return respond_deny(start, refusal)
+                    return respond_deny(start, refusal, request.method)
             auth = self._auth
             principal_token = request_token = None
             if auth is not None:
                 principal = auth.admit(environ, request)
                 if isinstance(principal, Deny):
-                    return respond_deny(start, principal)
+                    return respond_deny(start, principal, request.method)
                 principal_token = principal_var.set(principal)
                 request_token = request_var.set(request)
                 challenges = auth._challenges
@@ -157,12 +157,12 @@ class SecurityStack:
                 if step_up is not None:
                     denied = step_up.refuse(request)
                     if denied is not None:
-                        return respond_deny(start, denied)
+                        return respond_deny(start, denied, request.method)
                 rate_limit = self._rate_limit
                 if rate_limit is not None and rate_limit.settings.enabled:
                     verdict = rate_limit.decide(request)
                     if isinstance(verdict, Deny):
-                        return respond_deny(start, verdict)
+                        return respond_deny(start, verdict, request.method)
                     fields = verdict
                 return self.app(environ, start)
             finally:
@@ -173,7 +173,7 @@ class SecurityStack:
             if header_pass is None:
                 raise
             fields, challenges = None, ()  # the 500 is the headers layer's own answer
-            return internal_error(start, started)
+            return internal_error(start, started, request.method)
         finally:
             if nonce_token is not None:
                 csp_nonce_var.reset(nonce_token)

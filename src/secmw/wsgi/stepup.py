@@ -59,7 +59,7 @@ class StepUpMiddleware:
             return malformed
         denied = self.refuse(request)
         if denied is not None:
-            return respond_deny(start_response, denied)
+            return respond_deny(start_response, denied, request.method)
         return self.app(environ, start_response)
 
     def refuse(self, request: RequestView) -> Deny | None:
