@@ -28,7 +28,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -45,6 +45,8 @@ from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}\Z")
+REPEATED_COOKIE = Deny(400, "session cookie sent more than once", "invalid_request")
+TOO_MANY_COOKIES = Deny(431, "Cookie fields too large to read", "cookies_too_large")
 
 
 class SessionSettings(Section):
@@ -137,6 +139,27 @@ def _store_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+def _view_of(request: object) -> RequestView:
+    """The request view the middleware built (kept in the scope or environ), else a new one."""
+    if isinstance(request, RequestView):
+        return request
+    scope = getattr(request, "scope", None)
+    if isinstance(scope, MutableMapping):
+        return RequestView.from_scope(scope)
+    environ = getattr(request, "environ", None)
+    if isinstance(environ, MutableMapping):
+        return RequestView.from_environ(environ)
+    if isinstance(request, MutableMapping):
+        if request.get("type") in ("http", "websocket"):
+            return RequestView.from_scope(request)
+        if "REQUEST_METHOD" in request:
+            return RequestView.from_environ(request)
+    raise TypeError(
+        "session_id() takes the request (Starlette, Flask, an ASGI scope or a WSGI environ), "
+        "not a cookie mapping: the framework's parser may read another session cookie"
+    )
+
+
 class Sessions:
     """Create, load, rotate and destroy sessions; sync methods and ``a``-prefixed async twins.
 
@@ -212,10 +235,32 @@ class Sessions:
         """The ``Set-Cookie`` value that removes the cookie from the browser."""
         return f"{self.cookie_name}=; {self._attributes}; Max-Age=0"
 
-    def session_id(self, cookies: Mapping[str, str]) -> str | None:
-        """The session id among a request's cookies (``request.cookies``), if well-formed."""
-        value = cookies.get(self.cookie_name)
-        return value if value is not None and _SESSION_ID.match(value) else None
+    def read_cookie(self, request: RequestView) -> str | Deny | None:
+        """The session cookie's value as secmw reads it, the one reading shared by the middleware
+        and :meth:`session_id`: None when absent; a 400 when the name is sent more than once (an
+        app's parser may pick another of the values than secmw does); a 431 when the ``Cookie``
+        fields are too large to read (the cookie may be among them)."""
+        cookies = request.cookies
+        if not cookies.complete:
+            return TOO_MANY_COOKIES
+        if self.cookie_name in cookies.repeated:
+            return REPEATED_COOKIE
+        return cookies.get(self.cookie_name)
+
+    def session_id(self, request: object) -> str | None:
+        """The session id of a request, read as the middleware read it, if well-formed.
+
+        Args:
+            request: A Starlette or Quart request (``.scope``), a Flask or werkzeug request
+                (``.environ``), an ASGI scope, a WSGI environ or a :class:`RequestView`. Not
+                the framework's cookie mapping: its parser may pick another value of a
+                repeated cookie than the one the middleware authenticated.
+
+        Returns:
+            The id, or None when the request carries no single well-formed session cookie.
+        """
+        value = self.read_cookie(_view_of(request))
+        return value if isinstance(value, str) and _SESSION_ID.match(value) else None
 
     # -- the record's life ---------------------------------------------------------------------
 
@@ -367,9 +412,9 @@ class SessionAuthenticator:
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """The session id from the cookie; a cross-site unsafe request is a 403."""
-        value = request.cookies.get(self.sessions.cookie_name)
-        if value is None:
-            return None
+        value = self.sessions.read_cookie(request)
+        if value is None or isinstance(value, Deny):
+            return value
         if request.method not in SAFE_METHODS:  # "WEBSOCKET" included: CSWSH
             reason = cross_site_reason(request, self.trusted_origins)
             if reason is not None:
@@ -416,6 +461,8 @@ class SessionAuthenticator:
 
 
 __all__ = [
+    "REPEATED_COOKIE",
+    "TOO_MANY_COOKIES",
     "IssuedSession",
     "SessionAuthenticator",
     "SessionRecord",
