@@ -1,5 +1,5 @@
 """Session cookies read one way: repeated and oversized Cookie fields, the logout helper's
-reading; ASGI and WSGI."""
+reading, and the cookie clearing kept on a throttled answer; ASGI and WSGI."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.session_store import MemorySessionStore
 from secmw.principal import Principal
 from secmw.request import RequestView
+from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.identity_support import FakeClock
 from tests.support import http_scope, run_asgi
@@ -163,3 +164,35 @@ def test_session_id_refuses_a_framework_cookie_mapping() -> None:
     sessions, sid = _sessions()
     with pytest.raises(TypeError, match="not a cookie mapping"):
         sessions.session_id({"__Host-session": sid})
+
+
+# -- a throttled answer still clears a stale cookie ------------------------------------------
+
+THROTTLE: dict[str, Any] = {"rate_limit": {"auth_failures": "2/minute"}}
+
+
+def test_asgi_throttled_stale_cookie_is_still_cleared() -> None:
+    """Once the failure throttle answers 429, the answer keeps the 401's Set-Cookie that
+    clears the stale session cookie (else the browser resends it and stays throttled)."""
+    sessions, _ = _sessions()
+    throttle = AsyncFailedAuthThrottle(**THROTTLE)
+    chain = AuthChain([SessionAuthenticator(sessions)])
+    app = ASGIAuth(_asgi_app, chain=chain, throttle=throttle)
+    stale = [f"__Host-session={'s' * 43}"]
+    answers = [_asgi(app, "GET", stale) for _ in range(3)]
+    assert [a.status for a in answers] == [401, 401, 429]
+    for answer in answers:
+        assert answer.header_values("set-cookie") == [sessions.clear_cookie()]
+    assert answers[2].header_values("retry-after")
+
+
+def test_wsgi_throttled_stale_cookie_is_still_cleared() -> None:
+    """The WSGI twin."""
+    sessions, _ = _sessions()
+    chain = AuthChain([SessionAuthenticator(sessions)])
+    app = WSGIAuth(_wsgi_app, chain=chain, throttle=FailedAuthThrottle(**THROTTLE))
+    answers = [_wsgi(app, "GET", f"__Host-session={'s' * 43}") for _ in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 429]
+    for answer in answers:
+        assert answer.headers.getlist("set-cookie") == [sessions.clear_cookie()]
+    assert "retry-after" in answers[2].headers

@@ -460,6 +460,20 @@ class SessionAuthenticator:
         )
 
 
+def after_failure(refusal: Deny | None, failure: Deny) -> Deny:
+    """The answer to a failed authentication that the failure throttle may replace.
+
+    ``failure`` (a 401) when the throttle let it stand (``refusal`` None), else ``refusal`` (its
+    429, or 503) carrying the ``Set-Cookie`` fields of the 401: without them a browser keeps
+    sending a stale session cookie, each attempt counts as another failure, and every client
+    behind its address stays throttled. Shared by the ASGI and WSGI authentication drivers.
+    """
+    if refusal is None:
+        return failure
+    clearing = tuple(pair for pair in failure.headers if pair[0] == "set-cookie")
+    return refusal.with_headers(*clearing) if clearing else refusal
+
+
 __all__ = [
     "REPEATED_COOKIE",
     "TOO_MANY_COOKIES",
@@ -468,4 +482,5 @@ __all__ = [
     "SessionRecord",
     "SessionSettings",
     "Sessions",
+    "after_failure",
 ]
