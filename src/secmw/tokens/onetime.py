@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from secmw.errors import StoreUnavailable
+
 T = TypeVar("T")
 
 MAX_TOKEN_CHARS = 128  # longer input is refused before hashing
@@ -26,7 +28,7 @@ REQUEST_ACCEPTED = {"message": "If the account exists, a message has been sent t
 """The one answer of a reset or verification request, whether or not the account exists."""
 
 
-class TokenStoreError(RuntimeError):
+class TokenStoreError(StoreUnavailable):
     """A store could not be reached; callers answer 503 and issue nothing."""
 
 
