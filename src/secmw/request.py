@@ -110,9 +110,6 @@ class Cookies(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._jar)
 
-    def __repr__(self) -> str:  # names only: values are credentials
-        return f"Cookies({sorted(self._jar)!r}, complete={self.complete})"
-
 
 def parse_cookies(lines: Iterable[str], limit: int = MAX_COOKIE_BYTES) -> Cookies:
     """Cookies from ``Cookie`` field lines, in linear time (RFC 6265 §5.4).
@@ -157,13 +154,8 @@ def parse_cookies(lines: Iterable[str], limit: int = MAX_COOKIE_BYTES) -> Cookie
 
 
 def _names_after_commas(value: str) -> list[str]:
-    names = []
-    for piece in value.split(",")[1:]:
-        name, eq, _ = piece.partition("=")
-        name = name.strip()
-        if eq and name:
-            names.append(name)
-    return names
+    pairs = (piece.partition("=") for piece in value.split(",")[1:])
+    return [name.strip() for name, eq, _ in pairs if eq and name.strip()]
 
 
 def normalize_path(path: str) -> str:

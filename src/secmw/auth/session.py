@@ -14,6 +14,9 @@
   ``Sec-Fetch-Site: same-origin`` (or ``none``), else an ``Origin`` whose host is the request's
   ``Host`` or one of ``trusted_origins``. A request with neither header is refused (closed by
   default; every current browser sends ``Origin`` on unsafe requests).
+- The cookie is read one way, by :meth:`Sessions.read_cookie`, for the middleware and for the
+  app's logout (:meth:`Sessions.session_id`): sent twice it is a 400, in ``Cookie`` fields too
+  large to read a 431, so the app can never act on a session the middleware did not check.
 
 Stores: :class:`secmw.auth.session_store.MemorySessionStore` (one process, bounded) and
 :class:`secmw.auth.session_store.RedisSessionStore` (shared; each entry's TTL is the session's
@@ -28,7 +31,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -36,17 +39,19 @@ from pydantic import Field, field_validator
 
 from secmw import audit
 from secmw._config import Section, StrList
-from secmw.auth.base import Credential
-from secmw.auth.csrf import SAFE_METHODS, cross_site_reason, normalize_origins
+from secmw.auth.session_auth import (
+    REPEATED_COOKIE,
+    SESSION_ID,
+    TOO_MANY_COOKIES,
+    SessionAuthenticator,
+    after_failure,
+    request_view,
+)
 from secmw.auth.session_store import AsyncSessionStore, SessionStore
 from secmw.errors import ConfigurationError
 from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
+from secmw.problems import Deny
 from secmw.request import RequestView
-
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}\Z")
-REPEATED_COOKIE = Deny(400, "session cookie sent more than once", "invalid_request")
-TOO_MANY_COOKIES = Deny(431, "Cookie fields too large to read", "cookies_too_large")
 
 
 class SessionSettings(Section):
@@ -137,27 +142,6 @@ class IssuedSession:
 
 def _store_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
-
-
-def _view_of(request: object) -> RequestView:
-    """The request view the middleware built (kept in the scope or environ), else a new one."""
-    if isinstance(request, RequestView):
-        return request
-    scope = getattr(request, "scope", None)
-    if isinstance(scope, MutableMapping):
-        return RequestView.from_scope(scope)
-    environ = getattr(request, "environ", None)
-    if isinstance(environ, MutableMapping):
-        return RequestView.from_environ(environ)
-    if isinstance(request, MutableMapping):
-        if request.get("type") in ("http", "websocket"):
-            return RequestView.from_scope(request)
-        if "REQUEST_METHOD" in request:
-            return RequestView.from_environ(request)
-    raise TypeError(
-        "session_id() takes the request (Starlette, Flask, an ASGI scope or a WSGI environ), "
-        "not a cookie mapping: the framework's parser may read another session cookie"
-    )
 
 
 class Sessions:
@@ -259,8 +243,8 @@ class Sessions:
         Returns:
             The id, or None when the request carries no single well-formed session cookie.
         """
-        value = self.read_cookie(_view_of(request))
-        return value if isinstance(value, str) and _SESSION_ID.match(value) else None
+        value = self.read_cookie(request_view(request))
+        return value if isinstance(value, str) and SESSION_ID.match(value) else None
 
     # -- the record's life ---------------------------------------------------------------------
 
@@ -387,91 +371,6 @@ class Sessions:
             name=principal.name,
             seen=now,
         )
-
-
-class SessionAuthenticator:
-    """Authenticates a request by its session cookie; refuses cross-site unsafe requests.
-
-    Args:
-        sessions: The :class:`Sessions` that issued the cookies.
-        trusted_origins: Other origins whose pages may send unsafe requests.
-        realm: ``realm`` of the challenge.
-    """
-
-    scheme = "session"
-    authorization_scheme = None
-    blocking = True  # a sync store may do network I/O; the ASGI adapter uses averify
-    throttle_first = False  # cheap to check, impossible to guess: count failures only
-
-    def __init__(
-        self, sessions: Sessions, *, trusted_origins: Iterable[str] = (), realm: str = "api"
-    ) -> None:
-        self.sessions = sessions
-        self.trusted_origins = normalize_origins(trusted_origins, "SECMW_SESSION__TRUSTED_ORIGINS")
-        self.realm = realm
-
-    def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The session id from the cookie; a cross-site unsafe request is a 403."""
-        value = self.sessions.read_cookie(request)
-        if value is None or isinstance(value, Deny):
-            return value
-        if request.method not in SAFE_METHODS:  # "WEBSOCKET" included: CSWSH
-            reason = cross_site_reason(request, self.trusted_origins)
-            if reason is not None:
-                return Deny(403, reason, "cross_site")
-        if not _SESSION_ID.match(value):
-            return self._expired("session cookie malformed")
-        return Credential(self.scheme, value)
-
-    def verify(self, credential: Credential) -> Principal | Deny:
-        """The session's principal; an unknown or timed-out session is a 401 clearing the cookie."""
-        try:
-            record = self.sessions.load(credential.secret)
-        except Exception as exc:  # store down: refuse, do not fall back to anonymous
-            return self._unavailable(exc)
-        return record.principal() if record else self._expired("session expired or unknown")
-
-    async def averify(self, credential: Credential) -> Principal | Deny:
-        """Async twin of :meth:`verify`."""
-        try:
-            record = await self.sessions.aload(credential.secret)
-        except Exception as exc:  # store down: refuse, do not fall back to anonymous
-            return self._unavailable(exc)
-        return record.principal() if record else self._expired("session expired or unknown")
-
-    def challenge(self, error: str | None = None, description: str | None = None) -> str:
-        """A non-standard ``Session`` challenge naming the cookie (browsers show no dialog)."""
-        cookie = quote_param(self.sessions.cookie_name)
-        return f"Session realm={quote_param(self.realm)}, cookie={cookie}"
-
-    def _expired(self, detail: str) -> Deny:
-        # Clearing the cookie lets the browser continue anonymously on the next request.
-        return Deny(
-            401,
-            detail,
-            "invalid_session",
-            (("www-authenticate", self.challenge()), ("set-cookie", self.sessions.clear_cookie())),
-        )
-
-    def _unavailable(self, exc: Exception) -> Deny:
-        audit.emit("session.store_unavailable", type(exc).__name__)
-        return Deny(
-            503, "session store unavailable", "temporarily_unavailable", (("retry-after", "5"),)
-        )
-
-
-def after_failure(refusal: Deny | None, failure: Deny) -> Deny:
-    """The answer to a failed authentication that the failure throttle may replace.
-
-    ``failure`` (a 401) when the throttle let it stand (``refusal`` None), else ``refusal`` (its
-    429, or 503) carrying the ``Set-Cookie`` fields of the 401: without them a browser keeps
-    sending a stale session cookie, each attempt counts as another failure, and every client
-    behind its address stays throttled. Shared by the ASGI and WSGI authentication drivers.
-    """
-    if refusal is None:
-        return failure
-    clearing = tuple(pair for pair in failure.headers if pair[0] == "set-cookie")
-    return refusal.with_headers(*clearing) if clearing else refusal
 
 
 __all__ = [
