@@ -12,6 +12,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request as WerkzeugRequest
 
 from secmw.asgi import AuthenticationMiddleware as ASGIAuth
+from secmw.asgi import SecurityStack as ASGIStack
 from secmw.auth.base import AuthChain
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.session_store import MemorySessionStore
@@ -19,6 +20,7 @@ from secmw.principal import Principal
 from secmw.request import RequestView
 from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
+from secmw.wsgi import SecurityStack as WSGIStack
 from tests.identity_support import FakeClock
 from tests.support import http_scope, run_asgi
 
@@ -196,3 +198,28 @@ def test_wsgi_throttled_stale_cookie_is_still_cleared() -> None:
     for answer in answers:
         assert answer.headers.getlist("set-cookie") == [sessions.clear_cookie()]
     assert "retry-after" in answers[2].headers
+
+
+def test_security_stacks_keep_the_clearing_on_a_throttled_answer() -> None:
+    """Through the full stacks (headers, throttle, authentication, rate limits) on both sides:
+    the throttled answer to a stale session cookie clears it."""
+    sections: dict[str, Any] = {
+        "auth": {"order": ["session"]},
+        "rate_limit": {"default": "100/minute", "auth_failures": "2/minute"},
+    }
+    clear = Sessions(MemorySessionStore()).clear_cookie()
+    stale = f"__Host-session={'s' * 43}"
+    asgi = ASGIStack(_asgi_app, **sections)
+    sent = [_asgi(asgi, "GET", [stale]) for _ in range(3)]
+    assert [(s.status, s.header_values("set-cookie")) for s in sent] == [
+        (401, [clear]),
+        (401, [clear]),
+        (429, [clear]),
+    ]
+    wsgi = WSGIStack(_wsgi_app, **sections)
+    answers = [_wsgi(wsgi, "GET", stale) for _ in range(3)]
+    assert [(a.status_code, a.headers.getlist("set-cookie")) for a in answers] == [
+        (401, [clear]),
+        (401, [clear]),
+        (429, [clear]),
+    ]
