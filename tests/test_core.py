@@ -205,11 +205,37 @@ def test_parse_cookies(lines: list[str], expected: dict[str, str]) -> None:
     assert parse_cookies(lines) == expected
 
 
-def test_parse_cookies_reads_a_bounded_prefix() -> None:
-    """Only the first limit characters are read, whatever the header size."""
-    jar = parse_cookies(["a=1; big=" + "x" * 100_000 + "; late=1"], limit=50)
-    assert jar["a"] == "1"
-    assert "late" not in jar
+def test_parse_cookies_reads_every_pair_or_none() -> None:
+    """Every pair is read, however far into the fields (a prefix would hide a late session
+    cookie); fields over the bound are not read at all and the jar says it is incomplete."""
+    late = parse_cookies(["a=1; big=" + "x" * 9000 + "; late=1"])
+    assert (late["a"], late["late"], late.complete) == ("1", "1", True)
+    over = parse_cookies(["a=1; big=" + "x" * 100_000 + "; late=1"], limit=50)
+    assert (dict(over), over.complete) == ({}, False)
+    assert "x" * 10 not in repr(late)
+
+
+@pytest.mark.parametrize(
+    ("lines", "repeated"),
+    [
+        (["a=1; b=2"], set()),
+        (["sid=1; a=2; sid=3"], {"sid"}),
+        (["sid=1", "sid=3"], {"sid"}),
+        (["sid=1,sid=3"], {"sid"}),
+        (["a=1,sid=3; sid=4"], {"sid"}),
+        (["a=1,sid=3"], set()),
+        (['j={"a":1,"b":2}'], set()),
+    ],
+    ids=["none", "one-field", "two-fields", "wsgi-comma-join", "comma-then-field", "hidden-once",
+         "json-value"],
+)  # fmt: skip
+def test_parse_cookies_lists_repeated_names(lines: list[str], repeated: set[str]) -> None:
+    """A name sent twice (in one field, in two, or in two that a WSGI server joined with a
+    comma) is listed; the first value is the one kept."""
+    jar = parse_cookies(lines)
+    assert jar.repeated == repeated
+    if "sid" in jar and lines[0].startswith("sid="):
+        assert jar["sid"].startswith("1")
 
 
 @pytest.mark.parametrize(

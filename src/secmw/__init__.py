@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from secmw.auth.apikey import hash_api_key
 from secmw.context import current_csp_nonce, current_principal, current_request
-from secmw.errors import ConfigurationError, MiddlewareNotInstalled
+from secmw.errors import ConfigurationError, MiddlewareNotInstalled, StoreUnavailable
 from secmw.passwords import hash_password, verify_password
 from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
@@ -21,6 +21,7 @@ __all__ = [
     "Principal",
     "RequestView",
     "SecuritySettings",
+    "StoreUnavailable",
     "__version__",
     "current_csp_nonce",
     "current_principal",

@@ -23,6 +23,7 @@ from secmw.asgi._util import (
 from secmw.auth import AuthChain, Authenticator, Found
 from secmw.auth.base import AsyncFailureThrottle
 from secmw.auth.build import build_chain
+from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
 from secmw.principal import Principal
 from secmw.problems import Deny
@@ -146,7 +147,7 @@ class AuthenticationMiddleware:
             # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
             blocked = None if first else await throttle.blocked(request, credential)
             await throttle.failed(request, credential)
-            return blocked or result
+            return after_failure(blocked, result)
         return result
 
     def challenging(self, scope: Scope, send: Send) -> Send:

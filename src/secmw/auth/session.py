@@ -14,6 +14,9 @@
   ``Sec-Fetch-Site: same-origin`` (or ``none``), else an ``Origin`` whose host is the request's
   ``Host`` or one of ``trusted_origins``. A request with neither header is refused (closed by
   default; every current browser sends ``Origin`` on unsafe requests).
+- The cookie is read one way, by :meth:`Sessions.read_cookie`, for the middleware and for the
+  app's logout (:meth:`Sessions.session_id`): sent twice it is a 400, in ``Cookie`` fields too
+  large to read a 431, so the app can never act on a session the middleware did not check.
 
 Stores: :class:`secmw.auth.session_store.MemorySessionStore` (one process, bounded) and
 :class:`secmw.auth.session_store.RedisSessionStore` (shared; each entry's TTL is the session's
@@ -28,7 +31,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -36,15 +39,19 @@ from pydantic import Field, field_validator
 
 from secmw import audit
 from secmw._config import Section, StrList
-from secmw.auth.base import Credential
-from secmw.auth.csrf import SAFE_METHODS, cross_site_reason, normalize_origins
+from secmw.auth.session_auth import (
+    REPEATED_COOKIE,
+    SESSION_ID,
+    TOO_MANY_COOKIES,
+    SessionAuthenticator,
+    after_failure,
+    request_view,
+)
 from secmw.auth.session_store import AsyncSessionStore, SessionStore
 from secmw.errors import ConfigurationError
 from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
+from secmw.problems import Deny
 from secmw.request import RequestView
-
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}\Z")
 
 
 class SessionSettings(Section):
@@ -212,10 +219,32 @@ class Sessions:
         """The ``Set-Cookie`` value that removes the cookie from the browser."""
         return f"{self.cookie_name}=; {self._attributes}; Max-Age=0"
 
-    def session_id(self, cookies: Mapping[str, str]) -> str | None:
-        """The session id among a request's cookies (``request.cookies``), if well-formed."""
-        value = cookies.get(self.cookie_name)
-        return value if value is not None and _SESSION_ID.match(value) else None
+    def read_cookie(self, request: RequestView) -> str | Deny | None:
+        """The session cookie's value as secmw reads it, the one reading shared by the middleware
+        and :meth:`session_id`: None when absent; a 400 when the name is sent more than once (an
+        app's parser may pick another of the values than secmw does); a 431 when the ``Cookie``
+        fields are too large to read (the cookie may be among them)."""
+        cookies = request.cookies
+        if not cookies.complete:
+            return TOO_MANY_COOKIES
+        if self.cookie_name in cookies.repeated:
+            return REPEATED_COOKIE
+        return cookies.get(self.cookie_name)
+
+    def session_id(self, request: object) -> str | None:
+        """The session id of a request, read as the middleware read it, if well-formed.
+
+        Args:
+            request: A Starlette or Quart request (``.scope``), a Flask or werkzeug request
+                (``.environ``), an ASGI scope, a WSGI environ or a :class:`RequestView`. Not
+                the framework's cookie mapping: its parser may pick another value of a
+                repeated cookie than the one the middleware authenticated.
+
+        Returns:
+            The id, or None when the request carries no single well-formed session cookie.
+        """
+        value = self.read_cookie(request_view(request))
+        return value if isinstance(value, str) and SESSION_ID.match(value) else None
 
     # -- the record's life ---------------------------------------------------------------------
 
@@ -344,81 +373,13 @@ class Sessions:
         )
 
 
-class SessionAuthenticator:
-    """Authenticates a request by its session cookie; refuses cross-site unsafe requests.
-
-    Args:
-        sessions: The :class:`Sessions` that issued the cookies.
-        trusted_origins: Other origins whose pages may send unsafe requests.
-        realm: ``realm`` of the challenge.
-    """
-
-    scheme = "session"
-    authorization_scheme = None
-    blocking = True  # a sync store may do network I/O; the ASGI adapter uses averify
-    throttle_first = False  # cheap to check, impossible to guess: count failures only
-
-    def __init__(
-        self, sessions: Sessions, *, trusted_origins: Iterable[str] = (), realm: str = "api"
-    ) -> None:
-        self.sessions = sessions
-        self.trusted_origins = normalize_origins(trusted_origins, "SECMW_SESSION__TRUSTED_ORIGINS")
-        self.realm = realm
-
-    def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The session id from the cookie; a cross-site unsafe request is a 403."""
-        value = request.cookies.get(self.sessions.cookie_name)
-        if value is None:
-            return None
-        if request.method not in SAFE_METHODS:  # "WEBSOCKET" included: CSWSH
-            reason = cross_site_reason(request, self.trusted_origins)
-            if reason is not None:
-                return Deny(403, reason, "cross_site")
-        if not _SESSION_ID.match(value):
-            return self._expired("session cookie malformed")
-        return Credential(self.scheme, value)
-
-    def verify(self, credential: Credential) -> Principal | Deny:
-        """The session's principal; an unknown or timed-out session is a 401 clearing the cookie."""
-        try:
-            record = self.sessions.load(credential.secret)
-        except Exception as exc:  # store down: refuse, do not fall back to anonymous
-            return self._unavailable(exc)
-        return record.principal() if record else self._expired("session expired or unknown")
-
-    async def averify(self, credential: Credential) -> Principal | Deny:
-        """Async twin of :meth:`verify`."""
-        try:
-            record = await self.sessions.aload(credential.secret)
-        except Exception as exc:  # store down: refuse, do not fall back to anonymous
-            return self._unavailable(exc)
-        return record.principal() if record else self._expired("session expired or unknown")
-
-    def challenge(self, error: str | None = None, description: str | None = None) -> str:
-        """A non-standard ``Session`` challenge naming the cookie (browsers show no dialog)."""
-        cookie = quote_param(self.sessions.cookie_name)
-        return f"Session realm={quote_param(self.realm)}, cookie={cookie}"
-
-    def _expired(self, detail: str) -> Deny:
-        # Clearing the cookie lets the browser continue anonymously on the next request.
-        return Deny(
-            401,
-            detail,
-            "invalid_session",
-            (("www-authenticate", self.challenge()), ("set-cookie", self.sessions.clear_cookie())),
-        )
-
-    def _unavailable(self, exc: Exception) -> Deny:
-        audit.emit("session.store_unavailable", type(exc).__name__)
-        return Deny(
-            503, "session store unavailable", "temporarily_unavailable", (("retry-after", "5"),)
-        )
-
-
 __all__ = [
+    "REPEATED_COOKIE",
+    "TOO_MANY_COOKIES",
     "IssuedSession",
     "SessionAuthenticator",
     "SessionRecord",
     "SessionSettings",
     "Sessions",
+    "after_failure",
 ]

@@ -7,18 +7,28 @@ security state that needs the same shape.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from secmw._redis import client_pair
+from secmw.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+
+try:
+    from redis import RedisError as _RedisError
+
+    _REDIS_ERRORS: tuple[type[Exception], ...] = (_RedisError, OSError, asyncio.TimeoutError)
+except ImportError:  # pragma: no cover - redis is an optional extra
+    _REDIS_ERRORS = (OSError, asyncio.TimeoutError)
 
 
 class SessionStore(Protocol):
@@ -110,8 +120,10 @@ class RedisSessionStore:
     """Values in Redis under ``prefix + key`` with a millisecond TTL (``SET ... PX``).
 
     Give a sync client (redis-py), an async client (``redis.asyncio``) or both; :meth:`from_url`
-    builds both with short timeouts. Redis errors propagate: the session authenticator turns them
-    into a 503.
+    builds both with short timeouts. Every call that Redis cannot answer (connection refused or
+    lost, timeout, error reply) raises :class:`secmw.errors.StoreUnavailable`, whichever client
+    library error caused it: the session authenticator answers it with a 503, a login view
+    should too.
     """
 
     def __init__(
@@ -136,7 +148,8 @@ class RedisSessionStore:
 
     def get(self, key: str) -> bytes | None:
         """The value, None when absent (Redis expires it)."""
-        value: Any = self._sync().get(self.prefix + key)  # redis-py types differ across versions
+        with _unavailable():
+            value: Any = self._sync().get(self.prefix + key)  # redis-py types vary by version
         return _as_bytes(value)
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
@@ -144,15 +157,18 @@ class RedisSessionStore:
         if ttl <= 0:
             self.delete(key)
             return
-        self._sync().set(self.prefix + key, value, px=max(1, math.ceil(ttl * 1000)))
+        with _unavailable():
+            self._sync().set(self.prefix + key, value, px=_millis(ttl))
 
     def delete(self, key: str) -> None:
         """Forget ``key``."""
-        self._sync().delete(self.prefix + key)
+        with _unavailable():
+            self._sync().delete(self.prefix + key)
 
     async def aget(self, key: str) -> bytes | None:
         """Async twin of :meth:`get`."""
-        value = await self._asynchronous().get(self.prefix + key)
+        with _unavailable():
+            value = await self._asynchronous().get(self.prefix + key)
         return _as_bytes(value)
 
     async def aset(self, key: str, value: bytes, ttl: float) -> None:
@@ -160,11 +176,13 @@ class RedisSessionStore:
         if ttl <= 0:
             await self.adelete(key)
             return
-        await self._asynchronous().set(self.prefix + key, value, px=max(1, math.ceil(ttl * 1000)))
+        with _unavailable():
+            await self._asynchronous().set(self.prefix + key, value, px=_millis(ttl))
 
     async def adelete(self, key: str) -> None:
         """Async twin of :meth:`delete`."""
-        await self._asynchronous().delete(self.prefix + key)
+        with _unavailable():
+            await self._asynchronous().delete(self.prefix + key)
 
     def _sync(self) -> redis.Redis:
         if self._client is None:
@@ -175,6 +193,18 @@ class RedisSessionStore:
         if self._async is None:
             raise RuntimeError("no asynchronous Redis client configured")
         return self._async
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except _REDIS_ERRORS as exc:  # the type only: a reply error may quote the command
+        raise StoreUnavailable(f"session store unavailable ({type(exc).__name__})") from None
+
+
+def _millis(ttl: float) -> int:
+    return max(1, math.ceil(ttl * 1000))
 
 
 def _as_bytes(value: bytes | str | None) -> bytes | None:

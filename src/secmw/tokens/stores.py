@@ -13,14 +13,18 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from secmw.errors import StoreUnavailable
+
 T = TypeVar("T")
 
 
-class TokenStoreError(RuntimeError):
+class TokenStoreError(StoreUnavailable):
     """A store could not be reached; callers answer 503 and issue nothing.
 
-    The one exception an app catches around :class:`secmw.tokens.SingleUseTokens` and the
-    issuer's store calls, whatever the backend (the Redis store raises nothing else).
+    Raised around :class:`secmw.tokens.SingleUseTokens` and the issuer's store calls, whatever
+    the backend (the Redis store raises nothing else). It is a
+    :class:`secmw.errors.StoreUnavailable`, so one ``except StoreUnavailable`` covers the token
+    and session stores alike.
     """
 
 

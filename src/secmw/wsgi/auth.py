@@ -9,6 +9,7 @@ from secmw import audit
 from secmw.auth import AuthChain, Found
 from secmw.auth.base import FailureThrottle
 from secmw.auth.build import build_chain
+from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
 from secmw.principal import Principal
 from secmw.problems import Deny
@@ -99,7 +100,7 @@ class AuthenticationMiddleware:
             # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
             blocked = None if first else throttle.blocked(request, credential)
             throttle.failed(request, credential)
-            return blocked or result
+            return after_failure(blocked, result)
         return result
 
     def _add_challenges(self, start_response: StartResponse) -> StartResponse:
