@@ -52,6 +52,7 @@ from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
 from secmw.request import Headers, RequestView
+from secmw.throttle import FailureBudgets, failure_plan
 from tests.support import SECRET, Recorder, empty_receive, http_scope, run_asgi
 
 PROBLEM = "application/problem+json"
@@ -672,7 +673,9 @@ def test_rate_limit_evasion_by_rotating_unknown_api_keys_shares_one_budget() -> 
         view = RequestView("GET", "/", peer="203.0.113.5",
                            headers=Headers([("x-api-key", f"guess-{index}")]))  # fmt: skip
         keys.add(tuple(plan_keys(policy, view)))
-        failure = policy.failure_plan(view, None)
+        failure = failure_plan(
+            policy, FailureBudgets.for_authentication(policy.settings), view, None
+        )
         assert failure is not None
         failures.add(tuple(hit.key for hit in failure.hits))
     assert len(keys) == 1

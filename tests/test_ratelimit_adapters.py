@@ -267,15 +267,18 @@ def test_asgi_throttle_blocks_before_verification() -> None:
     assert other.status == 200
 
 
-def test_wsgi_throttle_keys_the_user_name_across_addresses() -> None:
-    """Failures on one user name from many addresses block that name everywhere, only it."""
+def test_wsgi_throttle_strangers_do_not_lock_out_a_user_below_the_ceiling() -> None:
+    """Failures on one user name from many addresses leave its owner in until the per-user
+    ceiling; past it that name (only it) is refused everywhere."""
     authenticator = CountingBasic()
+    settings = {"rate_limit": {**THROTTLE["rate_limit"], "auth_failures_per_user": "5/minute"}}
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b""]
 
-    stack = WSGIAuth(app, chain=AuthChain([authenticator]), throttle=FailedAuthThrottle(**THROTTLE))
+    throttle = FailedAuthThrottle(**settings)
+    stack = WSGIAuth(app, chain=AuthChain([authenticator]), throttle=throttle)
 
     def attempt(user: str, password: str, client: str) -> str:
         header = basic(user, password)[0][1]
@@ -291,6 +294,8 @@ def test_wsgi_throttle_keys_the_user_name_across_addresses() -> None:
         return str(seen["status"])[:3]
 
     assert [attempt("alice", "guess", f"10.0.0.{n}") for n in range(3)] == ["401"] * 3
-    assert attempt("ALICE", "right", "10.0.0.99") == "429"
+    assert attempt("ALICE", "right", "10.0.0.99") == "200"  # and refunded
+    assert [attempt("alice", "guess", f"10.0.0.{n}") for n in range(3, 5)] == ["401"] * 2
+    assert attempt("alice", "right", "10.0.0.99") == "429"
     assert attempt("bob", "right", "10.0.0.99") == "200"
-    assert authenticator.verified == 4
+    assert authenticator.verified == 7

@@ -21,6 +21,7 @@ from secmw._ratewindow import (
 )
 from secmw.ratelimit import UNIDENTIFIED, Plan, RateLimitPolicy, RateLimitSettings
 from secmw.request import RequestView
+from secmw.throttle import FailureBudgets, failure_plan
 
 
 def policy(**values: Any) -> RateLimitPolicy:
@@ -345,20 +346,30 @@ def test_custom_key_function() -> None:
     assert pol.plan(request()) is UNIDENTIFIED
 
 
-def test_failure_plan_keys_address_and_hashed_user_name() -> None:
-    """The auth-failure budgets belong to the address and the case-folded, hashed user name."""
+def test_failure_plan_keys_address_user_address_and_hashed_user_name() -> None:
+    """The auth-failure budgets belong to the address, to the user name from that address and
+    to the user name from anywhere; user names are case-folded and hashed."""
     pol = policy(auth_failures="3/minute")
     hits = plan_of_failure(pol, request(), "Alice")
-    assert [h.policy for h in hits] == ["auth-failures", "auth-failures-user"]
-    assert "Alice" not in hits[1].key
-    assert "alice" not in hits[1].key
-    assert hits[1].key == plan_of_failure(pol, request(client="198.51.100.9"), "ALICE")[1].key
-    assert pol.failure_plan(request(client=None), None) is None
+    assert [h.policy for h in hits] == [
+        "auth-failures",
+        "auth-failures-user-address",
+        "auth-failures-user",
+    ]
+    assert not any("alice" in h.key.lower() for h in hits)
+    elsewhere = plan_of_failure(pol, request(client="198.51.100.9"), "ALICE")
+    assert hits[2].key == elsewhere[2].key  # the ceiling is shared by every address
+    assert hits[1].key != elsewhere[1].key  # the per-address budgets are not
+    assert (hits[2].amount, hits[2].window) == (100, 3600)
+    no_one = failure_plan(
+        pol, FailureBudgets.for_authentication(pol.settings), request(client=None), None
+    )
+    assert no_one is None
 
 
 def plan_of_failure(pol: RateLimitPolicy, view: RequestView, user: str | None) -> list[LimitHit]:
     """The hits of a failure plan."""
-    found = pol.failure_plan(view, user)
+    found = failure_plan(pol, FailureBudgets.for_authentication(pol.settings), view, user)
     assert found is not None
     return list(found.hits)
 

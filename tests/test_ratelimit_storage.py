@@ -529,3 +529,57 @@ def test_hits_keep_their_order_after_merging() -> None:
     b = LimitHit("b", parse("1/second"), "k2", "t2", 1)
     merged = merge([([b], Outcome(True, ((2, 0),))), ([a], Outcome(False, ((1, 0),)))], [a, b])
     assert merged == Outcome(False, ((1, 0), (2, 0)))
+
+
+# -- refunds (the failed-attempt throttle charges before it checks) -----------------------------
+
+
+def refund_round(limiter: Limiter, hits: Any) -> list[bool]:
+    """A refund on nothing, three charges, one refused, a refund, one more charge, one refused."""
+    limiter.refund(hits)  # never below zero: this buys no extra unit
+    admitted = []
+    for refund in [False, False, False, False, True, False, False]:
+        if refund:
+            limiter.refund(hits)
+            continue
+        outcome = limiter.apply(hits)
+        assert isinstance(outcome, Outcome)
+        admitted.append(outcome.admitted)
+    return admitted
+
+
+REFUNDED = [True, True, True, False, True, False]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_memory_refund_gives_back_one_unit(strategy: Any) -> None:
+    """A refunded unit can be charged again, once; a refund never goes below zero."""
+    settings = RateLimitSettings(strategy=strategy, default="3/hour")
+    assert refund_round(Limiter(settings), hits_for(settings)) == REFUNDED
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_redis_refund_gives_back_one_unit(flushed: str, strategy: Any) -> None:
+    """The script's refund mode: the same answers as memory, sync and async."""
+    settings = RateLimitSettings(storage_uri=flushed, strategy=strategy, default="3/hour")
+    limiter = Limiter(settings)
+    assert refund_round(limiter, hits_for(settings)) == REFUNDED
+    assert not limiter.breaker.is_open
+
+    async def run() -> list[bool]:
+        limiter = AsyncLimiter(settings)
+        hits = hits_for(settings, client="198.51.100.8")
+        await limiter.refund(hits)
+        admitted = []
+        for refund in [False, False, False, False, True, False, False]:
+            if refund:
+                await limiter.refund(hits)
+                continue
+            outcome = await limiter.apply(hits)
+            assert isinstance(outcome, Outcome)
+            admitted.append(outcome.admitted)
+        await limiter.aclose()
+        return admitted
+
+    assert asyncio.run(run()) == REFUNDED

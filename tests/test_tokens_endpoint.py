@@ -12,6 +12,8 @@ from secmw import Principal, SecuritySettings, audit
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
 from secmw.passwords import dummy_hash, verify_password
+from secmw.request import RequestView
+from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
 from secmw.tokens import Account, IssuedTokens, OAuthError, TokenIssuer, parse_token_request
 from secmw.tokens.oauth import (
     grant_scopes,
@@ -273,3 +275,101 @@ def test_password_never_appears_in_a_parsed_request_repr() -> None:
     """The parsed password grant keeps the password out of its repr."""
     parsed = parse_token_request({"grant_type": "password", "username": "u", "password": "s3cr3t"})
     assert "s3cr3t" not in repr(parsed)
+
+
+# -- the failed-attempt throttle at the token endpoint -----------------------------------------
+
+
+def password_form(user: str, password: str) -> dict[str, str]:
+    return {"grant_type": "password", "username": user, "password": password}
+
+
+def from_address(address: str) -> RequestView:
+    return RequestView("POST", "/token", peer=address)
+
+
+def test_a_throttled_password_grant_is_an_oauth_error(service: TokenIssuer) -> None:
+    """Past the budget the endpoint answers an RFC 6749 §5.2 body (``error``), 429, no-store and
+    Retry-After, before the password is checked."""
+    throttle = FailedAuthThrottle(rate_limit={"auth_failures": "2/minute"})
+    directory, here = Directory(), from_address("198.51.100.1")
+    for _ in range(2):
+        wrong = service.exchange(
+            password_form("bob", "nope"), directory, throttle=throttle, request=here
+        )
+        assert isinstance(wrong, OAuthError)
+        assert wrong.error == "invalid_grant"
+    refused = service.exchange(
+        password_form("bob", "bob-password"), directory, throttle=throttle, request=here
+    )
+    assert isinstance(refused, OAuthError)
+    assert (refused.status, refused.error) == (429, "temporarily_unavailable")
+    headers = dict(refused.headers)
+    assert headers["cache-control"] == "no-store"
+    assert int(headers["retry-after"]) > 0
+    assert set(refused.body()) == {"error", "error_description"}
+    assert directory.calls == 2
+
+
+def test_right_passwords_give_their_attempt_back(service: TokenIssuer) -> None:
+    """Successful logins are refunded: more of them than the budget holds all get tokens."""
+    throttle = FailedAuthThrottle(rate_limit={"auth_failures": "2/minute"})
+    here = from_address("198.51.100.2")
+    for _ in range(4):
+        result = service.exchange(
+            password_form("bob", "bob-password"), Directory(), throttle=throttle, request=here
+        )
+        assert isinstance(result, IssuedTokens)
+
+
+def test_strangers_cannot_lock_a_user_out(service: TokenIssuer) -> None:
+    """Twenty wrong passwords for bob from twenty addresses: bob still logs in from his own
+    (the per-user ceiling defaults to 100 an hour)."""
+    throttle = FailedAuthThrottle()
+    for n in range(20):
+        wrong = service.exchange(
+            password_form("bob", "guess"),
+            Directory(),
+            throttle=throttle,
+            request=from_address(f"203.0.113.{n}"),
+        )
+        assert isinstance(wrong, OAuthError)
+        assert wrong.status == 400
+    mine = service.exchange(
+        password_form("bob", "bob-password"),
+        Directory(),
+        throttle=throttle,
+        request=from_address("198.51.100.3"),
+    )
+    assert isinstance(mine, IssuedTokens)
+
+
+def test_concurrent_guesses_at_the_async_endpoint_are_checked_at_most_budget_times(
+    service: TokenIssuer,
+) -> None:
+    """Forty wrong passwords at once with a slow check and a budget of five: five checks."""
+    throttle = AsyncFailedAuthThrottle(rate_limit={"auth_failures": "5/minute"})
+    checks = 0
+
+    async def slow(username: str, password: str) -> Account | None:
+        nonlocal checks
+        checks += 1
+        await asyncio.sleep(0.05)
+        return None
+
+    async def burst() -> list[int]:
+        answers = await asyncio.gather(
+            *(
+                service.aexchange(
+                    password_form("alice", "guess"),
+                    slow,
+                    throttle=throttle,
+                    request=from_address("198.51.100.4"),
+                )
+                for _ in range(40)
+            )
+        )
+        return sorted(a.status for a in answers if isinstance(a, OAuthError))
+
+    assert asyncio.run(burst()) == [400] * 5 + [429] * 35
+    assert checks == 5

@@ -121,26 +121,39 @@ def test_bad_totp_settings_name_the_variable() -> None:
 # -- the middlewares ------------------------------------------------------------------------
 
 
+class Attempt:
+    """A charged attempt of :class:`Throttle`: counted as a failure until refunded."""
+
+    def __init__(self, throttle: Throttle, credential: Credential) -> None:
+        self.throttle, self.credential = throttle, credential
+
+    def refund(self) -> None:
+        self.throttle.failures.remove(self.credential)
+
+
+class AsyncAttempt(Attempt):
+    async def refund(self) -> None:  # type: ignore[override]
+        Attempt.refund(self)
+
+
 class Throttle:
-    """Records failures; blocks once told to."""
+    """Charges every attempt (kept as a failure unless refunded); refuses once told to."""
 
     def __init__(self) -> None:
         self.failures: list[Credential] = []
         self.block = False
 
-    def blocked(self, request: RequestView, credential: Credential) -> Deny | None:
-        return Deny(429, "too many failed attempts", "throttled") if self.block else None
-
-    def failed(self, request: RequestView, credential: Credential) -> None:
+    def charge(self, request: RequestView, credential: Credential) -> Deny | Attempt:
+        if self.block:
+            return Deny(429, "too many failed attempts", "throttled")
         self.failures.append(credential)
+        return Attempt(self, credential)
 
 
 class AsyncThrottle(Throttle):
-    async def blocked(self, request: RequestView, credential: Credential) -> Deny | None:  # type: ignore[override]
-        return Throttle.blocked(self, request, credential)
-
-    async def failed(self, request: RequestView, credential: Credential) -> None:  # type: ignore[override]
-        Throttle.failed(self, request, credential)
+    async def charge(self, request: RequestView, credential: Credential) -> Deny | Attempt:  # type: ignore[override]
+        refused = Throttle.charge(self, request, credential)
+        return refused if isinstance(refused, Deny) else AsyncAttempt(self, credential)
 
 
 SECRETS = {"alice": ALICE_SECRET, "mallory": "not base32!"}
@@ -333,3 +346,137 @@ def test_middleware_from_settings() -> None:
     assert app.step_up.needed(_request("/admin/x"), Principal("a", "bearer"))
     assert not app.step_up.needed(_request("/x"), ANONYMOUS)
     assert isinstance(app.replay, MemoryReplayStore)
+
+
+# -- throttled by default, 503s that say when to come back, honest audit reasons ---------------
+
+
+class BrokenReplay:
+    """A replay store whose backend is down."""
+
+    def use(self, subject: str, step: int, ttl: int) -> bool:
+        raise ConnectionError("replay store down")
+
+    async def ause(self, subject: str, step: int, ttl: int) -> bool:
+        raise ConnectionError("replay store down")
+
+
+def side_without_throttle(kind: str, clock: FakeClock, **options: Any) -> Any:
+    """A step-up stack built with no ``throttle`` argument; a callable (user, code) -> status."""
+    settings = {"rate_limit": {"storage_uri": "memory://"}, "totp": {"failures": "3/minute"}}
+    settings["totp"].update(options)
+    token = {"alice": make_token(sub="alice"), "bob": make_token(sub="bob")}
+    if kind == "asgi":
+        asgi = ASGIAuth(
+            ASGIStepUp(_asgi_app, secret_for=alookup, step_up=policy(clock), **settings),
+            jwt={"secret": SECRET},
+        )
+
+        def call(user: str, code: str, peer: str = "198.51.100.1") -> int:
+            headers = [("Authorization", f"Bearer {token[user]}"), ("X-TOTP-Code", code)]
+            scope = http_scope("/admin", headers=headers)
+            scope["client"] = (peer, 1234)
+            return run_asgi(asgi, scope).status
+
+        return call
+    client = Client(
+        WSGIAuth(
+            WSGIStepUp(_wsgi_app, secret_for=lookup, step_up=policy(clock), **settings),
+            jwt={"secret": SECRET},
+        )
+    )
+
+    def wsgi_call(user: str, code: str, peer: str = "198.51.100.1") -> int:
+        headers = {"Authorization": f"Bearer {token[user]}", "X-TOTP-Code": code}
+        return client.get("/admin", headers=headers, environ_base={"REMOTE_ADDR": peer}).status_code
+
+    return wsgi_call
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_step_up_is_throttled_by_default(kind: str) -> None:
+    """With no throttle passed, wrong codes are budgeted per principal (from any address) and
+    per address (for any principal): 429 past the budget, even for the right code."""
+    clock = FakeClock(T0)
+    call = side_without_throttle(kind, clock)
+    assert [call("alice", "000000", f"198.51.100.{n}") for n in range(3)] == [401] * 3
+    assert call("alice", code_at(clock), "198.51.100.99") == 429  # the principal's budget
+    assert call("bob", "000000", "203.0.113.5") == 403  # bob is not enrolled: refunded
+    assert [call("bob", "000000", "198.51.100.7") for _ in range(3)] == [403] * 3
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_right_codes_are_refunded_and_the_throttle_can_be_turned_off(kind: str) -> None:
+    """A right code gives its attempt back; ``SECMW_TOTP__THROTTLE=false`` turns it off."""
+    clock = FakeClock(T0)
+    call = side_without_throttle(kind, clock)
+    for _ in range(5):  # more successes than the budget holds
+        assert call("alice", code_at(clock)) == 200
+        clock.advance(30)
+    unthrottled = side_without_throttle(kind, clock, throttle=False)
+    assert [unthrottled("alice", "000000") for _ in range(5)] == [401] * 5
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("broken", ["lookup", "replay"])
+def test_step_up_503s_carry_retry_after(kind: str, broken: str) -> None:
+    """A failing secret lookup or replay store: 503 with Retry-After (RFC 9110 §10.2.3)."""
+
+    def failing(principal: Principal) -> str | None:
+        raise ConnectionError("database down")
+
+    async def afailing(principal: Principal) -> str | None:
+        return failing(principal)
+
+    clock = FakeClock(T0)
+    options: dict[str, Any] = {"step_up": policy(clock)}
+    if broken == "replay":
+        options["replay"] = BrokenReplay()
+    headers = [
+        ("Authorization", f"Bearer {make_token(sub='alice')}"),
+        ("X-TOTP-Code", code_at(clock)),
+    ]
+    if kind == "asgi":
+        secret_for: Any = afailing if broken == "lookup" else alookup
+        app = ASGIAuth(
+            ASGIStepUp(_asgi_app, secret_for=secret_for, **options), jwt={"secret": SECRET}
+        )
+        sent = run_asgi(app, http_scope("/admin", headers=headers))
+        status, retry_after = sent.status, sent.header_values("retry-after")
+    else:
+        sync_lookup: Any = failing if broken == "lookup" else lookup
+        wsgi = WSGIAuth(
+            WSGIStepUp(_wsgi_app, secret_for=sync_lookup, **options), jwt={"secret": SECRET}
+        )
+        response = Client(wsgi).get("/admin", headers=dict(headers))
+        status, retry_after = response.status_code, response.headers.getlist("retry-after")
+    assert status == 503
+    assert retry_after == ["5"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("JBSWY3DPEHPK3PXP", "stored secret is 80 bits, shorter than the 112 bits pyotp accepts"),
+        ("not base32!", "stored secret is not base32"),
+    ],
+    ids=["too-short", "not-base32"],
+)
+def test_a_bad_stored_secret_is_logged_for_what_it_is(secret: str, reason: str) -> None:
+    """A base32 secret pyotp refuses as too short is not called "not base32"; neither reason
+    holds the secret."""
+    seen: list[audit.AuditEvent] = []
+    audit.add_hook(seen.append)
+    clock = FakeClock(T0)
+    app = ASGIAuth(
+        ASGIStepUp(_asgi_app, secret_for=lambda p: secret, step_up=policy(clock)),
+        jwt={"secret": SECRET},
+    )
+    try:
+        headers = [("Authorization", f"Bearer {make_token()}"), ("X-TOTP-Code", "123456")]
+        assert run_asgi(app, http_scope("/admin", headers=headers)).status == 403
+    finally:
+        audit.remove_hook(seen.append)
+    (event,) = [e for e in seen if e.name == "totp.bad_secret"]
+    assert event.reason.startswith(reason)
+    assert secret not in repr(event)

@@ -29,6 +29,7 @@ from secmw._storage import (
     packed_call,
     parse_reply,
     redis_options,
+    refund_call,
     scheme_of,
     script_call,
 )
@@ -127,6 +128,23 @@ class AsyncRedisWindows:
             reply = await self._evalsha(plain, keys, args)
         return parse_reply(self.strategy, group, reply)
 
+    async def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back the units of ``hits`` within the deadline; raises on any storage error."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._connect(loop)
+        if _timeout is None:  # pragma: no cover (Python 3.10)
+            await asyncio.wait_for(self._refund(hits), self._deadline)
+            return
+        async with _timeout(self._deadline):
+            await self._refund(hits)
+
+    async def _refund(self, hits: Sequence[LimitHit]) -> None:
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
+        for group in groups(hits, self._clustered):
+            await self._script(*refund_call(self.strategy, group))
+
     async def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
         a connection an error or a cancellation leaves mid-command). NOSCRIPT, after a Redis
@@ -182,6 +200,22 @@ class AsyncLimiter(Fallback):
                 self.answered(started)
                 return outcome
         return self.fallback(hits, charging)
+
+    async def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back the units of ``hits``; same answers as ``Limiter.refund``."""
+        if self.remote is None:
+            self.memory.refund(hits)
+            return
+        if self.breaker.allow():
+            started = time.perf_counter()
+            try:
+                await self.remote.refund(hits)
+            except Exception as exc:  # a timeout, a refused connection, a cluster error...
+                self.failed(started, exc)
+            else:
+                self.answered(started)
+            return
+        self.fallback_refund(hits)
 
     async def aclose(self) -> None:
         """Close the Redis client, if any."""

@@ -123,7 +123,16 @@ class RateLimitSettings(Section):
     )
     exempt: RateLimitExempt = Field(default_factory=RateLimitExempt)
     auth_failures: LimitString = Field(
-        "10/minute", description="Failed authentications allowed per client and per user name."
+        "10/minute", description="Failed authentications allowed per client address."
+    )
+    auth_failures_per_user_address: LimitString = Field(
+        "10/minute",
+        description="Failed authentications allowed per user name from one client address.",
+    )
+    auth_failures_per_user: LimitString = Field(
+        "100/hour",
+        description="Failed authentications allowed per user name from all addresses together"
+        " (a ceiling against distributed guessing; reaching it locks the user name out).",
     )
     connect_timeout: float = Field(0.25, gt=0, le=30, description="Redis connect timeout (s).")
     command_timeout: float = Field(0.25, gt=0, le=30, description="Redis command timeout (s).")

@@ -154,6 +154,31 @@ class MemoryWindows:
                 self._evict()
         return Outcome(admitted, tuple(states))
 
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back ``hit.cost`` units of each limit (never below zero): an attempt charged
+        before it was checked that turned out not to count (see ``secmw.throttle``).
+
+        The moving window gives back its newest entries, which may be a concurrent request's
+        rather than this one's: the same number of units, freed a little later at most."""
+        now = self._clock()
+        with self._lock:
+            for hit in hits:
+                entry = self._windows.get(hit.key)
+                if entry is None:
+                    continue
+                if self.strategy == "fixed-window":
+                    if entry[1] > now:
+                        entry[0] = max(0, entry[0] - hit.cost)
+                elif self.strategy == "moving-window":
+                    for _ in range(min(hit.cost, len(entry))):
+                        entry.pop()
+                else:
+                    period = int(now // hit.window)
+                    previous, current = _sliding_counts(entry, period)
+                    taken = min(hit.cost, current)
+                    previous = max(0, previous - (hit.cost - taken))
+                    self._windows[hit.key] = (period, previous, current - taken)
+
     def _state(self, hit: LimitHit, now: float) -> State:
         entry = self._windows.get(hit.key)
         window = hit.window
@@ -227,6 +252,13 @@ def script_call(
         else:
             keys.append(hit.key)
         args += [hit.amount, hit.window_ms, hit.cost]
+    return keys, args
+
+
+def refund_call(strategy: Strategy, hits: Sequence[LimitHit]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``ratelimit.lua`` giving back the units of these limits."""
+    keys, args = script_call(strategy, hits, False)
+    args[0] = "r"
     return keys, args
 
 
@@ -394,6 +426,14 @@ class RedisWindows:
             parts.append((group, parse_reply(self.strategy, group, reply)))
         return parts[0][1] if len(parts) == 1 else merge(parts, hits)
 
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back the units of ``hits`` (see :meth:`MemoryWindows.refund`); raises on any
+        storage error."""
+        if self._script is None:
+            self.connect()
+        for group in groups(hits, self._clustered):
+            self._script(*refund_call(self.strategy, group))
+
     def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
         a connection an error leaves mid-command). NOSCRIPT, after a Redis restart or failover,
@@ -440,6 +480,11 @@ class Fallback:
             return self.memory.apply(hits, charging=charging)
         return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
 
+    def fallback_refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back units while Redis cannot: only ``memory`` charged anything meanwhile."""
+        if self.policy == "memory":
+            self.memory.refund(hits)
+
 
 class Limiter(Fallback):
     """The storage behind the sync adapters: primary storage, breaker, failure policy.
@@ -485,3 +530,20 @@ class Limiter(Fallback):
                 self.answered(started)
                 return outcome
         return self.fallback(hits, charging)
+
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back the units of ``hits`` charged by :meth:`apply`; never raises for a storage
+        problem (the units then stay charged: the safe side)."""
+        if self.remote is None:
+            self.memory.refund(hits)
+            return
+        if self.breaker.allow():
+            started = time.perf_counter()
+            try:
+                self.remote.refund(hits)
+            except Exception as exc:  # a timeout, a refused connection...
+                self.failed(started, exc)
+            else:
+                self.answered(started)
+            return
+        self.fallback_refund(hits)

@@ -2,7 +2,9 @@
 --
 -- KEYS   per limit, one key (fixed and moving window) or two (sliding window counter: previous,
 --        current); one request's keys share a hash tag, so a Redis Cluster keeps them together.
--- ARGV   [1] "1" to charge when every limit has room, "0" to look only;
+-- ARGV   [1] "1" to charge when every limit has room, "0" to look only, "r" to give back each
+--        limit's cost (never below zero; reply {1}): an attempt charged before it was checked
+--        that turned out not to count;
 --        [2] the strategy: "fixed-window", "moving-window" or "sliding-window-counter";
 --        then per limit: amount, window (milliseconds), cost.
 -- Reply  {admitted, state...}: admitted is 1 when every limit had room; each state is 2 integers
@@ -62,6 +64,30 @@ local function sliding_state(previous, current, window)
     tonumber(redis.call('GET', previous) or '0'), ttl(previous),
     tonumber(redis.call('GET', current) or '0'), ttl(current),
   }
+end
+
+if ARGV[1] == 'r' then
+  local key = 1
+  for i = 1, (#ARGV - 2) / 3 do
+    local window, cost = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+    if strategy == 'fixed-window' then
+      local count = tonumber(redis.call('GET', KEYS[key]) or '0')
+      if count > 0 then redis.call('DECRBY', KEYS[key], math.min(cost, count)) end
+      key = key + 1
+    elseif strategy == 'moving-window' then
+      -- newest first: the newest entries go, which frees the same units a little later at most
+      for _ = 1, cost do redis.call('LPOP', KEYS[key]) end
+      key = key + 1
+    else
+      local state = sliding_state(KEYS[key], KEYS[key + 1], window)
+      local taken = math.min(cost, state[3])
+      if taken > 0 then redis.call('DECRBY', KEYS[key + 1], taken) end
+      local rest = math.min(cost - taken, state[1])
+      if rest > 0 then redis.call('DECRBY', KEYS[key], rest) end
+      key = key + 2
+    end
+  end
+  return {1}
 end
 
 local states, admitted, key = {}, 1, 1

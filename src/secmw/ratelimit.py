@@ -194,9 +194,6 @@ class RateLimitPolicy:
         self._preflight_exempt = settings.cors_preflight_exempt
         self._ietf = settings.headers == "ietf"
         self._exempt_scopes = frozenset(exempt.scopes)
-        self._auth_failures = compile_limits(
-            settings.auth_failures, (), "auth-failures", var("auth_failures")
-        ).base
 
     def _check_costs(self, rules: list[tuple[RateLimitRule, CompiledRule]]) -> None:
         for _, rule in rules:
@@ -353,27 +350,13 @@ class RateLimitPolicy:
             return verdict
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in verdict]
 
-    def failure_plan(self, request: RequestView, username: str | None) -> Plan | None:
-        """The failed-authentication budgets of this client address and, when given, this user
-        name (hashed, case-folded); None when neither is known."""
-        tags = []
-        address = self._address_identity(request)
-        if address is not None:
-            tags.append(("auth-failures", address))
-        if username:
-            tags.append(("auth-failures-user", "u:" + digest(username.casefold())))
-        hits = [
-            LimitHit(
-                limit.policy.replace("auth-failures", name, 1),
-                limit.item,
-                f"{self._prefix}:{{{tag}}}:auth:{limit.slug}:{self._suffix}",
-                tag,
-                1,
-            )
-            for name, tag in tags
-            for limit in self._auth_failures
-        ]
-        return Plan(tuple(hits), "auth-failures") if hits else None
+    def storage_key(self, identity: str, namespace: str, slug: str) -> str:
+        """The key of a budget outside the rules (the failure throttles'), laid out as theirs."""
+        return f"{self._prefix}:{{{identity}}}:{namespace}:{slug}:{self._suffix}"
+
+    def address_identity(self, request: RequestView) -> str | None:
+        """The client address as budgets are keyed on it (IPv6 by prefix); None when unknown."""
+        return self._address_identity(request)
 
     # -- keys ----------------------------------------------------------------------------
 

@@ -150,6 +150,32 @@ def test_environment_changes_behaviour(framework: str, monkeypatch: pytest.Monke
         assert int(locked.headers["retry-after"]) > 0
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_oauth_client_sees_a_throttled_login_as_an_error(
+    framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authlib's OAuth2Session raises an OAuthError for a throttled login (the answer is an RFC
+    6749 §5.2 body with no-store and Retry-After), and never stores it as its token."""
+    from authlib.integrations.requests_client import OAuth2Session, OAuthError
+
+    monkeypatch.setenv("SECMW_RATE_LIMIT__AUTH_FAILURES", "2/minute")
+    with demo_server(framework) as client:
+        url = str(client.base_url.join("/token"))
+        with OAuth2Session() as session:
+            for _ in range(2):
+                with pytest.raises(OAuthError) as wrong:
+                    session.fetch_token(url, username="bob", password="wrong")
+                assert wrong.value.error == "invalid_grant"
+            with pytest.raises(OAuthError) as throttled:
+                session.fetch_token(url, username="bob", password="bob-password")
+            assert throttled.value.error == "temporarily_unavailable"
+            assert not session.token
+        answer = login(client, "bob", "bob-password")
+        assert answer.status_code == 429
+        assert answer.headers["cache-control"] == "no-store"
+        assert int(answer.headers["retry-after"]) > 0
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_rate_limits_on_redis(

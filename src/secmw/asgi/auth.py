@@ -21,7 +21,7 @@ from secmw.asgi._util import (
     with_challenges,
 )
 from secmw.auth import AuthChain, Authenticator, Found
-from secmw.auth.base import AsyncFailureThrottle
+from secmw.auth.base import AsyncChargedAttempt, AsyncFailureThrottle
 from secmw.auth.build import build_chain
 from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
@@ -45,7 +45,8 @@ class AuthenticationMiddleware:
         app: The ASGI app to protect.
         settings: Settings to build from; default: the environment.
         chain: A ready authenticator chain (overrides ``settings``).
-        throttle: Failed-authentication throttle, consulted before ``verify``.
+        throttle: Failed-authentication throttle, charged before ``verify`` (refunded unless
+            it fails), or after a failure for ``throttle_first = False`` schemes.
         revocation: The JWT ``jti`` denylist (share it with ``secmw.tokens.TokenIssuer``).
         **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
     """
@@ -132,22 +133,29 @@ class AuthenticationMiddleware:
         throttle_first, averify, blocking = self._modes.get(id(authenticator)) or _mode(
             authenticator
         )
-        first = throttle is not None and throttle_first
-        if first:
-            blocked = await throttle.blocked(request, credential)  # type: ignore[union-attr]
-            if blocked is not None:
-                return blocked
+        attempt: AsyncChargedAttempt | None = None
+        if throttle is not None and throttle_first:
+            # Charged before the check and refunded unless it fails: guesses in flight never
+            # outnumber the budget.
+            charged = await throttle.charge(request, credential)
+            if isinstance(charged, Deny):
+                return charged
+            attempt = charged
         if averify is not None:  # network I/O (JWKS, introspection, an async denylist)
             result: Principal | Deny = await averify(credential)
         elif blocking:
             result = await run_blocking(authenticator.verify, credential)
         else:
             result = authenticator.verify(credential)
-        if throttle is not None and isinstance(result, Deny) and result.status == 401:
-            # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
-            blocked = None if first else await throttle.blocked(request, credential)
-            await throttle.failed(request, credential)
-            return after_failure(blocked, result)
+        failed = isinstance(result, Deny) and result.status == 401
+        if attempt is not None:
+            if not failed:
+                await attempt.refund()
+        elif throttle is not None and failed and isinstance(result, Deny):
+            # Counted after the fact; once over the budget, 429 as throttle-first schemes do.
+            refused = await throttle.charge(request, credential)
+            if isinstance(refused, Deny):
+                return after_failure(refused, result)
         return result
 
     def challenging(self, scope: Scope, send: Send) -> Send:

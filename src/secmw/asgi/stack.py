@@ -78,9 +78,8 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[ASGIApp], ASGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            "step_up": lambda app: StepUpMiddleware(
-                app, secret_for=lookup, settings=resolved, throttle=throttle
-            ),
+            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation
             ),
@@ -102,17 +101,25 @@ class SecurityStack:
         self._ip: IPFilterMiddleware | None = built.get("ip")
         self._auth: AuthenticationMiddleware | None = built.get("auth")
         self._limiter: RateLimitMiddleware | None = built.get("rate_limit")
-        limiters = [layer.limiter for layer in (self._limiter, throttle) if layer is not None]
+        self._step_up: StepUpMiddleware | None = built.get("step_up")
+        step_up_throttle = getattr(self._step_up, "throttle", None)
+        limiters = [
+            layer.limiter
+            for layer in (self._limiter, throttle, step_up_throttle)
+            if isinstance(layer, RateLimitMiddleware | AsyncFailedAuthThrottle)
+        ]
         self._remote = any(limiter.remote is not None for limiter in limiters)
 
     async def aclose(self) -> None:
-        """Close the Redis clients of the rate-limit layer and of the failed-authentication
-        throttle. Done by itself when the app's lifespan shutdown completes (the server must run
+        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles.
+        Done by itself when the app's lifespan shutdown completes (the server must run
         the lifespan: uvicorn's default ``--lifespan auto`` does for Starlette and FastAPI)."""
         if self._limiter is not None:
             await self._limiter.aclose()
         if self.throttle is not None:
             await self.throttle.aclose()
+        if self._step_up is not None:
+            await self._step_up.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._fused or scope["type"] != "http":

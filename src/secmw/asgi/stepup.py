@@ -8,12 +8,14 @@ from typing import Any
 
 from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
-from secmw.auth.base import AsyncFailureThrottle, Credential
+from secmw.auth.base import AsyncFailureThrottle
+from secmw.auth.stepup import Charge, LookUpSecret, Need, Refund, UseStep, decide
 from secmw.auth.totp import AsyncReplayStore, StepUp, replay_store_from_settings
 from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
+from secmw.throttle import AsyncFailedAuthThrottle
 
 SecretLookup = Callable[[Principal], "str | Awaitable[str | None] | None"]
 
@@ -23,8 +25,9 @@ class StepUpMiddleware:
 
     Install it inside ``AuthenticationMiddleware`` (it reads the principal that layer
     published). Answers: 401 ``totp_required`` when the code is missing, 401 ``invalid_totp``
-    when it is wrong or already used (reported to the throttle), 403 ``totp_not_enrolled`` when
-    the principal has no secret, and 401 when nobody is authenticated.
+    when it is wrong or already used, 429 once the principal or the address has no attempts left,
+    403 ``totp_not_enrolled`` when the principal has no secret, 503 (with ``Retry-After``) when
+    the secret lookup or the replay store fails, and 401 when nobody is authenticated.
 
     Args:
         app: The ASGI app to protect.
@@ -32,7 +35,8 @@ class StepUpMiddleware:
         settings: Settings to build from; default: the environment.
         step_up: A ready policy (overrides ``settings``).
         replay: Replay store (default: memory, or Redis with ``SECMW_TOTP__REDIS_URL``).
-        throttle: Failed-authentication throttle; wrong codes count as failures.
+        throttle: Throttle of wrong codes; default: ``SECMW_TOTP__FAILURES`` per principal and
+            per address, on the rate-limit storage (none only with ``SECMW_TOTP__THROTTLE=false``).
         **overrides: Settings sections, for example ``totp={"paths": ["/admin/**"]}``.
     """
 
@@ -50,12 +54,12 @@ class StepUpMiddleware:
     ) -> None:
         self.app = app
         self.secret_for = secret_for
-        if step_up is None or replay is None:
-            resolved = resolve_settings(settings, overrides)
-            step_up = step_up or StepUp.from_settings(resolved.totp, resolved.auth.realm)
-            replay = replay or replay_store_from_settings(resolved.totp)
-        self.step_up = step_up
-        self.replay = replay
+        resolved = resolve_settings(settings, overrides)
+        self.step_up = step_up or StepUp.from_settings(resolved.totp, resolved.auth.realm)
+        self.replay = replay or replay_store_from_settings(resolved.totp)
+        self._own_throttle = throttle is None and resolved.totp.throttle
+        if self._own_throttle:
+            throttle = AsyncFailedAuthThrottle.for_step_up(resolved)
         self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,40 +80,34 @@ class StepUpMiddleware:
 
     async def check(self, request: RequestView, principal: Principal) -> Deny | None:
         """None when the request carries a fresh, valid code for ``principal``."""
-        step_up = self.step_up
-        if not principal.is_authenticated:
-            return step_up.deny(401, "authentication required", "authentication_required")
-        code = step_up.code(request)
-        if code is None:
-            return step_up.deny(401, "second factor required", "totp_required")
-        credential = Credential("totp", "", principal.id)  # the code itself is never passed on
-        if self.throttle is not None:
-            blocked = await self.throttle.blocked(request, credential)
-            if blocked is not None:
-                return blocked
-        try:
-            secret = self.secret_for(principal)
-            if inspect.isawaitable(secret):
-                secret = await secret
-        except Exception as exc:  # the app's lookup failed (database down...): not the client's
-            audit.emit("totp.lookup_failed", type(exc).__name__, principal=principal.id)
-            return Deny(503, "second factor check unavailable", "temporarily_unavailable")
-        if not secret:
-            return step_up.deny(403, "second factor not enrolled", "totp_not_enrolled")
-        try:
-            step = step_up.match(secret, code)
-        except ValueError:  # a secret that is not base32: the app's data, not the client's fault
-            audit.emit("totp.bad_secret", "stored secret is not base32", principal=principal.id)
-            return step_up.deny(403, "second factor not enrolled", "totp_not_enrolled")
-        try:
-            fresh = step is not None and await self.replay.ause(
-                principal.id, step, step_up.replay_ttl
-            )
-        except Exception as exc:  # replay store down: refuse rather than accept a replay
-            audit.emit("totp.store_unavailable", type(exc).__name__)
-            return Deny(503, "second factor check unavailable", "temporarily_unavailable")
-        if not fresh:
-            if self.throttle is not None:
-                await self.throttle.failed(request, credential)
-            return step_up.deny(401, "second factor invalid", "invalid_totp")
+        decision = decide(self.step_up, request, principal, self.throttle is not None)
+        answer: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                need = decision.send(answer) if error is None else decision.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                answer = await self._perform(request, need)
+            except Exception as exc:  # handed to the decision, which says what it means
+                error = exc
+
+    async def _perform(self, request: RequestView, need: Need) -> Any:
+        if isinstance(need, Charge):
+            assert self.throttle is not None  # decide() charges only when throttled
+            return await self.throttle.charge(request, need.credential)
+        if isinstance(need, LookUpSecret):
+            secret = self.secret_for(need.principal)
+            return await secret if inspect.isawaitable(secret) else secret
+        if isinstance(need, UseStep):
+            return await self.replay.ause(need.subject, need.step, need.ttl)
+        if isinstance(need, Refund):
+            await need.attempt.refund()
         return None
+
+    async def aclose(self) -> None:
+        """Close the Redis client of the throttle this middleware built, if any."""
+        if self._own_throttle and isinstance(self.throttle, AsyncFailedAuthThrottle):
+            await self.throttle.aclose()

@@ -46,8 +46,10 @@ class Authenticator(Protocol):
 
     An authenticator may also set ``throttle_first = False`` when its check is cheap and its
     secrets cannot be guessed (signed tokens, 256-bit keys, session ids): the failed-attempt
-    throttle is then consulted only after a failure, not on every request. Without it the
-    throttle runs before ``verify`` (passwords, remote introspection).
+    throttle is then charged only after a failure, not on every request (guesses in flight
+    cannot win against such secrets, and valid traffic costs no storage call). Without it every
+    attempt is charged before ``verify`` and refunded unless it fails (passwords, remote
+    introspection).
 
     An authenticator with network I/O may offer ``async def averify(credential)``, which the
     ASGI adapter awaits instead of calling ``verify``; it may also say ``needs_io = False`` when,
@@ -77,24 +79,39 @@ class Authenticator(Protocol):
         """The ``WWW-Authenticate`` challenge for this scheme (RFC 7235)."""
 
 
+class ChargedAttempt(Protocol):
+    """An attempt a :class:`FailureThrottle` let through (sync)."""
+
+    def refund(self) -> None:
+        """The attempt did not fail: give its budget back."""
+
+
+class AsyncChargedAttempt(Protocol):
+    """The async twin of :class:`ChargedAttempt`."""
+
+    async def refund(self) -> None:
+        """The attempt did not fail: give its budget back."""
+
+
 class FailureThrottle(Protocol):
-    """Throttles failed authentication (sync). Consulted before any hash or signature check."""
+    """Throttles failed authentication (sync).
 
-    def blocked(self, request: RequestView, credential: Credential) -> Deny | None:
-        """A 429 Deny when this client (or user name) failed too often, else None."""
+    Each attempt is charged *before* it is checked, in one atomic step that also tests the
+    budget, and refunded unless it fails: a throttle told of failures only afterwards lets every
+    guess already in flight be checked.
+    """
 
-    def failed(self, request: RequestView, credential: Credential) -> None:
-        """Record one failed attempt."""
+    def charge(self, request: RequestView, credential: Credential) -> Deny | ChargedAttempt:
+        """A 429 Deny when this client (or user name) has no attempts left, else the attempt."""
 
 
 class AsyncFailureThrottle(Protocol):
     """The async twin of :class:`FailureThrottle`, for the ASGI adapter."""
 
-    async def blocked(self, request: RequestView, credential: Credential) -> Deny | None:
-        """A 429 Deny when this client (or user name) failed too often, else None."""
-
-    async def failed(self, request: RequestView, credential: Credential) -> None:
-        """Record one failed attempt."""
+    async def charge(
+        self, request: RequestView, credential: Credential
+    ) -> Deny | AsyncChargedAttempt:
+        """A 429 Deny when this client (or user name) has no attempts left, else the attempt."""
 
 
 def bearer_credential(

@@ -10,13 +10,15 @@ authentication, in ``StepUpMiddleware`` (``secmw.asgi`` and ``secmw.wsgi``).
 - A code is accepted once: after a success only codes of later time steps pass for that principal
   (RFC 6238 §5.2, "MUST NOT accept the second attempt"). The last used step lives in memory or,
   across processes, in Redis (an atomic compare-and-set script).
-- Wrong codes are reported to the failed-authentication throttle (as a credential with the
-  principal's id for user name and no secret), which is consulted before every check: six digits
-  fall to brute force without a throttle.
+- Wrong codes are throttled by default (``failures`` per principal and per client address): each
+  attempt is charged before its check and refunded unless the code was wrong, so six digits do
+  not fall to guessing, however many requests run at once (``secmw.auth.stepup``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from pydantic import Field
 
 from secmw._config import Section, StrList
+from secmw._ratesettings import LimitString
 from secmw._redis import client_pair
 from secmw.paths import PathSet
 from secmw.principal import Principal
@@ -60,6 +63,14 @@ class TOTPSettings(Section):
     redis_url: str | None = Field(None, description="Redis URL for replay protection.")
     redis_timeout: float = Field(0.5, gt=0, le=10, description="Seconds per Redis call.")
     max_entries: int = Field(100_000, ge=1, description="Memory replay store cap.")
+    throttle: bool = Field(
+        True,
+        description="Throttle wrong codes (per principal and per client address); turn off only"
+        " when the app passes a throttle of its own.",
+    )
+    failures: LimitString = Field(
+        "5/minute;30/hour", description="Wrong codes allowed per principal and per client address."
+    )
 
 
 class StepUp:
@@ -143,12 +154,14 @@ class StepUp:
         """The time step whose code ``code`` is, within the drift window; None when none is.
 
         Raises:
-            ValueError: ``secret`` is not base32.
+            ValueError: ``secret`` is not base32, or shorter than pyotp accepts; the message says
+                which (and never holds the secret).
         """
         if not self._code.match(code):
             return None
         import pyotp  # imported here: the settings (and so every app) import this module
 
+        _check_secret(secret)
         totp = pyotp.TOTP(secret, digits=self.digits, digest=self._digest, interval=self.interval)
         now = int(self._clock() // self.interval)
         found = None
@@ -167,6 +180,22 @@ class StepUp:
         """A refusal carrying the challenge on 401."""
         headers = (("www-authenticate", self.challenge()),) if status == 401 else ()
         return Deny(status, detail, code, headers)
+
+
+def _check_secret(secret: str) -> None:
+    """Raise ValueError naming what is wrong with a stored secret, as pyotp would refuse it."""
+    try:
+        decoded = base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
+    except binascii.Error:
+        raise ValueError("stored secret is not base32") from None
+    if len(decoded) * 8 < _MIN_SECRET_BITS:
+        raise ValueError(
+            f"stored secret is {len(decoded) * 8} bits, shorter than the {_MIN_SECRET_BITS}"
+            " bits pyotp accepts (RFC 4226 §4 asks for 128, recommends 160)"
+        )
+
+
+_MIN_SECRET_BITS = 112  # pyotp's minimum (NIST SP 800-63B)
 
 
 # -- replay protection -----------------------------------------------------------------------

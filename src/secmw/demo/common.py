@@ -1,4 +1,4 @@
-"""What both demo apps share: settings with embedded defaults, users, tokens, login throttling."""
+"""What both demo apps share: settings with embedded defaults, users, tokens."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from secmw.auth.apikey import hash_api_key
-from secmw.auth.base import Credential
 from secmw.auth.build import _redis_store
 from secmw.passwords import dummy_hash, hash_password, verify_password
 from secmw.revocation import MemoryRevocationStore, RedisRevocationStore
 from secmw.settings import SecuritySettings, resolve_settings
 from secmw.tokens import Account, TokenIssuer
-from secmw.tokens.oauth import OAuthError
 
 DEMO_USERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "alice": ("alice-password", ("items:read", "items:write", "admin:read")),
@@ -119,18 +117,6 @@ def _revocation_store(settings: SecuritySettings) -> Any:
     if url:
         return _redis_store(RedisRevocationStore, url, "JWT__REVOCATION_URL")
     return MemoryRevocationStore()
-
-
-def password_credential(form: Mapping[str, Any]) -> Credential | None:
-    """The credential of a password grant, for the failed-authentication throttle."""
-    if form.get("grant_type") != "password":
-        return None
-    return Credential("password", str(form.get("password") or ""), str(form.get("username") or ""))
-
-
-def failed_login(result: object) -> bool:
-    """True for a token-endpoint answer that counts as a failed authentication."""
-    return isinstance(result, OAuthError) and result.error == "invalid_grant"
 
 
 def token_form(

@@ -12,13 +12,8 @@ from flask import Flask
 from pydantic import BaseModel
 
 from secmw.context import current_request
-from secmw.demo.common import Demo, failed_login, password_credential, token_form
-from secmw.fastopenapi import (
-    SecurityBridge,
-    describe_security,
-    problem_response,
-    token_response,
-)
+from secmw.demo.common import Demo, token_form
+from secmw.fastopenapi import SecurityBridge, describe_security, token_response
 from secmw.principal import Principal
 from secmw.wsgi import SecurityStack
 
@@ -53,16 +48,9 @@ def build_app(demo: Demo) -> Flask:
         refresh_token: Annotated[str | None, Form()] = None,
     ) -> Any:
         form = token_form(grant_type, username, password, scope, refresh_token)
-        credential = password_credential(form)
-        throttle = stack.throttle
-        if credential is not None and throttle is not None:
-            blocked = throttle.blocked(current_request(), credential)
-            if blocked is not None:
-                return problem_response(blocked)
-        result = demo.issuer.exchange(form, demo.authenticate)
-        if credential is not None and throttle is not None and failed_login(result):
-            throttle.failed(current_request(), credential)
-        return token_response(result)
+        return token_response(
+            demo.issuer.exchange(form, demo.authenticate, throttle=stack.throttle)
+        )
 
     @router.post("/logout")
     def logout(user: Anyone, authorization: BearerHeader = "") -> Any:

@@ -15,13 +15,8 @@ from starlette.applications import Starlette
 from secmw.asgi import SecurityStack
 from secmw.asgi._util import ASGIApp
 from secmw.context import current_request
-from secmw.demo.common import Demo, failed_login, password_credential, token_form
-from secmw.fastopenapi import (
-    SecurityBridge,
-    describe_security,
-    problem_response,
-    token_response,
-)
+from secmw.demo.common import Demo, token_form
+from secmw.fastopenapi import SecurityBridge, describe_security, token_response
 from secmw.principal import Principal
 
 
@@ -55,15 +50,9 @@ def build_app(demo: Demo) -> ASGIApp:
         refresh_token: Annotated[str | None, Form()] = None,
     ) -> Any:
         form = token_form(grant_type, username, password, scope, refresh_token)
-        credential = password_credential(form)
-        throttle = stack["app"].throttle
-        if credential is not None and throttle is not None:
-            blocked = await throttle.blocked(current_request(), credential)
-            if blocked is not None:
-                return problem_response(blocked)
-        result = await demo.issuer.aexchange(form, _in_thread(demo.authenticate))
-        if credential is not None and throttle is not None and failed_login(result):
-            await throttle.failed(current_request(), credential)
+        result = await demo.issuer.aexchange(
+            form, _in_thread(demo.authenticate), throttle=stack["app"].throttle
+        )
         return token_response(result)
 
     @router.post("/logout")

@@ -49,6 +49,8 @@ from secmw.tokens.onetime import (
 )
 
 if TYPE_CHECKING:
+    from secmw.auth.base import AsyncFailureThrottle, FailureThrottle
+    from secmw.request import RequestView
     from secmw.settings import SecuritySettings
 
 FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible token
@@ -143,7 +145,12 @@ class TokenIssuer:
     # -- the token endpoint --------------------------------------------------------------------
 
     def exchange(
-        self, form: Mapping[str, Any], authenticate: Callable[[str, str], Account | None]
+        self,
+        form: Mapping[str, Any],
+        authenticate: Callable[[str, str], Account | None],
+        *,
+        throttle: FailureThrottle | None = None,
+        request: RequestView | None = None,
     ) -> IssuedTokens | OAuthError:
         """Answer a token request: ``grant_type=password`` or ``grant_type=refresh_token``.
 
@@ -152,20 +159,29 @@ class TokenIssuer:
             authenticate: ``authenticate(username, password)``: the :class:`Account` for valid
                 credentials, else None (then ``invalid_grant``). Verify unknown users against
                 ``secmw.passwords.dummy_hash()`` so both cases take the same time.
+            throttle: The failed-attempt throttle (``SecurityStack.throttle``): a password grant
+                is charged before ``authenticate`` runs and refunded when it succeeds; a
+                throttled one is answered 429 ``temporarily_unavailable`` with ``Retry-After``.
+            request: The request, for the client address; default: ``current_request()``.
 
         Returns:
             The tokens, or the RFC 6749 §5.2 error to send (``invalid_request``,
             ``invalid_grant``, ``invalid_scope``, ``unsupported_grant_type``; 503
             ``temporarily_unavailable`` when a store is down).
         """
-        return endpoint.exchange(self, form, authenticate)
+        return endpoint.exchange(self, form, authenticate, throttle, request)
 
     async def aexchange(
-        self, form: Mapping[str, Any], authenticate: Callable[[str, str], Any]
+        self,
+        form: Mapping[str, Any],
+        authenticate: Callable[[str, str], Any],
+        *,
+        throttle: AsyncFailureThrottle | None = None,
+        request: RequestView | None = None,
     ) -> IssuedTokens | OAuthError:
         """Async twin of :meth:`exchange`; ``authenticate`` may be sync or async (run password
         hashing off the event loop, for example with ``asyncio.to_thread``)."""
-        return await endpoint.aexchange(self, form, authenticate)
+        return await endpoint.aexchange(self, form, authenticate, throttle, request)
 
     # -- refreshing ---------------------------------------------------------------------------
 

@@ -23,12 +23,15 @@ class OAuthError:
     Attributes:
         error: The RFC 6749 error code (``invalid_grant``...).
         description: Human-readable ``error_description`` (ASCII, no credential).
-        status: HTTP status: 400 for §5.2 errors, 503 when a store is unavailable.
+        status: HTTP status: 400 for §5.2 errors, 429 when throttled, 503 when a store is
+            unavailable.
+        retry_after: Seconds for ``Retry-After`` (on a 429 or a 503), else None.
     """
 
     error: str
     description: str | None = None
     status: int = 400
+    retry_after: str | None = None
 
     def body(self) -> dict[str, str]:
         """The JSON object to send: ``{"error": ..., "error_description": ...}``."""
@@ -43,8 +46,11 @@ class OAuthError:
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
-        """Response headers besides the content type (``Cache-Control: no-store``)."""
-        return NO_STORE
+        """Response headers besides the content type (``Cache-Control: no-store``, and
+        ``Retry-After`` when set)."""
+        if self.retry_after is None:
+            return NO_STORE
+        return (*NO_STORE, ("retry-after", self.retry_after))
 
 
 def invalid_request(description: str = "malformed token request") -> OAuthError:
@@ -70,6 +76,20 @@ def unsupported_grant_type(description: str = "grant type not supported") -> OAu
 def temporarily_unavailable(description: str = "token store unavailable") -> OAuthError:
     """A store the endpoint needs is down: 503, nothing issued (closed by default)."""
     return OAuthError("temporarily_unavailable", description, status=503)
+
+
+def refused(status: int, retry_after: str | None) -> OAuthError:
+    """The token endpoint's own refusal as an OAuth error: too many failed attempts (429) or the
+    throttle's storage down (503), with ``Retry-After``.
+
+    RFC 6749 §5.2 has no code for either; ``temporarily_unavailable`` (RFC 6749 §4.1.2.1) is the
+    registered code that says "try again later", and OAuth clients (Authlib, for one) raise on any
+    ``error`` member instead of taking the body for a token."""
+    if status == 429:
+        description = "too many failed attempts; retry later"
+    else:
+        description = "login throttling unavailable"
+    return OAuthError("temporarily_unavailable", description, status, retry_after)
 
 
 def _is_scope_token(token: str) -> bool:
@@ -186,6 +206,7 @@ __all__ = [
     "invalid_scope",
     "parse_scope",
     "parse_token_request",
+    "refused",
     "temporarily_unavailable",
     "unsupported_grant_type",
 ]

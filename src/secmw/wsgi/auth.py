@@ -7,7 +7,7 @@ from typing import Any
 
 from secmw import audit
 from secmw.auth import AuthChain, Found
-from secmw.auth.base import FailureThrottle
+from secmw.auth.base import ChargedAttempt, FailureThrottle
 from secmw.auth.build import build_chain
 from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
@@ -90,17 +90,24 @@ class AuthenticationMiddleware:
         if not isinstance(found, Found):
             return found
         throttle, credential = self.throttle, found.credential
-        first = throttle is not None and getattr(found.authenticator, "throttle_first", True)
-        if first:
-            blocked = throttle.blocked(request, credential)  # type: ignore[union-attr]
-            if blocked is not None:
-                return blocked
+        attempt: ChargedAttempt | None = None
+        if throttle is not None and getattr(found.authenticator, "throttle_first", True):
+            # Charged before the check and refunded unless it fails: guesses in flight never
+            # outnumber the budget.
+            charged = throttle.charge(request, credential)
+            if isinstance(charged, Deny):
+                return charged
+            attempt = charged
         result = found.authenticator.verify(credential)
-        if throttle is not None and isinstance(result, Deny) and result.status == 401:
-            # Checked after the fact: once over the limit, answer 429 as throttle-first schemes do.
-            blocked = None if first else throttle.blocked(request, credential)
-            throttle.failed(request, credential)
-            return after_failure(blocked, result)
+        failed = isinstance(result, Deny) and result.status == 401
+        if attempt is not None:
+            if not failed:
+                attempt.refund()
+        elif throttle is not None and failed and isinstance(result, Deny):
+            # Counted after the fact; once over the budget, 429 as throttle-first schemes do.
+            refused = throttle.charge(request, credential)
+            if isinstance(refused, Deny):
+                return after_failure(refused, result)
         return result
 
     def _add_challenges(self, start_response: StartResponse) -> StartResponse:

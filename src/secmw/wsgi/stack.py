@@ -60,9 +60,8 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[WSGIApp], WSGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            "step_up": lambda app: StepUpMiddleware(
-                app, secret_for=lookup, settings=resolved, throttle=throttle
-            ),
+            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation
             ),
@@ -89,12 +88,14 @@ class SecurityStack:
         self._call = serve if metrics is None else MetricsMiddleware(serve, metrics=metrics.metrics)
 
     def close(self) -> None:
-        """Close the Redis clients of the rate-limit layer and of the failed-authentication
-        throttle (for example when the app shuts down, or at the end of a test)."""
+        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles
+        (for example when the app shuts down, or at the end of a test)."""
         if self._rate_limit is not None:
             self._rate_limit.close()
         if self.throttle is not None:
             self.throttle.close()
+        if self._step_up is not None:
+            self._step_up.close()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         return self._call(environ, start_response)

@@ -6,12 +6,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from secmw import audit
-from secmw.auth.base import Credential, FailureThrottle
+from secmw.auth.base import FailureThrottle
+from secmw.auth.stepup import Charge, LookUpSecret, Need, Refund, UseStep, decide
 from secmw.auth.totp import ReplayStore, StepUp, replay_store_from_settings
 from secmw.principal import ANONYMOUS, Principal
 from secmw.problems import Deny
 from secmw.request import RequestView
 from secmw.settings import SecuritySettings, resolve_settings
+from secmw.throttle import FailedAuthThrottle
 from secmw.wsgi._util import (
     Environ,
     StartResponse,
@@ -44,12 +46,12 @@ class StepUpMiddleware:
     ) -> None:
         self.app = app
         self.secret_for = secret_for
-        if step_up is None or replay is None:
-            resolved = resolve_settings(settings, overrides)
-            step_up = step_up or StepUp.from_settings(resolved.totp, resolved.auth.realm)
-            replay = replay or replay_store_from_settings(resolved.totp)
-        self.step_up = step_up
-        self.replay = replay
+        resolved = resolve_settings(settings, overrides)
+        self.step_up = step_up or StepUp.from_settings(resolved.totp, resolved.auth.realm)
+        self.replay = replay or replay_store_from_settings(resolved.totp)
+        self._own_throttle = throttle is None and resolved.totp.throttle
+        if self._own_throttle:
+            throttle = FailedAuthThrottle.for_step_up(resolved)
         self.throttle = throttle
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -75,36 +77,33 @@ class StepUpMiddleware:
 
     def check(self, request: RequestView, principal: Principal) -> Deny | None:
         """None when the request carries a fresh, valid code for ``principal``."""
-        step_up = self.step_up
-        if not principal.is_authenticated:
-            return step_up.deny(401, "authentication required", "authentication_required")
-        code = step_up.code(request)
-        if code is None:
-            return step_up.deny(401, "second factor required", "totp_required")
-        credential = Credential("totp", "", principal.id)  # the code itself is never passed on
-        if self.throttle is not None:
-            blocked = self.throttle.blocked(request, credential)
-            if blocked is not None:
-                return blocked
-        try:
-            secret = self.secret_for(principal)
-        except Exception as exc:  # the app's lookup failed (database down...): not the client's
-            audit.emit("totp.lookup_failed", type(exc).__name__, principal=principal.id)
-            return Deny(503, "second factor check unavailable", "temporarily_unavailable")
-        if not secret:
-            return step_up.deny(403, "second factor not enrolled", "totp_not_enrolled")
-        try:
-            step = step_up.match(secret, code)
-        except ValueError:  # a secret that is not base32: the app's data, not the client's fault
-            audit.emit("totp.bad_secret", "stored secret is not base32", principal=principal.id)
-            return step_up.deny(403, "second factor not enrolled", "totp_not_enrolled")
-        try:
-            fresh = step is not None and self.replay.use(principal.id, step, step_up.replay_ttl)
-        except Exception as exc:  # replay store down: refuse rather than accept a replay
-            audit.emit("totp.store_unavailable", type(exc).__name__)
-            return Deny(503, "second factor check unavailable", "temporarily_unavailable")
-        if not fresh:
-            if self.throttle is not None:
-                self.throttle.failed(request, credential)
-            return step_up.deny(401, "second factor invalid", "invalid_totp")
+        decision = decide(self.step_up, request, principal, self.throttle is not None)
+        answer: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                need = decision.send(answer) if error is None else decision.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                answer = self._perform(request, need)
+            except Exception as exc:  # handed to the decision, which says what it means
+                error = exc
+
+    def _perform(self, request: RequestView, need: Need) -> Any:
+        if isinstance(need, Charge):
+            assert self.throttle is not None  # decide() charges only when throttled
+            return self.throttle.charge(request, need.credential)
+        if isinstance(need, LookUpSecret):
+            return self.secret_for(need.principal)
+        if isinstance(need, UseStep):
+            return self.replay.use(need.subject, need.step, need.ttl)
+        if isinstance(need, Refund):
+            need.attempt.refund()
         return None
+
+    def close(self) -> None:
+        """Close the Redis client of the throttle this middleware built, if any."""
+        if self._own_throttle and isinstance(self.throttle, FailedAuthThrottle):
+            self.throttle.close()
