@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.ratelimit", "secmw._ratesettings"]):
+with atheris.instrument_imports(
+    include=["secmw.ratelimit", "secmw._ratesettings", "secmw.throttle"]
+):
     import _common
 
     from secmw.principal import Principal
     from secmw.problems import Deny
     from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
     from secmw.request import Headers, RequestView
+    from secmw.throttle import FailureBudgets, failure_plan
 
 RULES = [
     {"path": "/items/{id}", "limit": "5/minute", "per_path": True},
@@ -26,6 +29,7 @@ POLICIES = [
     RateLimitPolicy(RateLimitSettings(key=kind, rules=RULES))
     for kind in ("principal-or-ip", "ip", "apikey", "principal")
 ]
+BUDGETS = FailureBudgets.for_authentication(RateLimitSettings())
 CLIENTS = ("203.0.113.5", "2001:db8::1", "::ffff:10.0.0.1", "fe80::1%eth0", "", "unix:/run/x")
 
 
@@ -49,7 +53,8 @@ def test_one_input(data: bytes) -> None:
         _common.check_decision(plan)
         return
     hits = list(plan.hits) if plan is not None else []
-    failures = policy.failure_plan(view, fdp.ConsumeUnicodeNoSurrogates(100) or None)
+    username = fdp.ConsumeUnicodeNoSurrogates(100) or None
+    failures = failure_plan(policy, BUDGETS, view, username)
     hits += failures.hits if failures is not None else ()
     for hit in hits:
         if len(hit.key) > 200 or _common.CANARY in hit.key:
