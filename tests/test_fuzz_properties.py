@@ -30,6 +30,7 @@ from secmw.principal import Principal
 from secmw.problems import Deny
 from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
 from secmw.request import Headers, RequestView, normalize_path
+from secmw.throttle import FailureBudgets, failure_plan
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuthentication
 from tests.fuzz import _common
 from tests.support import http_scope, run_asgi
@@ -337,6 +338,7 @@ RATE_POLICIES = {
     for kind in ("principal-or-ip", "ip", "apikey", "principal")
 }
 MAX_KEY = 200
+FAILURE_BUDGETS = FailureBudgets.for_authentication(RateLimitSettings())
 
 
 @FUZZ
@@ -374,7 +376,7 @@ def test_rate_limit_keys_are_bounded_and_hold_no_credential(
         assert plan.status == 403
         return
     hits = list(plan.hits) if plan is not None else []
-    failures = policy.failure_plan(view, username)
+    failures = failure_plan(policy, FAILURE_BUDGETS, view, username)
     hits += failures.hits if failures is not None else ()
     for hit in hits:
         assert len(hit.key) <= MAX_KEY, hit.key
