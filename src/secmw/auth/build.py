@@ -88,6 +88,7 @@ def _jwks_source(jwt: JWTSettings) -> JWKSKeySource | None:
         max_ttl=jwt.jwks_max_ttl,
         timeout=jwt.jwks_timeout,
         allow_http=jwt.jwks_allow_http,
+        http=jwt.jwks_http,
     )
 
 
@@ -131,6 +132,7 @@ def build_introspection_authenticator(
         audience=settings.audience,
         realm=realm,
         allow_http=settings.allow_http,
+        http=settings.http,
     )
 
 

@@ -35,7 +35,13 @@ from pydantic import Field, SecretStr
 
 from secmw import audit
 from secmw._config import Section, StrList
-from secmw.auth._http import FetchError, Response, afetch, fetch, parse_endpoint
+from secmw.auth._http import (
+    FetchError,
+    ProviderClient,
+    ProviderHTTPSettings,
+    Response,
+    parse_endpoint,
+)
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
 from secmw.auth.jwt import JWTAuthenticator
@@ -69,6 +75,10 @@ class IntrospectionSettings(Section):
     issuer: str | None = Field(None, description="Required `iss` in the answer, when set.")
     audience: StrList | None = Field(None, description="Accepted `aud` values, when set.")
     allow_http: bool = Field(False, description="Accept plain http for a non-loopback host.")
+    http: ProviderHTTPSettings = Field(
+        default_factory=ProviderHTTPSettings,
+        description="CA bundle, client certificate and proxies for the endpoint.",
+    )
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -100,7 +110,11 @@ class IntrospectionAuthenticator:
         realm: ``realm`` of the challenge.
         max_token_bytes: Longer tokens are refused without a call.
         allow_http: Accept plain http for a non-loopback host.
+        http: CA bundle, client certificate (mutual TLS) and proxy use for the endpoint.
         clock: UNIX time source (injected in tests).
+
+    The connections to the endpoint are pooled and reused; close them with :meth:`close` /
+    :meth:`aclose` (the stacks do it when the app shuts down).
     """
 
     scheme = "introspection"
@@ -123,11 +137,13 @@ class IntrospectionAuthenticator:
         realm: str = "api",
         max_token_bytes: int = 8192,
         allow_http: bool = False,
+        http: ProviderHTTPSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = parse_endpoint(
             url, setting="SECMW_INTROSPECTION__URL", allow_http=allow_http
         )
+        self.http = ProviderClient(http, setting="SECMW_INTROSPECTION__HTTP")
         self._headers = {
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
@@ -162,7 +178,7 @@ class IntrospectionAuthenticator:
         if cached is not None:
             return cached
         try:
-            response = fetch(
+            response = self.http.fetch(
                 self.endpoint,
                 "POST",
                 self._headers,
@@ -180,7 +196,7 @@ class IntrospectionAuthenticator:
         if cached is not None:
             return cached
         try:
-            response = await afetch(
+            response = await self.http.afetch(
                 self.endpoint,
                 "POST",
                 self._headers,
@@ -191,6 +207,14 @@ class IntrospectionAuthenticator:
         except FetchError as exc:
             return self._unavailable(str(exc))
         return self._conclude(credential.secret, response)
+
+    def close(self) -> None:
+        """Close the pooled connections to the endpoint (WSGI, threads)."""
+        self.http.close()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections to the endpoint, async ones included (ASGI)."""
+        await self.http.aclose()
 
     def challenge(self, error: str | None = None, description: str | None = None) -> str:
         """``Bearer realm="..."`` with RFC 6750 ``error`` parameters when given."""
@@ -314,6 +338,14 @@ class BearerDispatcher:
         """The Bearer challenge."""
         return self.opaque.challenge(error, description)
 
+    def close(self) -> None:
+        """Close the introspection endpoint's pooled connections."""
+        self.opaque.close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        await self.opaque.aclose()
+
 
 def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -325,5 +357,6 @@ __all__ = [
     "BearerDispatcher",
     "IntrospectionAuthenticator",
     "IntrospectionSettings",
+    "ProviderHTTPSettings",
     "looks_like_jwt",
 ]
