@@ -8,9 +8,16 @@ client credentials (RFC 6749 §2.3.1, ``client_secret_basic`` by default), and t
   ``aud``) admits the token; the answer is cached until the token's ``exp`` and at most
   ``cache_ttl`` seconds, so revocation at the server takes effect within that time;
 - anything else, ``"active": false`` above all, is a 401 (cached ``negative_ttl`` seconds);
-- an endpoint that is down, slow, refuses our credentials or answers garbage is a 503: the
-  token could not be checked, which is neither a client error nor a reason to let it through.
-  The outage is logged once (``introspection.failed``), and recovery once.
+- an RFC 6749 §5.2 error in a 400 (``invalid_request``, ``unsupported_token_type``,
+  ``invalid_token``...) is an answer about the token too: 401 ``invalid_token``, no outage;
+- an endpoint that is down, slow, answers 5xx or garbage, or refuses our client credentials
+  (401/403, or a 400 with ``invalid_client``) is a 503: the token could not be checked, which is
+  neither a client error nor a reason to let it through. The outage is logged once
+  (``introspection.failed``), and recovery once.
+
+A token that cannot be an access token (more than three dot-separated segments, characters
+outside RFC 6750's ``b64token``: whitespace, control characters...) is refused with a 401 before
+any call: it would only cost the authorization server a request.
 
 Coexistence with JWTs: both own the ``Bearer`` scheme. With ``"introspection"`` in
 ``SECMW_AUTH__ORDER`` and JWT verification also configured, :class:`BearerDispatcher` sends
@@ -25,6 +32,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -50,6 +58,8 @@ from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
 
 MAX_ANSWER_BYTES = 64 * 1024
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1
+CLIENT_REFUSED = "invalid_client"  # RFC 6749 §5.2: our credentials, not the token
 
 
 class IntrospectionSettings(Section):
@@ -79,6 +89,19 @@ class IntrospectionSettings(Section):
         default_factory=ProviderHTTPSettings,
         description="CA bundle, client certificate and proxies for the endpoint.",
     )
+
+
+def unusable_token(token: str) -> str | None:
+    """Why ``token`` cannot be an access token worth a network call, or None when it may be.
+
+    A JWS has three segments, an opaque token usually one; five are a JWE, which no resource
+    server introspects. RFC 6750's ``b64token`` leaves out whitespace and control characters.
+    """
+    if token.count(".") > 2:
+        return "token has too many segments"
+    if B64TOKEN.fullmatch(token) is None:
+        return "token has characters a bearer token cannot have"
+    return None
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -167,10 +190,16 @@ class IntrospectionAuthenticator:
         self._failing = False
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The bearer token from the ``Authorization`` parameter the chain handed over."""
-        return bearer_credential(
+        """The bearer token from the ``Authorization`` parameter the chain handed over; a token
+        that cannot be an access token is refused here, without a call."""
+        found = bearer_credential(
             authorization, scheme=self.scheme, max_bytes=self.max_token_bytes, deny=self._deny
         )
+        if isinstance(found, Credential):
+            problem = unusable_token(found.secret)
+            if problem is not None:
+                return self._deny(401, problem, "invalid_token")
+        return found
 
     def verify(self, credential: Credential) -> Principal | Deny:
         """Introspect (or take the cached answer); blocks for at most ``timeout`` seconds."""
@@ -229,18 +258,19 @@ class IntrospectionAuthenticator:
         return urlencode({"token": token, **self._form}).encode()
 
     def _conclude(self, token: str, response: Response) -> Principal | Deny:
+        if response.status == 400 and _token_error(response.body):
+            self._answering()
+            refused = self._deny(401, "token refused by the authorization server", "invalid_token")
+            self.cache.put(token, refused, expires_at=None)
+            return refused
         if response.status != 200:
-            # 401/403 mean *our* client credentials were refused: a server-side problem.
+            # 401/403 (or a 400 naming invalid_client) mean *our* client credentials were
+            # refused; 5xx, another 4xx or a 400 without an RFC 6749 error: the endpoint's fault.
             return self._unavailable(f"HTTP {response.status}")
-        try:
-            answer = json.loads(response.body)
-        except (ValueError, RecursionError):
-            return self._unavailable("answer is not JSON")
-        if not isinstance(answer, dict):
-            return self._unavailable("answer is not a JSON object")
-        if self._failing:
-            self._failing = False
-            audit.emit("introspection.recovered", "introspection answers", level=logging.INFO)
+        answer = _json_object(response.body)
+        if isinstance(answer, str):
+            return self._unavailable(answer)
+        self._answering()
         result = self._judge(answer)
         expires_at = None
         if isinstance(result, Principal):
@@ -285,6 +315,11 @@ class IntrospectionAuthenticator:
             answer,
             username if isinstance(username, str) else None,
         )
+
+    def _answering(self) -> None:
+        if self._failing:
+            self._failing = False
+            audit.emit("introspection.recovered", "introspection answers", level=logging.INFO)
 
     def _unavailable(self, reason: str) -> Deny:
         if not self._failing:  # once per outage, not once per request
@@ -347,6 +382,25 @@ class BearerDispatcher:
         await self.opaque.aclose()
 
 
+def _json_object(body: bytes) -> dict[str, Any] | str:
+    """The answer as a JSON object, or why it is not one."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return "answer is not JSON"
+    return answer if isinstance(answer, dict) else "answer is not a JSON object"
+
+
+def _token_error(body: bytes) -> bool:
+    """True for an RFC 6749 §5.2 error about the request or its token (not ``invalid_client``).
+
+    The endpoint's ``error_description`` is never read: it is not ours to echo.
+    """
+    answer = _json_object(body)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, str) and bool(error) and error != CLIENT_REFUSED
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -359,4 +413,5 @@ __all__ = [
     "IntrospectionSettings",
     "ProviderHTTPSettings",
     "looks_like_jwt",
+    "unusable_token",
 ]
