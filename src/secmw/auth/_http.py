@@ -9,7 +9,7 @@ certificate (mutual TLS, RFC 8705). What stays closed:
 
 - A total deadline covers the pool wait, connect, TLS, send and the whole answer, headers and
   body: a per-read timeout alone would let a server that dribbles one byte a second hold a worker
-  forever.
+  forever (:mod:`secmw.auth._deadline` for threads, ``asyncio.wait_for`` on the event loop).
 - Answers are size-capped while streaming: reading stops past the cap.
 - Redirects are not followed: an identity endpoint that moves is a configuration change, not
   something to chase. Compressed answers are not accepted (no decompression bomb).
@@ -38,9 +38,8 @@ import httpx
 from pydantic import Field
 
 from secmw._config import Section
+from secmw.auth._deadline import Timeouts, bound_sockets, deadline
 from secmw.errors import ConfigurationError
-
-MIN_WAIT = 0.001  # what a lookup of the deadline answers once it has passed: fail at once
 
 
 class FetchError(Exception):
@@ -148,23 +147,6 @@ def tls_context(settings: ProviderHTTPSettings, setting: str) -> ssl.SSLContext:
     return context
 
 
-class _Deadline(dict[str, float]):
-    """httpcore's ``timeout`` extension where every lookup answers the time left before one
-    deadline. httpcore looks the timeout up before each pool wait, connect and socket read or
-    write, so one deadline bounds the whole exchange, headers included (a server dribbling its
-    status line byte by byte never lets a per-read timeout fire)."""
-
-    def __init__(self, deadline: float) -> None:
-        super().__init__(connect=0.0, read=0.0, write=0.0, pool=0.0)
-        self.deadline = deadline
-
-    def get(self, key: str, default: Any = None) -> float:
-        return max(self.deadline - time.monotonic(), MIN_WAIT)
-
-    def __getitem__(self, key: str) -> float:
-        return self.get(key)
-
-
 class ProviderClient:
     """The connection pools of one identity provider, sync and async, sharing one TLS context.
 
@@ -182,10 +164,13 @@ class ProviderClient:
             "headers": {"User-Agent": "secmw", "Accept-Encoding": "identity"},
         }
         self._setting = setting
-        self._sync = self._build(httpx.Client)
+        self._sync = self._sync_client()
         self._async: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         _reset_after_fork(self)
+
+    def _sync_client(self) -> httpx.Client:
+        return bound_sockets(self._build(httpx.Client))
 
     def _build(self, kind: Any) -> Any:
         try:
@@ -207,15 +192,15 @@ class ProviderClient:
         max_bytes: int,
     ) -> Response:
         """Send one request and read the whole answer within ``timeout`` seconds (blocking)."""
-        deadline = time.monotonic() + timeout
-        request = self._request(self._sync, endpoint, method, headers, body, deadline)
-        with _translated():
+        at = time.monotonic() + timeout
+        request = self._request(self._sync, endpoint, method, headers, body, at)
+        with _translated(), deadline(at):
             response = self._sync.send(request, stream=True)
             try:
                 size, chunks = _check_head(response, max_bytes), []
                 for chunk in response.iter_raw():
                     size += len(chunk)
-                    _check_chunk(size, max_bytes, deadline)
+                    _check_chunk(size, max_bytes)
                     chunks.append(chunk)
             finally:
                 response.close()
@@ -232,9 +217,8 @@ class ProviderClient:
         max_bytes: int,
     ) -> Response:
         """Async twin of :meth:`fetch` (the same deadline, also enforced by the event loop)."""
-        deadline = time.monotonic() + timeout
         client = self._async_client()
-        request = self._request(client, endpoint, method, headers, body, deadline)
+        request = self._request(client, endpoint, method, headers, body, time.monotonic() + timeout)
         # wait_for rather than asyncio.timeout: the same line on every supported Python.
         with _translated():
             return await asyncio.wait_for(self._exchange(client, request, max_bytes), timeout)
@@ -247,7 +231,7 @@ class ProviderClient:
             size, chunks = _check_head(response, max_bytes), []
             async for chunk in response.aiter_raw():
                 size += len(chunk)
-                _check_chunk(size, max_bytes, None)
+                _check_chunk(size, max_bytes)
                 chunks.append(chunk)
         finally:
             await response.aclose()
@@ -267,20 +251,20 @@ class ProviderClient:
         method: str,
         headers: Mapping[str, str] | None,
         body: bytes,
-        deadline: float,
+        at: float,
     ) -> httpx.Request:
         return client.build_request(
             method,
             endpoint.url,
             headers=headers,
             content=body if body or method == "POST" else None,
-            extensions={"timeout": _Deadline(deadline)},
+            extensions={"timeout": Timeouts(at)},
         )
 
     def close(self) -> None:
         """Close the sync pool's connections (it stays usable: new ones open on demand)."""
         self._sync.close()
-        self._sync = self._build(httpx.Client)
+        self._sync = self._sync_client()
 
     async def aclose(self) -> None:
         """Close the async pool of the running loop, then the sync pool."""
@@ -292,7 +276,7 @@ class ProviderClient:
     def _after_fork(self) -> None:
         # The parent's connections are not ours: forget them without closing (a TLS close
         # would end the parent's sessions too).
-        self._sync = self._build(httpx.Client)
+        self._sync = self._sync_client()
         self._async = self._loop = None
 
 
@@ -306,11 +290,9 @@ def _check_head(response: httpx.Response, max_bytes: int) -> int:
     return 0
 
 
-def _check_chunk(size: int, max_bytes: int, deadline: float | None) -> None:
+def _check_chunk(size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise FetchError("answer too large")
-    if deadline is not None and time.monotonic() > deadline:
-        raise FetchError("timed out")
 
 
 def _response(response: httpx.Response, chunks: list[bytes]) -> Response:
