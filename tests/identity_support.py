@@ -46,6 +46,7 @@ class IdPState:
     introspect_raw: bytes | None = None
     keep_alive: bool = False
     connections: int = 0
+    disconnects: int = 0
     hits: Counter[str] = field(default_factory=Counter)
     forms: list[dict[str, list[str]]] = field(default_factory=list)
 
@@ -63,6 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
         if state.keep_alive:
             self.protocol_version = "HTTP/1.1"
         super().setup()
+
+    def finish(self) -> None:
+        """The connection ended (with keep-alive: the client hung up)."""
+        super().finish()
+        self.server.state.disconnects += 1
 
     def do_GET(self) -> None:
         state = self.server.state

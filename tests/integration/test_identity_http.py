@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.auth._http import (
     Endpoint,
     FetchError,
@@ -35,6 +36,7 @@ from secmw.auth.jwks import JWKSKeySource
 from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.settings import SecuritySettings
+from secmw.wsgi import SecurityStack as WSGIStack
 from tests.identity_support import IdentityProvider, new_key, public_jwk
 
 pytestmark = pytest.mark.server
@@ -183,6 +185,71 @@ def test_async_introspections_share_one_connection_and_aclose_ends_it(
     results = asyncio.run(run())
     assert all(isinstance(r, Principal) for r in results[:2])
     assert (idp.state.hits["/introspect"], idp.state.connections) == (3, 2)
+
+
+def _settled(read: Callable[[], int], expected: int) -> int:
+    """``read()`` once it equals ``expected``, or its last value after a bounded wait."""
+    done = threading.Event()
+    for _ in range(200):
+        if read() == expected or done.wait(0.01):
+            break
+    return read()
+
+
+def _sections(idp: IdentityProvider) -> dict[str, Any]:
+    return {
+        "introspection": {
+            "url": f"{idp.url}/introspect",
+            "client_id": idp.state.client[0],
+            "client_secret": idp.state.client[1],
+        },
+        "auth": {"order": ["introspection"]},
+    }
+
+
+def test_asgi_lifespan_shutdown_closes_the_pools(idp: IdentityProvider) -> None:
+    """The kept-alive connection to the endpoint stays open across requests and is closed once
+    the app's lifespan shutdown completes."""
+    middleware = ASGIAuth(_lifespan_app, **_sections(idp))
+    (auth,) = middleware.chain.authenticators
+    sent: list[str] = []
+
+    async def run() -> None:
+        await auth.averify(Credential("introspection", "token-one"))
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        assert idp.state.disconnects == 0
+        await middleware({"type": "lifespan"}, receive, send)
+
+    asyncio.run(run())
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert _settled(lambda: idp.state.disconnects, 1) == 1
+
+
+def test_wsgi_stack_close_closes_the_pools(idp: IdentityProvider) -> None:
+    """The WSGI stack's close() ends the kept-alive connection too."""
+    stack = WSGIStack(lambda environ, start: [], **_sections(idp))
+    (auth,) = stack._auth.chain.authenticators  # type: ignore[union-attr]
+    assert isinstance(auth.verify(Credential("introspection", "token-one")), Principal)
+    assert idp.state.disconnects == 0
+    stack.close()
+    assert _settled(lambda: idp.state.disconnects, 1) == 1
+
+
+async def _lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 # -- deadline and size cap -----------------------------------------------------------------------

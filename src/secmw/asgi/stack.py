@@ -107,8 +107,11 @@ class SecurityStack:
 
     async def aclose(self) -> None:
         """Close the Redis clients of the rate-limit layer and of the failed-authentication
-        throttle. Done by itself when the app's lifespan shutdown completes (the server must run
-        the lifespan: uvicorn's default ``--lifespan auto`` does for Starlette and FastAPI)."""
+        throttle, and the identity providers' connection pools. Done by itself when the app's
+        lifespan shutdown completes (the server must run the lifespan: uvicorn's default
+        ``--lifespan auto`` does for Starlette and FastAPI)."""
+        if self._auth is not None:
+            await self._auth.aclose()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self.throttle is not None:

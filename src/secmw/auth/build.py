@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from secmw._config import read_json_file, read_secret_file
+from secmw.auth._http import ProviderClient
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
 from secmw.auth.base import AuthChain, Authenticator
 from secmw.auth.basic import BasicAuthenticator, BasicUser
@@ -134,6 +135,19 @@ def build_introspection_authenticator(
         allow_http=settings.allow_http,
         http=settings.http,
     )
+
+
+def provider_pools(chain: AuthChain) -> list[ProviderClient]:
+    """The identity providers' connection pools the chain holds (JWKS, introspection)."""
+    pools: list[ProviderClient] = []
+    for authenticator in chain.authenticators:
+        for part in (authenticator, getattr(authenticator, "jwt", None)):
+            part = getattr(part, "opaque", part)  # a BearerDispatcher's introspection side
+            for owner in (part, getattr(part, "key_source", None)):
+                pool = getattr(owner, "http", None)
+                if isinstance(pool, ProviderClient) and pool not in pools:
+                    pools.append(pool)
+    return pools
 
 
 def _infer_algorithms(pem: str) -> list[str]:

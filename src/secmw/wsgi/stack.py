@@ -90,7 +90,10 @@ class SecurityStack:
 
     def close(self) -> None:
         """Close the Redis clients of the rate-limit layer and of the failed-authentication
-        throttle (for example when the app shuts down, or at the end of a test)."""
+        throttle, and the identity providers' connection pools (for example when the app shuts
+        down, or at the end of a test)."""
+        if self._auth is not None:
+            self._auth.close()
         if self._rate_limit is not None:
             self._rate_limit.close()
         if self.throttle is not None:
