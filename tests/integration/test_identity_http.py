@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import re
 import socket
 import ssl
 import threading
@@ -427,17 +428,23 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+ACTIVE = b'{"active": true, "sub": "cert-client"}'
+REQUESTS: list[bytes] = []  # what the TLS server received, in order
+
+
 @pytest.fixture
 def tls_server(pki: dict[str, Path]) -> Iterator[tuple[Endpoint, list[str]]]:
-    """An https server on loopback that requires a client certificate from the private CA and
-    records the client's common name."""
+    """An https server on loopback that requires a client certificate from the private CA,
+    records the client's common name and the request, and answers an active introspection."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca"]))
     context.load_cert_chain(pki["server"])
     context.verify_mode = ssl.CERT_REQUIRED
     clients: list[str] = []
+    REQUESTS.clear()
 
     def answer(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(ACTIVE)}\r\n\r\n".encode()
+        conn.sendall(head + ACTIVE)
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -453,14 +460,26 @@ def tls_server(pki: dict[str, Path]) -> Iterator[tuple[Endpoint, list[str]]]:
                     peer = conn.getpeercert() or {}
                     subject = dict(item[0] for item in peer.get("subject", ()))
                     clients.append(str(subject.get("commonName")))
-                    conn.recv(65536)
+                    REQUESTS.append(_read_request(conn))
                     answer(conn)
             except (OSError, ssl.SSLError):
                 raw.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield parse_endpoint(f"https://127.0.0.1:{port}/jwks", setting="test"), clients
+    yield parse_endpoint(f"https://127.0.0.1:{port}/introspect", setting="test"), clients
     listener.close()
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    """The request head and its Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while found and len(body) < int(found.group(1)) and (chunk := conn.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_private_ca_and_client_certificate(
@@ -471,7 +490,7 @@ def test_private_ca_and_client_certificate(
     endpoint, clients = tls_server
     full = ProviderHTTPSettings(ca_bundle=pki["ca"], client_cert=pki["client"])
     response = ProviderClient(full, setting="test").fetch(endpoint, timeout=5, max_bytes=100)
-    assert (response.status, response.body, clients) == (200, b"{}", ["secmw client"])
+    assert (response.status, response.body, clients) == (200, ACTIVE, ["secmw client"])
     for partial in (ProviderHTTPSettings(client_cert=pki["client"]), ProviderHTTPSettings()):
         with pytest.raises(FetchError, match=r"TLS failure|connection failed"):
             ProviderClient(partial, setting="test").fetch(endpoint, timeout=5, max_bytes=100)
@@ -479,6 +498,58 @@ def test_private_ca_and_client_certificate(
     with pytest.raises(FetchError):
         no_cert.fetch(endpoint, timeout=5, max_bytes=100)
     assert clients == ["secmw client"]
+
+
+def test_introspection_with_tls_client_auth(
+    pki: dict[str, Path], tls_server: tuple[Endpoint, list[str]]
+) -> None:
+    """RFC 8705 tls_client_auth: the certificate authenticates, the form names the client id,
+    no secret travels."""
+    endpoint, clients = tls_server
+    http = ProviderHTTPSettings(ca_bundle=pki["ca"], client_cert=pki["client"])
+    settings = SecuritySettings(
+        introspection={
+            "url": endpoint.url,
+            "client_id": "rs",
+            "auth_method": "tls_client_auth",
+            "http": http.model_dump(),
+        },
+        auth={"order": ["introspection"]},
+    )
+    (auth,) = build_chain(settings).authenticators
+    assert isinstance(auth, IntrospectionAuthenticator)
+    result = auth.verify(Credential("introspection", "opaque-token"))
+    assert isinstance(result, Principal)
+    assert (result.id, clients) == ("cert-client", ["secmw client"])
+    auth.close()
+    head, _, body = b"".join(REQUESTS).partition(b"\r\n\r\n")
+    assert b"client_id=rs" in body
+    assert b"client_secret" not in body
+    assert b"authorization:" not in head.lower()
+
+
+@pytest.mark.parametrize(
+    ("introspection", "variable"),
+    [
+        ({"client_id": "rs", "auth_method": "tls_client_auth"}, "HTTP__CLIENT_CERT"),
+        (
+            {"client_id": "rs", "client_secret": "pw", "auth_method": "tls_client_auth"},
+            "CLIENT_SECRET",
+        ),
+    ],
+    ids=["no-certificate", "secret-too"],
+)
+def test_tls_client_auth_configuration_mistakes(
+    introspection: dict[str, Any], variable: str
+) -> None:
+    """tls_client_auth without a client certificate, or with a secret beside it: a startup
+    error naming the variable."""
+    settings = SecuritySettings(
+        introspection={"url": "https://as.example/introspect", **introspection},
+        auth={"order": ["introspection"]},
+    )
+    with pytest.raises(ConfigurationError, match=f"SECMW_INTROSPECTION__{variable}"):
+        build_chain(settings)
 
 
 def test_unreadable_tls_files_fail_at_startup_naming_the_variable(tmp_path: Path) -> None:

@@ -116,9 +116,15 @@ def build_introspection_authenticator(
         secret = read_secret_file(
             settings.client_secret_file, "SECMW_INTROSPECTION__CLIENT_SECRET_FILE"
         )
-    if not settings.client_id or not secret:
+    certified = settings.auth_method == "tls_client_auth"
+    if not settings.client_id or not (secret or certified):
         raise ConfigurationError(
             "SECMW_INTROSPECTION__CLIENT_ID: introspection needs a client id and a client secret"
+            " (or a client certificate with tls_client_auth)"
+        )
+    if certified and secret:
+        raise ConfigurationError(
+            "SECMW_INTROSPECTION__CLIENT_SECRET: tls_client_auth sends no secret; remove it"
         )
     return IntrospectionAuthenticator(
         settings.url,

@@ -2,7 +2,8 @@
 RFC 7662).
 
 The resource server POSTs the token to the introspection endpoint, authenticated with its own
-client credentials (RFC 6749 §2.3.1, ``client_secret_basic`` by default), and trusts the answer:
+client credentials (RFC 6749 §2.3.1, ``client_secret_basic`` by default, or a client certificate,
+RFC 8705 ``tls_client_auth``), and trusts the answer:
 
 - ``"active": true`` (and, when present, an ``exp`` in the future and a matching ``iss`` /
   ``aud``) admits the token; the answer is cached until the token's ``exp`` and at most
@@ -53,6 +54,7 @@ from secmw.auth._http import (
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
@@ -70,8 +72,9 @@ class IntrospectionSettings(Section):
     client_id: str | None = Field(None, description="This resource server's client id.")
     client_secret: SecretStr | None = Field(None, description="Its client secret.")
     client_secret_file: Path | None = Field(None, description="File holding the client secret.")
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
-        "client_secret_basic", description="How the client credentials are sent."
+    auth_method: Literal["client_secret_basic", "client_secret_post", "tls_client_auth"] = Field(
+        "client_secret_basic",
+        description="How the client authenticates; `tls_client_auth` needs `http.client_cert`.",
     )
     cache_ttl: float = Field(
         60,
@@ -122,8 +125,9 @@ class IntrospectionAuthenticator:
     Args:
         url: The introspection endpoint.
         client_id: This resource server's client id.
-        client_secret: Its secret.
-        auth_method: ``client_secret_basic`` (default) or ``client_secret_post``.
+        client_secret: Its secret (not with ``tls_client_auth``).
+        auth_method: ``client_secret_basic`` (default), ``client_secret_post``, or
+            ``tls_client_auth`` (RFC 8705: the client certificate of ``http`` authenticates).
         cache_ttl: Maximum seconds an active answer is reused.
         cache_size: Answers remembered (0 turns the cache off).
         negative_ttl: Seconds an inactive answer is reused.
@@ -149,7 +153,7 @@ class IntrospectionAuthenticator:
         url: str,
         *,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         auth_method: str = "client_secret_basic",
         cache_ttl: float = 60.0,
         cache_size: int = 10_000,
@@ -172,7 +176,18 @@ class IntrospectionAuthenticator:
             "Content-Type": "application/x-www-form-urlencoded",
         }
         self._form: dict[str, str] = {"token_type_hint": "access_token"}
-        if auth_method == "client_secret_post":
+        if auth_method == "tls_client_auth":
+            if http is None or http.client_cert is None:
+                raise ConfigurationError(
+                    "SECMW_INTROSPECTION__HTTP__CLIENT_CERT: tls_client_auth needs a client"
+                    " certificate"
+                )
+            self._form["client_id"] = client_id  # RFC 8705 §2: the certificate authenticates
+        elif client_secret is None:
+            raise ConfigurationError(
+                "SECMW_INTROSPECTION__CLIENT_SECRET: introspection needs a client secret"
+            )
+        elif auth_method == "client_secret_post":
             self._form.update(client_id=client_id, client_secret=client_secret)
         else:  # RFC 6749 §2.3.1: form-encode both parts before joining them
             pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
