@@ -28,10 +28,10 @@ import os
 import ssl
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -40,6 +40,8 @@ from pydantic import Field
 from secmw._config import Section
 from secmw.auth._deadline import Timeouts, bound_sockets, deadline
 from secmw.errors import ConfigurationError
+
+T = TypeVar("T")
 
 
 class FetchError(Exception):
@@ -167,7 +169,7 @@ class ProviderClient:
         self._sync = self._sync_client()
         self._async: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        _reset_after_fork(self)
+        reset_after_fork(self, ProviderClient._after_fork)
 
     def _sync_client(self) -> httpx.Client:
         return bound_sockets(self._build(httpx.Client))
@@ -336,14 +338,16 @@ def _describe(exc: BaseException) -> str:
     return "connection failed"
 
 
-def _reset_after_fork(client: ProviderClient) -> None:
+def reset_after_fork(target: T, reset: Callable[[T], None]) -> None:
+    """Run ``reset(target)`` in a forked child while ``target`` lives: the parent's threads,
+    locks and connections do not belong to the child."""
     if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows
         return
-    ref = weakref.ref(client)
+    ref = weakref.ref(target)
 
-    def reset() -> None:
-        target = ref()
-        if target is not None:
-            target._after_fork()
+    def child() -> None:
+        alive = ref()
+        if alive is not None:
+            reset(alive)
 
-    os.register_at_fork(after_in_child=reset)
+    os.register_at_fork(after_in_child=child)

@@ -30,10 +30,8 @@ introspection. With introspection alone, every bearer token is introspected.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -52,15 +50,14 @@ from secmw.auth._http import (
     parse_endpoint,
 )
 from secmw.auth.base import Credential, bearer_credential
+from secmw.auth.bearer import BearerDispatcher, looks_like_jwt, unusable_token
 from secmw.auth.cache import TokenCache
-from secmw.auth.jwt import JWTAuthenticator
 from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
 
 MAX_ANSWER_BYTES = 64 * 1024
-B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1
 CLIENT_REFUSED = "invalid_client"  # RFC 6749 §5.2: our credentials, not the token
 
 
@@ -92,31 +89,6 @@ class IntrospectionSettings(Section):
         default_factory=ProviderHTTPSettings,
         description="CA bundle, client certificate and proxies for the endpoint.",
     )
-
-
-def unusable_token(token: str) -> str | None:
-    """Why ``token`` cannot be an access token worth a network call, or None when it may be.
-
-    A JWS has three segments, an opaque token usually one; five are a JWE, which no resource
-    server introspects. RFC 6750's ``b64token`` leaves out whitespace and control characters.
-    """
-    if token.count(".") > 2:
-        return "token has too many segments"
-    if B64TOKEN.fullmatch(token) is None:
-        return "token has characters a bearer token cannot have"
-    return None
-
-
-def looks_like_jwt(token: str) -> bool:
-    """True for a compact JWS: three segments and a JSON object header naming an ``alg``."""
-    if token.count(".") != 2:
-        return False
-    head = token.partition(".")[0]
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return False
-    return isinstance(header, dict) and isinstance(header.get("alg"), str)
 
 
 class IntrospectionAuthenticator:
@@ -347,54 +319,6 @@ class IntrospectionAuthenticator:
 
     def _deny(self, status: int, detail: str, code: str) -> Deny:
         return Deny(status, detail, code, (("www-authenticate", self.challenge(code, detail)),))
-
-
-class BearerDispatcher:
-    """One ``Bearer`` scheme, two verifiers: JWTs locally, everything else by introspection.
-
-    Args:
-        jwt: Verifies tokens shaped like a JWS (``JWTAuthenticator``).
-        opaque: Verifies every other token (``IntrospectionAuthenticator``).
-    """
-
-    scheme = "bearer"
-    authorization_scheme = "bearer"
-    blocking = True
-
-    def __init__(self, jwt: JWTAuthenticator, opaque: IntrospectionAuthenticator) -> None:
-        self.jwt = jwt
-        self.opaque = opaque
-
-    def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The token, under the larger of the two size limits."""
-        found = self.opaque.extract(request, authorization)
-        if isinstance(found, Credential) and looks_like_jwt(found.secret):
-            return self.jwt.extract(request, authorization)
-        return found
-
-    def verify(self, credential: Credential) -> Principal | Deny:
-        """Dispatch by token shape."""
-        if credential.scheme == self.opaque.scheme:
-            return self.opaque.verify(credential)
-        return self.jwt.verify(credential)
-
-    async def averify(self, credential: Credential) -> Principal | Deny:
-        """Async twin of :meth:`verify`."""
-        if credential.scheme == self.opaque.scheme:
-            return await self.opaque.averify(credential)
-        return await self.jwt.averify(credential)
-
-    def challenge(self, error: str | None = None, description: str | None = None) -> str:
-        """The Bearer challenge."""
-        return self.opaque.challenge(error, description)
-
-    def close(self) -> None:
-        """Close the introspection endpoint's pooled connections."""
-        self.opaque.close()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        await self.opaque.aclose()
 
 
 def _json_object(body: bytes) -> dict[str, Any] | str:

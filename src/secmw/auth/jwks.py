@@ -31,10 +31,8 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -45,6 +43,7 @@ from secmw.auth._http import (
     ProviderClient,
     ProviderHTTPSettings,
     parse_endpoint,
+    reset_after_fork,
 )
 from secmw.auth.jwkset import (
     DEFAULT_ALGORITHMS,
@@ -159,7 +158,7 @@ class JWKSKeySource:
         self._inflight: concurrent.futures.Future[bool] | None = None
         self._failing = False
         self._lock = threading.Lock()
-        _reset_after_fork(self)
+        reset_after_fork(self, JWKSKeySource._after_fork)
 
     @property
     def keys(self) -> KeySet | None:
@@ -385,19 +384,6 @@ class JWKSKeySource:
 
 
 _NOWHERE = Endpoint("", True, "", 0, "")
-
-
-def _reset_after_fork(source: JWKSKeySource) -> None:
-    if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows
-        return
-    ref = weakref.ref(source)
-
-    def reset() -> None:
-        target = ref()
-        if target is not None:
-            target._after_fork()
-
-    os.register_at_fork(after_in_child=reset)
 
 
 __all__ = [
