@@ -8,7 +8,8 @@ One threaded HTTP server on 127.0.0.1 answers:
 - ``POST /introspect``: ``state.answers[token]`` (or ``{"active": false}``) when the client
   authenticated as ``state.client`` (else 401).
 
-It counts hits per path, can stop (connection refused) and start again on the same port, and never
+It counts hits per path and connections (``state.keep_alive`` turns on HTTP/1.1 persistent
+connections), can stop (connection refused) and start again on the same port, and never
 talks to anything but loopback.
 """
 
@@ -43,6 +44,9 @@ class IdPState:
     client: tuple[str, str] = ("resource-server", "rs-secret")
     introspect_status: int = 200
     introspect_raw: bytes | None = None
+    keep_alive: bool = False
+    connections: int = 0
+    disconnects: int = 0
     hits: Counter[str] = field(default_factory=Counter)
     forms: list[dict[str, list[str]]] = field(default_factory=list)
 
@@ -52,6 +56,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
+
+    def setup(self) -> None:
+        """One handler per connection: count it, and keep it open when asked to."""
+        state = self.server.state
+        state.connections += 1
+        if state.keep_alive:
+            self.protocol_version = "HTTP/1.1"
+        super().setup()
+
+    def finish(self) -> None:
+        """The connection ended (with keep-alive: the client hung up)."""
+        super().finish()
+        self.server.state.disconnects += 1
 
     def do_GET(self) -> None:
         state = self.server.state

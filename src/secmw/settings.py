@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from secmw._config import Section, StrList, variable_name
 from secmw.audit_settings import AuditSettings
+from secmw.auth._http import ProviderHTTPSettings
 from secmw.auth.introspection import IntrospectionSettings
 from secmw.auth.session import SessionSettings
 from secmw.auth.totp import TOTPSettings
@@ -68,6 +69,10 @@ class JWTSettings(Section):
     jwks_timeout: float = Field(5, gt=0, le=60, description="Total seconds one fetch may take.")
     jwks_allow_http: bool = Field(
         False, description="Accept a plain-http JWKS or issuer URL on a non-loopback host."
+    )
+    jwks_http: ProviderHTTPSettings = Field(
+        default_factory=ProviderHTTPSettings,
+        description="CA bundle, client certificate and proxies for the JWKS and discovery URLs.",
     )
     cache_size: int = Field(
         10_000, ge=0, le=1_000_000, description="Verified tokens remembered; 0 turns it off."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from secmw.auth.base import Credential
 from secmw.auth.introspection import IntrospectionAuthenticator
 from secmw.principal import Principal
 from secmw.problems import Deny
+from secmw.request import RequestView
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.identity_support import FakeClock, IdentityProvider
 from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
@@ -110,6 +112,10 @@ def test_answers_we_do_not_trust(
         ("array", "answer is not a JSON object"),
         ("500", "HTTP 500"),
         ("bad-client", "HTTP 401"),
+        ("forbidden", "HTTP 403"),
+        ("400-invalid-client", "HTTP 400"),
+        ("400-not-an-error", "HTTP 400"),
+        ("oversized", "answer too large"),
         ("slow", "timed out"),
     ],
 )
@@ -129,6 +135,15 @@ def test_server_trouble_is_503_and_logged_once(
         idp.state.introspect_status = 500
     elif breakage == "bad-client":
         idp.state.client = ("someone", "else")
+    elif breakage == "forbidden":
+        idp.state.introspect_status, idp.state.introspect_raw = 403, b"{}"
+    elif breakage == "400-invalid-client":
+        idp.state.introspect_status = 400
+        idp.state.introspect_raw = b'{"error": "invalid_client"}'
+    elif breakage == "400-not-an-error":
+        idp.state.introspect_status, idp.state.introspect_raw = 400, b"<html>Bad Request</html>"
+    elif breakage == "oversized":
+        idp.state.introspect_raw = b'{"active": true, "sub": "a", "pad": "' + b"x" * 2**20 + b'"}'
     else:
         idp.state.delay = 2.0
     for _ in range(2):
@@ -137,6 +152,103 @@ def test_server_trouble_is_503_and_logged_once(
         assert (result.status, result.code) == (503, "temporarily_unavailable")
         assert dict(result.headers)["retry-after"] == "5"
     assert [(e.name, e.reason) for e in events] == [("introspection.failed", reason)]
+
+
+@pytest.mark.parametrize("run", [check, acheck], ids=["sync", "async"])
+@pytest.mark.parametrize("error", ["unsupported_token_type", "invalid_request", "invalid_token"])
+def test_an_error_about_the_token_is_401_not_an_outage(
+    idp: IdentityProvider, events: list[audit.AuditEvent], run: Any, error: str
+) -> None:
+    """An RFC 6749 error in a 400 answers for the token: 401 invalid_token with the Bearer
+    challenge, cached like an inactive answer, no outage logged; the description is not echoed."""
+    idp.state.introspect_status = 400
+    idp.state.introspect_raw = json.dumps(
+        {"error": error, "error_description": "secret-ish server text"}
+    ).encode()
+    auth = make(idp)
+    for _ in range(2):
+        result = run(auth)
+        assert isinstance(result, Deny)
+        assert (result.status, result.code) == (401, "invalid_token")
+        challenge = dict(result.headers)["www-authenticate"]
+        assert challenge.startswith('Bearer realm="api", error="invalid_token"')
+        assert "secret-ish" not in challenge + result.detail
+    assert idp.state.hits["/introspect"] == 1
+    assert events == []
+
+
+def test_an_error_answer_ends_an_outage(
+    idp: IdentityProvider, events: list[audit.AuditEvent]
+) -> None:
+    """An endpoint that answers with an RFC 6749 error is up again: recovery is logged."""
+    auth = make(idp)
+    idp.state.introspect_status = 500
+    assert getattr(check(auth), "status", None) == 503
+    idp.state.introspect_status, idp.state.introspect_raw = 400, b'{"error": "invalid_token"}'
+    assert getattr(check(auth, "other"), "status", None) == 401
+    assert [e.name for e in events] == ["introspection.failed", "introspection.recovered"]
+
+
+UNUSABLE = [
+    "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d",
+    "to\x01ken",
+    "to\x7fken",
+    "to\x0bken",
+    "tök\u00e9n",
+    "to,ken",
+    'to"ken',
+    "=token",
+]
+
+
+@pytest.mark.parametrize(
+    "token",
+    UNUSABLE,
+    ids=["five-segments", "control", "del", "vertical-tab", "non-ascii", "comma", "quote", "pad"],
+)
+def test_tokens_that_cannot_be_access_tokens_are_401_without_a_call(
+    idp: IdentityProvider, token: str
+) -> None:
+    """More than three segments or characters outside RFC 6750's b64token: 401 at extraction."""
+    result = make(idp).extract(RequestView("GET", "/"), token)
+    assert isinstance(result, Deny)
+    assert (result.status, result.code) == (401, "invalid_token")
+    assert dict(result.headers)["www-authenticate"].startswith('Bearer realm="api"')
+    assert idp.state.hits["/introspect"] == 0
+
+
+@pytest.mark.parametrize("side", ["asgi-uvicorn", "wsgi-werkzeug"])
+@pytest.mark.parametrize(
+    ("token", "status", "error"),
+    [("a.b.c.d.e", 401, "invalid_token"), ("to,ken", 400, "invalid_request")],
+    ids=["five-segments", "comma"],
+)
+def test_unusable_token_never_reaches_the_server(
+    idp: IdentityProvider, side: str, token: str, status: int, error: str
+) -> None:
+    """Over a real server, with JWT and introspection side by side: refused (a comma makes the
+    field ambiguous, as two fields would: 400 before any scheme sees it), and no request at
+    the introspection endpoint."""
+    sections: dict[str, Any] = {
+        "jwt": {"secret": SECRET},
+        "introspection": {
+            "url": f"{idp.url}/introspect",
+            "client_id": idp.state.client[0],
+            "client_secret": idp.state.client[1],
+        },
+        "auth": {"order": ["bearer", "introspection"]},
+    }
+    if side == "asgi-uvicorn":
+        server = uvicorn_server(ASGIAuth(_asgi_app, **sections))
+    else:
+        server = werkzeug_server(WSGIAuth(_wsgi_app, **sections))
+    with server as base, httpx.Client(base_url=base) as client:
+        answer = client.get("/", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == error
+        assert answer.headers["www-authenticate"].startswith("Bearer ")
+    assert idp.state.hits["/introspect"] == 0
 
 
 def test_recovery_is_logged_and_nothing_failed_was_cached(

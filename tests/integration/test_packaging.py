@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import venv
@@ -55,6 +58,44 @@ def test_wheel_and_sdist_install_and_import(tmp_path: Path) -> None:
             text=True,
         )
         assert out.stdout.split() == [secmw_version(), "AuthenticationMiddleware"]
+
+
+@pytest.mark.server
+def test_redis_extra_resolves_the_newest_redis_py(tmp_path: Path) -> None:
+    """secmw[redis] puts no upper cap on redis-py and pulls in no other Redis client: a dry-run
+    install (resolution only, as in an empty environment) picks the index's newest redis-py."""
+    pip = [sys.executable, "-m", "pip"]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    index = subprocess.run(
+        [*pip, "index", "versions", "redis"], capture_output=True, text=True, env=env, timeout=120
+    )
+    found = re.search(r"^redis \(([^)]+)\)", index.stdout, re.MULTILINE)
+    if index.returncode != 0 or found is None:
+        pytest.skip("the package index cannot be reached")
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [
+            *pip,
+            "install",
+            "--dry-run",
+            "--ignore-installed",  # resolve as a clean environment would
+            "--no-build-isolation",  # secmw's metadata comes from the hatchling installed here
+            "--quiet",
+            "--report",
+            str(report),
+            f"{ROOT}[redis]",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    resolved = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert resolved["redis"] == found.group(1)
+    assert "coredis" not in resolved
 
 
 def secmw_version() -> str:

@@ -14,6 +14,7 @@ from secmw.asgi._util import (
     Receive,
     Scope,
     Send,
+    closing_on_shutdown,
     malformed,
     publish_principal,
     run_blocking,
@@ -22,7 +23,7 @@ from secmw.asgi._util import (
 )
 from secmw.auth import AuthChain, Authenticator, Found
 from secmw.auth.base import AsyncChargedAttempt, AsyncFailureThrottle
-from secmw.auth.build import build_chain
+from secmw.auth.build import build_chain, provider_pools
 from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
 from secmw.principal import Principal
@@ -67,6 +68,7 @@ class AuthenticationMiddleware:
             resolve_settings(settings, overrides), revocation=revocation
         )
         self.throttle = throttle
+        self._pools = provider_pools(self.chain)
         self._modes = {id(a): _mode(a) for a in self.chain.authenticators}
         self._challenges = [
             (b"www-authenticate", c.encode("latin-1")) for c in self.chain.challenges
@@ -74,6 +76,8 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan" and self._pools:
+                send = closing_on_shutdown(send, self.aclose)
             await self.app(scope, receive, send)
             return
         result = await self.resolve(scope)
@@ -85,6 +89,12 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, self.challenging(scope, send))
         finally:
             leave(tokens)
+
+    async def aclose(self) -> None:
+        """Close the connection pools to the identity providers (JWKS, introspection). Done by
+        itself when the app's lifespan shutdown completes."""
+        for pool in self._pools:
+            await pool.aclose()
 
     async def resolve(self, scope: Scope) -> tuple[RequestView, Principal] | Deny:
         """The request's principal, or the answer when it is refused (audited)."""

@@ -111,9 +111,12 @@ class SecurityStack:
         self._remote = any(limiter.remote is not None for limiter in limiters)
 
     async def aclose(self) -> None:
-        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles.
-        Done by itself when the app's lifespan shutdown completes (the server must run
-        the lifespan: uvicorn's default ``--lifespan auto`` does for Starlette and FastAPI)."""
+        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles,
+        and the identity providers' connection pools. Done by itself when the app's lifespan
+        shutdown completes (the server must run the lifespan: uvicorn's default
+        ``--lifespan auto`` does for Starlette and FastAPI)."""
+        if self._auth is not None:
+            await self._auth.aclose()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self.throttle is not None:

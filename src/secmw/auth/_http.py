@@ -1,17 +1,22 @@
-"""A minimal HTTP client for identity-provider endpoints (JWKS, discovery, introspection).
+"""The HTTP client of identity-provider endpoints (JWKS, discovery, introspection), on httpx.
 
-Two twins share one request builder and one response parser: ``fetch`` (blocking sockets, for
-WSGI and background threads) and ``afetch`` (asyncio streams, for ASGI; the event loop never
-blocks). Deliberately small, and closed where general-purpose clients are open:
+One :class:`ProviderClient` per provider (per authenticator, per key set) holds its connection
+pools: an ``httpx.Client`` for WSGI workers and background threads, and an ``httpx.AsyncClient``
+for ASGI (the event loop never blocks). Connections are kept alive and reused, proxies come from
+the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``; httpx makes no
+exception for loopback hosts), and the TLS context can trust a private CA and present a client
+certificate (mutual TLS, RFC 8705). What stays closed:
 
-- One request per connection, HTTP/1.0 with ``Connection: close``: the answer ends at EOF and
-  is never chunked (RFC 9112 §7.1 forbids chunked replies to HTTP/1.0 requests).
-- A total deadline covers connect, send and the whole answer (a per-read timeout alone would let
-  a server that dribbles one byte a second hold a worker forever), and answers are size-capped.
-- Redirects are not followed and proxies are not used: an identity endpoint that moves is a
-  configuration change, not something to chase.
-- ``https`` verifies certificates with the system trust store; plain ``http`` is refused unless
-  allowed explicitly or the host is a loopback address.
+- A total deadline covers the pool wait, connect, TLS, send and the whole answer, headers and
+  body: a per-read timeout alone would let a server that dribbles one byte a second hold a worker
+  forever (:mod:`secmw.auth._deadline` for threads, ``asyncio.wait_for`` on the event loop).
+- Answers are size-capped while streaming: reading stops past the cap.
+- Redirects are not followed: an identity endpoint that moves is a configuration change, not
+  something to chase. Compressed answers are not accepted (no decompression bomb).
+- ``https`` verifies certificates with the system trust store (or the configured CA bundle);
+  plain ``http`` is refused unless allowed explicitly or the host is a loopback address.
+
+Every failure reaches callers as :class:`FetchError` with secmw's own short reason.
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import socket
+import os
 import ssl
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+from pydantic import Field
+
+from secmw._config import Section
+from secmw.auth._deadline import Timeouts, bound_sockets, deadline
 from secmw.errors import ConfigurationError
 
-MAX_HEADER_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 class FetchError(Exception):
@@ -37,6 +49,23 @@ class FetchError(Exception):
 
     The message is written by secmw (``"timed out"``, ``"HTTP 500"``) and never holds a secret.
     """
+
+
+class ProviderHTTPSettings(Section):
+    """How secmw talks to one identity-provider endpoint: trust, client certificate, proxies."""
+
+    ca_bundle: Path | None = Field(
+        None, description="PEM file of the CAs to trust instead of the system trust store."
+    )
+    client_cert: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS (RFC 8705)."
+    )
+    client_key: Path | None = Field(
+        None, description="PEM key of `client_cert`, when the certificate file does not hold it."
+    )
+    trust_env: bool = Field(
+        True, description="Use the HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY variables."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +77,6 @@ class Endpoint:
     host: str
     port: int
     target: str
-
-    @property
-    def host_header(self) -> str:
-        """The ``Host`` field (RFC 9110 §7.2): brackets around IPv6, default ports left out."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.secure else 80
-        return host if self.port == default else f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,165 +122,232 @@ def parse_endpoint(url: str, *, setting: str, allow_http: bool = False) -> Endpo
     return Endpoint(url, secure, host, port or (443 if secure else 80), target)
 
 
-def build_request(
-    endpoint: Endpoint, method: str, headers: Mapping[str, str], body: bytes = b""
-) -> bytes:
-    """The request bytes (HTTP/1.0, one request per connection)."""
-    lines = [f"{method} {endpoint.target} HTTP/1.0", f"Host: {endpoint.host_header}"]
-    lines += ["Connection: close", "User-Agent: secmw", "Accept-Encoding: identity"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if body or method == "POST":
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def tls_context(settings: ProviderHTTPSettings, setting: str) -> ssl.SSLContext:
+    """The TLS context of one provider; ConfigurationError naming ``setting`` when a file is bad.
 
-
-def parse_response(raw: bytes) -> Response:
-    """Parse a complete answer read to EOF; FetchError when it is not HTTP."""
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise FetchError("incomplete HTTP answer")
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise FetchError("not an HTTP answer")
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise FetchError("malformed HTTP header")
-        key = name.strip().lower()
-        value = value.strip()
-        fields[key] = f"{fields[key]}, {value}" if key in fields else value
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        body = _dechunk(body)
-    elif "content-length" in fields:
-        try:
-            length = int(fields["content-length"])
-        except ValueError:
-            raise FetchError("malformed Content-Length") from None
-        if len(body) < length:
-            raise FetchError("truncated HTTP answer")
-        body = body[:length]
-    return Response(int(code), fields, body)
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            raise FetchError("malformed chunked body") from None
-        if not sep or len(data) < size:
-            raise FetchError("truncated chunked body")
-        if size == 0:
-            return bytes(out)
-        out += data[:size]
-        data = data[size + 2 :]
-
-
-@lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
-def fetch(
-    endpoint: Endpoint,
-    method: str = "GET",
-    headers: Mapping[str, str] | None = None,
-    body: bytes = b"",
-    *,
-    timeout: float,
-    max_bytes: int,
-) -> Response:
-    """Send one request and read the whole answer within ``timeout`` seconds (blocking)."""
-    request = build_request(endpoint, method, headers or {}, body)
-    deadline = time.monotonic() + timeout
-    limit = max_bytes + MAX_HEADER_BYTES
-    chunks: list[bytes] = []
-    size = 0
+    The system trust store is the default (as for the rest of the host), not certifi's bundle:
+    a company CA installed on the machine keeps working.
+    """
     try:
-        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
-            sock: socket.socket = raw
-            if endpoint.secure:
-                sock = _tls_context().wrap_socket(raw, server_hostname=endpoint.host)
-            with sock:
-                sock.sendall(request)
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise FetchError("timed out")
-                    sock.settimeout(remaining)
-                    data = sock.recv(65536)
-                    if not data:
-                        break
-                    size += len(data)
-                    if size > limit:
-                        raise FetchError("answer too large")
-                    chunks.append(data)
-    except TimeoutError:
-        raise FetchError("timed out") from None
-    except OSError as exc:
-        raise FetchError(_describe(exc)) from None
-    return parse_response(b"".join(chunks))
-
-
-async def afetch(
-    endpoint: Endpoint,
-    method: str = "GET",
-    headers: Mapping[str, str] | None = None,
-    body: bytes = b"",
-    *,
-    timeout: float,
-    max_bytes: int,
-) -> Response:
-    """Async twin of :func:`fetch` on asyncio streams."""
-    request = build_request(endpoint, method, headers or {}, body)
-    try:
-        raw = await asyncio.wait_for(
-            _exchange(endpoint, request, max_bytes + MAX_HEADER_BYTES), timeout
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_bundle) if settings.ca_bundle else None
         )
-    except asyncio.TimeoutError:
-        raise FetchError("timed out") from None
-    except OSError as exc:
-        raise FetchError(_describe(exc)) from None
-    return parse_response(raw)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{setting}__CA_BUNDLE: cannot load {settings.ca_bundle} ({type(exc).__name__})"
+        ) from None
+    if settings.client_key and not settings.client_cert:
+        raise ConfigurationError(f"{setting}__CLIENT_KEY: needs {setting}__CLIENT_CERT")
+    if settings.client_cert:
+        try:
+            context.load_cert_chain(settings.client_cert, settings.client_key)
+        except (OSError, ssl.SSLError) as exc:  # the message may quote the file: not echoed
+            raise ConfigurationError(
+                f"{setting}__CLIENT_CERT: cannot load the certificate and key"
+                f" ({type(exc).__name__})"
+            ) from None
+    return context
 
 
-async def _exchange(endpoint: Endpoint, request: bytes, limit: int) -> bytes:
-    reader, writer = await asyncio.open_connection(
-        endpoint.host,
-        endpoint.port,
-        ssl=_tls_context() if endpoint.secure else None,
-        server_hostname=endpoint.host if endpoint.secure else None,
-    )
+class ProviderClient:
+    """The connection pools of one identity provider, sync and async, sharing one TLS context.
+
+    Args:
+        settings: CA bundle, client certificate and proxy use.
+        setting: Prefix of the variables named in configuration errors.
+    """
+
+    def __init__(self, settings: ProviderHTTPSettings | None = None, *, setting: str) -> None:
+        settings = settings or ProviderHTTPSettings()
+        self._options: dict[str, Any] = {
+            "verify": tls_context(settings, setting),
+            "trust_env": settings.trust_env,
+            "follow_redirects": False,
+            "headers": {"User-Agent": "secmw", "Accept-Encoding": "identity"},
+        }
+        self._setting = setting
+        self._sync = self._sync_client()
+        self._async: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        reset_after_fork(self, ProviderClient._after_fork)
+
+    def _sync_client(self) -> httpx.Client:
+        return bound_sockets(self._build(httpx.Client))
+
+    def _build(self, kind: Any) -> Any:
+        try:
+            return kind(**self._options)
+        except (ImportError, ValueError) as exc:  # an ALL_PROXY=socks5:// without socksio...
+            raise ConfigurationError(
+                f"{self._setting}__TRUST_ENV: the proxy from the environment cannot be used"
+                f" ({type(exc).__name__}); fix it or set {self._setting}__TRUST_ENV=false"
+            ) from None
+
+    def fetch(
+        self,
+        endpoint: Endpoint,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        timeout: float,
+        max_bytes: int,
+    ) -> Response:
+        """Send one request and read the whole answer within ``timeout`` seconds (blocking)."""
+        at = time.monotonic() + timeout
+        request = self._request(self._sync, endpoint, method, headers, body, at)
+        with _translated(), deadline(at):
+            response = self._sync.send(request, stream=True)
+            try:
+                size, chunks = _check_head(response, max_bytes), []
+                for chunk in response.iter_raw():
+                    size += len(chunk)
+                    _check_chunk(size, max_bytes)
+                    chunks.append(chunk)
+            finally:
+                response.close()
+        return _response(response, chunks)
+
+    async def afetch(
+        self,
+        endpoint: Endpoint,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        timeout: float,
+        max_bytes: int,
+    ) -> Response:
+        """Async twin of :meth:`fetch` (the same deadline, also enforced by the event loop)."""
+        client = self._async_client()
+        request = self._request(client, endpoint, method, headers, body, time.monotonic() + timeout)
+        # wait_for rather than asyncio.timeout: the same line on every supported Python.
+        with _translated():
+            return await asyncio.wait_for(self._exchange(client, request, max_bytes), timeout)
+
+    async def _exchange(
+        self, client: httpx.AsyncClient, request: httpx.Request, max_bytes: int
+    ) -> Response:
+        response = await client.send(request, stream=True)
+        try:
+            size, chunks = _check_head(response, max_bytes), []
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                _check_chunk(size, max_bytes)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return _response(response, chunks)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._loop is not loop:
+            # A connection belongs to the loop that opened it; a new loop gets its own pool.
+            self._async, self._loop = self._build(httpx.AsyncClient), loop
+        return self._async
+
+    @staticmethod
+    def _request(
+        client: httpx.Client | httpx.AsyncClient,
+        endpoint: Endpoint,
+        method: str,
+        headers: Mapping[str, str] | None,
+        body: bytes,
+        at: float,
+    ) -> httpx.Request:
+        return client.build_request(
+            method,
+            endpoint.url,
+            headers=headers,
+            content=body if body or method == "POST" else None,
+            extensions={"timeout": Timeouts(at)},
+        )
+
+    def close(self) -> None:
+        """Close the sync pool's connections (it stays usable: new ones open on demand)."""
+        self._sync.close()
+        self._sync = self._sync_client()
+
+    async def aclose(self) -> None:
+        """Close the async pool of the running loop, then the sync pool."""
+        client, self._async = self._async, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+        self.close()
+
+    def _after_fork(self) -> None:
+        # The parent's connections are not ours: forget them without closing (a TLS close
+        # would end the parent's sessions too).
+        self._sync = self._sync_client()
+        self._async = self._loop = None
+
+
+def _check_head(response: httpx.Response, max_bytes: int) -> int:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise FetchError("compressed answer")
+    length = response.headers.get("content-length", "0").strip()
+    if length.isdigit() and int(length) > max_bytes:
+        raise FetchError("answer too large")
+    return 0
+
+
+def _check_chunk(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise FetchError("answer too large")
+
+
+def _response(response: httpx.Response, chunks: list[bytes]) -> Response:
+    return Response(response.status_code, dict(response.headers.items()), b"".join(chunks))
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """httpx's and asyncio's exceptions as FetchError with secmw's own reason."""
     try:
-        writer.write(request)
-        await writer.drain()
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return b"".join(chunks)
-            size += len(data)
-            if size > limit:
-                raise FetchError("answer too large")
-            chunks.append(data)
-    finally:
-        writer.close()
-        # Bounded: a peer that never completes the TLS close must not hold the caller.
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        yield
+    except FetchError:
+        raise
+    except (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError):
+        raise FetchError("timed out") from None
+    except (httpx.HTTPError, OSError) as exc:
+        raise FetchError(_describe(exc)) from None
 
 
-def _describe(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return "TLS failure"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return "name resolution failed"
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore wraps the OSError: a short chain
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _describe(exc: BaseException) -> str:
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError):
+            return "TLS failure"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and type(cause).__name__ == "gaierror":
+            return "name resolution failed"
+    if isinstance(exc, httpx.ProxyError):
+        return "proxy failed"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
+        return "not an HTTP answer"
     return "connection failed"
+
+
+def reset_after_fork(target: T, reset: Callable[[T], None]) -> None:
+    """Run ``reset(target)`` in a forked child while ``target`` lives: the parent's threads,
+    locks and connections do not belong to the child."""
+    if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows
+        return
+    ref = weakref.ref(target)
+
+    def child() -> None:
+        alive = ref()
+        if alive is not None:
+            reset(alive)
+
+    os.register_at_fork(after_in_child=child)

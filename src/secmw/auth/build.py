@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from secmw._config import read_json_file, read_secret_file
+from secmw.auth._http import ProviderClient
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
 from secmw.auth.base import AuthChain, Authenticator
 from secmw.auth.basic import BasicAuthenticator, BasicUser
@@ -88,6 +89,7 @@ def _jwks_source(jwt: JWTSettings) -> JWKSKeySource | None:
         max_ttl=jwt.jwks_max_ttl,
         timeout=jwt.jwks_timeout,
         allow_http=jwt.jwks_allow_http,
+        http=jwt.jwks_http,
     )
 
 
@@ -114,9 +116,15 @@ def build_introspection_authenticator(
         secret = read_secret_file(
             settings.client_secret_file, "SECMW_INTROSPECTION__CLIENT_SECRET_FILE"
         )
-    if not settings.client_id or not secret:
+    certified = settings.auth_method == "tls_client_auth"
+    if not settings.client_id or not (secret or certified):
         raise ConfigurationError(
             "SECMW_INTROSPECTION__CLIENT_ID: introspection needs a client id and a client secret"
+            " (or a client certificate with tls_client_auth)"
+        )
+    if certified and secret:
+        raise ConfigurationError(
+            "SECMW_INTROSPECTION__CLIENT_SECRET: tls_client_auth sends no secret; remove it"
         )
     return IntrospectionAuthenticator(
         settings.url,
@@ -131,7 +139,21 @@ def build_introspection_authenticator(
         audience=settings.audience,
         realm=realm,
         allow_http=settings.allow_http,
+        http=settings.http,
     )
+
+
+def provider_pools(chain: AuthChain) -> list[ProviderClient]:
+    """The identity providers' connection pools the chain holds (JWKS, introspection)."""
+    pools: list[ProviderClient] = []
+    for authenticator in chain.authenticators:
+        for part in (authenticator, getattr(authenticator, "jwt", None)):
+            part = getattr(part, "opaque", part)  # a BearerDispatcher's introspection side
+            for owner in (part, getattr(part, "key_source", None)):
+                pool = getattr(owner, "http", None)
+                if isinstance(pool, ProviderClient) and pool not in pools:
+                    pools.append(pool)
+    return pools
 
 
 def _infer_algorithms(pem: str) -> list[str]:

@@ -2,15 +2,23 @@
 RFC 7662).
 
 The resource server POSTs the token to the introspection endpoint, authenticated with its own
-client credentials (RFC 6749 §2.3.1, ``client_secret_basic`` by default), and trusts the answer:
+client credentials (RFC 6749 §2.3.1, ``client_secret_basic`` by default, or a client certificate,
+RFC 8705 ``tls_client_auth``), and trusts the answer:
 
 - ``"active": true`` (and, when present, an ``exp`` in the future and a matching ``iss`` /
   ``aud``) admits the token; the answer is cached until the token's ``exp`` and at most
   ``cache_ttl`` seconds, so revocation at the server takes effect within that time;
 - anything else, ``"active": false`` above all, is a 401 (cached ``negative_ttl`` seconds);
-- an endpoint that is down, slow, refuses our credentials or answers garbage is a 503: the
-  token could not be checked, which is neither a client error nor a reason to let it through.
-  The outage is logged once (``introspection.failed``), and recovery once.
+- an RFC 6749 §5.2 error in a 400 (``invalid_request``, ``unsupported_token_type``,
+  ``invalid_token``...) is an answer about the token too: 401 ``invalid_token``, no outage;
+- an endpoint that is down, slow, answers 5xx or garbage, or refuses our client credentials
+  (401/403, or a 400 with ``invalid_client``) is a 503: the token could not be checked, which is
+  neither a client error nor a reason to let it through. The outage is logged once
+  (``introspection.failed``), and recovery once.
+
+A token that cannot be an access token (more than three dot-separated segments, characters
+outside RFC 6750's ``b64token``: whitespace, control characters...) is refused with a 401 before
+any call: it would only cost the authorization server a request.
 
 Coexistence with JWTs: both own the ``Bearer`` scheme. With ``"introspection"`` in
 ``SECMW_AUTH__ORDER`` and JWT verification also configured, :class:`BearerDispatcher` sends
@@ -22,7 +30,6 @@ introspection. With introspection alone, every bearer token is introspected.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import time
@@ -35,15 +42,23 @@ from pydantic import Field, SecretStr
 
 from secmw import audit
 from secmw._config import Section, StrList
-from secmw.auth._http import FetchError, Response, afetch, fetch, parse_endpoint
+from secmw.auth._http import (
+    FetchError,
+    ProviderClient,
+    ProviderHTTPSettings,
+    Response,
+    parse_endpoint,
+)
 from secmw.auth.base import Credential, bearer_credential
+from secmw.auth.bearer import BearerDispatcher, looks_like_jwt, unusable_token
 from secmw.auth.cache import TokenCache
-from secmw.auth.jwt import JWTAuthenticator
+from secmw.errors import ConfigurationError
 from secmw.principal import Principal
 from secmw.problems import Deny, quote_param
 from secmw.request import RequestView
 
 MAX_ANSWER_BYTES = 64 * 1024
+CLIENT_REFUSED = "invalid_client"  # RFC 6749 §5.2: our credentials, not the token
 
 
 class IntrospectionSettings(Section):
@@ -54,8 +69,9 @@ class IntrospectionSettings(Section):
     client_id: str | None = Field(None, description="This resource server's client id.")
     client_secret: SecretStr | None = Field(None, description="Its client secret.")
     client_secret_file: Path | None = Field(None, description="File holding the client secret.")
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
-        "client_secret_basic", description="How the client credentials are sent."
+    auth_method: Literal["client_secret_basic", "client_secret_post", "tls_client_auth"] = Field(
+        "client_secret_basic",
+        description="How the client authenticates; `tls_client_auth` needs `http.client_cert`.",
     )
     cache_ttl: float = Field(
         60,
@@ -69,18 +85,10 @@ class IntrospectionSettings(Section):
     issuer: str | None = Field(None, description="Required `iss` in the answer, when set.")
     audience: StrList | None = Field(None, description="Accepted `aud` values, when set.")
     allow_http: bool = Field(False, description="Accept plain http for a non-loopback host.")
-
-
-def looks_like_jwt(token: str) -> bool:
-    """True for a compact JWS: three segments and a JSON object header naming an ``alg``."""
-    if token.count(".") != 2:
-        return False
-    head = token.partition(".")[0]
-    try:
-        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return False
-    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+    http: ProviderHTTPSettings = Field(
+        default_factory=ProviderHTTPSettings,
+        description="CA bundle, client certificate and proxies for the endpoint.",
+    )
 
 
 class IntrospectionAuthenticator:
@@ -89,8 +97,9 @@ class IntrospectionAuthenticator:
     Args:
         url: The introspection endpoint.
         client_id: This resource server's client id.
-        client_secret: Its secret.
-        auth_method: ``client_secret_basic`` (default) or ``client_secret_post``.
+        client_secret: Its secret (not with ``tls_client_auth``).
+        auth_method: ``client_secret_basic`` (default), ``client_secret_post``, or
+            ``tls_client_auth`` (RFC 8705: the client certificate of ``http`` authenticates).
         cache_ttl: Maximum seconds an active answer is reused.
         cache_size: Answers remembered (0 turns the cache off).
         negative_ttl: Seconds an inactive answer is reused.
@@ -100,7 +109,11 @@ class IntrospectionAuthenticator:
         realm: ``realm`` of the challenge.
         max_token_bytes: Longer tokens are refused without a call.
         allow_http: Accept plain http for a non-loopback host.
+        http: CA bundle, client certificate (mutual TLS) and proxy use for the endpoint.
         clock: UNIX time source (injected in tests).
+
+    The connections to the endpoint are pooled and reused; close them with :meth:`close` /
+    :meth:`aclose` (the stacks do it when the app shuts down).
     """
 
     scheme = "introspection"
@@ -112,7 +125,7 @@ class IntrospectionAuthenticator:
         url: str,
         *,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         auth_method: str = "client_secret_basic",
         cache_ttl: float = 60.0,
         cache_size: int = 10_000,
@@ -123,17 +136,30 @@ class IntrospectionAuthenticator:
         realm: str = "api",
         max_token_bytes: int = 8192,
         allow_http: bool = False,
+        http: ProviderHTTPSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = parse_endpoint(
             url, setting="SECMW_INTROSPECTION__URL", allow_http=allow_http
         )
+        self.http = ProviderClient(http, setting="SECMW_INTROSPECTION__HTTP")
         self._headers = {
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
         }
         self._form: dict[str, str] = {"token_type_hint": "access_token"}
-        if auth_method == "client_secret_post":
+        if auth_method == "tls_client_auth":
+            if http is None or http.client_cert is None:
+                raise ConfigurationError(
+                    "SECMW_INTROSPECTION__HTTP__CLIENT_CERT: tls_client_auth needs a client"
+                    " certificate"
+                )
+            self._form["client_id"] = client_id  # RFC 8705 §2: the certificate authenticates
+        elif client_secret is None:
+            raise ConfigurationError(
+                "SECMW_INTROSPECTION__CLIENT_SECRET: introspection needs a client secret"
+            )
+        elif auth_method == "client_secret_post":
             self._form.update(client_id=client_id, client_secret=client_secret)
         else:  # RFC 6749 §2.3.1: form-encode both parts before joining them
             pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
@@ -151,10 +177,16 @@ class IntrospectionAuthenticator:
         self._failing = False
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The bearer token from the ``Authorization`` parameter the chain handed over."""
-        return bearer_credential(
+        """The bearer token from the ``Authorization`` parameter the chain handed over; a token
+        that cannot be an access token is refused here, without a call."""
+        found = bearer_credential(
             authorization, scheme=self.scheme, max_bytes=self.max_token_bytes, deny=self._deny
         )
+        if isinstance(found, Credential):
+            problem = unusable_token(found.secret)
+            if problem is not None:
+                return self._deny(401, problem, "invalid_token")
+        return found
 
     def verify(self, credential: Credential) -> Principal | Deny:
         """Introspect (or take the cached answer); blocks for at most ``timeout`` seconds."""
@@ -162,7 +194,7 @@ class IntrospectionAuthenticator:
         if cached is not None:
             return cached
         try:
-            response = fetch(
+            response = self.http.fetch(
                 self.endpoint,
                 "POST",
                 self._headers,
@@ -180,7 +212,7 @@ class IntrospectionAuthenticator:
         if cached is not None:
             return cached
         try:
-            response = await afetch(
+            response = await self.http.afetch(
                 self.endpoint,
                 "POST",
                 self._headers,
@@ -191,6 +223,14 @@ class IntrospectionAuthenticator:
         except FetchError as exc:
             return self._unavailable(str(exc))
         return self._conclude(credential.secret, response)
+
+    def close(self) -> None:
+        """Close the pooled connections to the endpoint (WSGI, threads)."""
+        self.http.close()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections to the endpoint, async ones included (ASGI)."""
+        await self.http.aclose()
 
     def challenge(self, error: str | None = None, description: str | None = None) -> str:
         """``Bearer realm="..."`` with RFC 6750 ``error`` parameters when given."""
@@ -205,18 +245,19 @@ class IntrospectionAuthenticator:
         return urlencode({"token": token, **self._form}).encode()
 
     def _conclude(self, token: str, response: Response) -> Principal | Deny:
+        if response.status == 400 and _token_error(response.body):
+            self._answering()
+            refused = self._deny(401, "token refused by the authorization server", "invalid_token")
+            self.cache.put(token, refused, expires_at=None)
+            return refused
         if response.status != 200:
-            # 401/403 mean *our* client credentials were refused: a server-side problem.
+            # 401/403 (or a 400 naming invalid_client) mean *our* client credentials were
+            # refused; 5xx, another 4xx or a 400 without an RFC 6749 error: the endpoint's fault.
             return self._unavailable(f"HTTP {response.status}")
-        try:
-            answer = json.loads(response.body)
-        except (ValueError, RecursionError):
-            return self._unavailable("answer is not JSON")
-        if not isinstance(answer, dict):
-            return self._unavailable("answer is not a JSON object")
-        if self._failing:
-            self._failing = False
-            audit.emit("introspection.recovered", "introspection answers", level=logging.INFO)
+        answer = _json_object(response.body)
+        if isinstance(answer, str):
+            return self._unavailable(answer)
+        self._answering()
         result = self._judge(answer)
         expires_at = None
         if isinstance(result, Principal):
@@ -262,6 +303,11 @@ class IntrospectionAuthenticator:
             username if isinstance(username, str) else None,
         )
 
+    def _answering(self) -> None:
+        if self._failing:
+            self._failing = False
+            audit.emit("introspection.recovered", "introspection answers", level=logging.INFO)
+
     def _unavailable(self, reason: str) -> Deny:
         if not self._failing:  # once per outage, not once per request
             self._failing = True
@@ -275,44 +321,23 @@ class IntrospectionAuthenticator:
         return Deny(status, detail, code, (("www-authenticate", self.challenge(code, detail)),))
 
 
-class BearerDispatcher:
-    """One ``Bearer`` scheme, two verifiers: JWTs locally, everything else by introspection.
+def _json_object(body: bytes) -> dict[str, Any] | str:
+    """The answer as a JSON object, or why it is not one."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return "answer is not JSON"
+    return answer if isinstance(answer, dict) else "answer is not a JSON object"
 
-    Args:
-        jwt: Verifies tokens shaped like a JWS (``JWTAuthenticator``).
-        opaque: Verifies every other token (``IntrospectionAuthenticator``).
+
+def _token_error(body: bytes) -> bool:
+    """True for an RFC 6749 §5.2 error about the request or its token (not ``invalid_client``).
+
+    The endpoint's ``error_description`` is never read: it is not ours to echo.
     """
-
-    scheme = "bearer"
-    authorization_scheme = "bearer"
-    blocking = True
-
-    def __init__(self, jwt: JWTAuthenticator, opaque: IntrospectionAuthenticator) -> None:
-        self.jwt = jwt
-        self.opaque = opaque
-
-    def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
-        """The token, under the larger of the two size limits."""
-        found = self.opaque.extract(request, authorization)
-        if isinstance(found, Credential) and looks_like_jwt(found.secret):
-            return self.jwt.extract(request, authorization)
-        return found
-
-    def verify(self, credential: Credential) -> Principal | Deny:
-        """Dispatch by token shape."""
-        if credential.scheme == self.opaque.scheme:
-            return self.opaque.verify(credential)
-        return self.jwt.verify(credential)
-
-    async def averify(self, credential: Credential) -> Principal | Deny:
-        """Async twin of :meth:`verify`."""
-        if credential.scheme == self.opaque.scheme:
-            return await self.opaque.averify(credential)
-        return await self.jwt.averify(credential)
-
-    def challenge(self, error: str | None = None, description: str | None = None) -> str:
-        """The Bearer challenge."""
-        return self.opaque.challenge(error, description)
+    answer = _json_object(body)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, str) and bool(error) and error != CLIENT_REFUSED
 
 
 def _number(value: Any) -> float | None:
@@ -325,5 +350,7 @@ __all__ = [
     "BearerDispatcher",
     "IntrospectionAuthenticator",
     "IntrospectionSettings",
+    "ProviderHTTPSettings",
     "looks_like_jwt",
+    "unusable_token",
 ]

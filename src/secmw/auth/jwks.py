@@ -16,6 +16,8 @@ What the key source promises:
   names.
 - Fetches run on a short-lived background thread (one at a time; every waiter, sync or async,
   shares it), so the event loop never blocks and a WSGI worker waits at most the fetch timeout.
+  They share one connection pool per key source (kept alive between refreshes, through the
+  environment's proxy, with the CA bundle and client certificate of ``http``).
 
 OpenID Connect discovery (``discovery=True``) reads ``jwks_uri`` from
 ``{issuer}/.well-known/openid-configuration`` and checks that the document names the same issuer
@@ -29,15 +31,20 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 from secmw import audit
-from secmw.auth._http import Endpoint, FetchError, fetch, parse_endpoint
+from secmw.auth._http import (
+    Endpoint,
+    FetchError,
+    ProviderClient,
+    ProviderHTTPSettings,
+    parse_endpoint,
+    reset_after_fork,
+)
 from secmw.auth.jwkset import (
     DEFAULT_ALGORITHMS,
     EC_CURVES,
@@ -84,6 +91,7 @@ class JWKSKeySource:
         max_ttl: Upper bound on the ``max-age`` honoured.
         timeout: Total seconds one fetch may take.
         allow_http: Accept plain http for a non-loopback host.
+        http: CA bundle, client certificate (mutual TLS) and proxy use for the fetches.
         clock: Monotonic time source (injected in tests).
         setting: Prefix of the variables named in configuration errors.
     """
@@ -100,6 +108,7 @@ class JWKSKeySource:
         max_ttl: float = 3600.0,
         timeout: float = 5.0,
         allow_http: bool = False,
+        http: ProviderHTTPSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         setting: str = "SECMW_JWT",
     ) -> None:
@@ -137,6 +146,7 @@ class JWKSKeySource:
                 setting=f"{setting}__ISSUER",
                 allow_http=allow_http,
             )
+        self.http = ProviderClient(http, setting=f"{setting}__JWKS_HTTP")
         self._clock = clock
         self._keys: KeySet | None = None
         self.generation = 0
@@ -148,7 +158,7 @@ class JWKSKeySource:
         self._inflight: concurrent.futures.Future[bool] | None = None
         self._failing = False
         self._lock = threading.Lock()
-        _reset_after_fork(self)
+        reset_after_fork(self, JWKSKeySource._after_fork)
 
     @property
     def keys(self) -> KeySet | None:
@@ -295,7 +305,7 @@ class JWKSKeySource:
         started = self._clock()
         try:
             endpoint = self._endpoint or self._discover()
-            response = fetch(
+            response = self.http.fetch(
                 endpoint,
                 headers={"Accept": "application/json"},
                 timeout=self.timeout,
@@ -326,7 +336,7 @@ class JWKSKeySource:
     def _discover(self) -> Endpoint:
         if self._discovery is None:  # pragma: no cover - a URL or discovery is checked at init
             raise JWKSError("no JWKS URL")
-        response = fetch(
+        response = self.http.fetch(
             self._discovery,
             headers={"Accept": "application/json"},
             timeout=self.timeout,
@@ -350,6 +360,10 @@ class JWKSKeySource:
         self._endpoint = endpoint
         return endpoint
 
+    def close(self) -> None:
+        """Close the pooled connections to the provider (a later fetch opens new ones)."""
+        self.http.close()
+
     def _failed(self, reason: str, started: float) -> None:
         with self._lock:
             first, self._failing = not self._failing, True
@@ -372,24 +386,12 @@ class JWKSKeySource:
 _NOWHERE = Endpoint("", True, "", 0, "")
 
 
-def _reset_after_fork(source: JWKSKeySource) -> None:
-    if not hasattr(os, "register_at_fork"):  # pragma: no cover - Windows
-        return
-    ref = weakref.ref(source)
-
-    def reset() -> None:
-        target = ref()
-        if target is not None:
-            target._after_fork()
-
-    os.register_at_fork(after_in_child=reset)
-
-
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "JWKSError",
     "JWKSKeySource",
     "KeySet",
+    "ProviderHTTPSettings",
     "VerificationKey",
     "load_jwk",
     "parse_jwks",

@@ -8,7 +8,7 @@ from typing import Any
 from secmw import audit
 from secmw.auth import AuthChain, Found
 from secmw.auth.base import ChargedAttempt, FailureThrottle
-from secmw.auth.build import build_chain
+from secmw.auth.build import build_chain, provider_pools
 from secmw.auth.session import after_failure
 from secmw.context import principal_var, request_var
 from secmw.principal import Principal
@@ -54,6 +54,11 @@ class AuthenticationMiddleware:
         )
         self.throttle = throttle
         self._challenges = tuple(self.chain.challenge_headers())
+
+    def close(self) -> None:
+        """Close the connection pools to the identity providers (JWKS, introspection)."""
+        for pool in provider_pools(self.chain):
+            pool.close()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = RequestView.from_environ(environ)

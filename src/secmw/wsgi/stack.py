@@ -88,8 +88,11 @@ class SecurityStack:
         self._call = serve if metrics is None else MetricsMiddleware(serve, metrics=metrics.metrics)
 
     def close(self) -> None:
-        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles
-        (for example when the app shuts down, or at the end of a test)."""
+        """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles,
+        and the identity providers' connection pools (for example when the app shuts down, or
+        at the end of a test)."""
+        if self._auth is not None:
+            self._auth.close()
         if self._rate_limit is not None:
             self._rate_limit.close()
         if self.throttle is not None:
