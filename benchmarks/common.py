@@ -362,13 +362,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def secmw_compiled() -> bool:
-    """True when the secmw this process imports is the compiled build (``make compiled``)."""
-    import secmw.request
-
-    return (secmw.request.__file__ or "").endswith(".so")
-
-
 def commit() -> str | None:
     """The checkout's commit, with ``+changes`` when the tree differs from it; None outside git."""
     root = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import inprocess_asgi, inprocess_wsgi
-from benchmarks.common import TOKEN, Context, Variant, build, free_port, secmw_compiled
+from benchmarks.common import TOKEN, Context, Variant, build, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 4
@@ -40,16 +40,7 @@ ASGI_PARSERS = {"asgi": "h11", "asgi-httptools": "httptools"}
 """uvicorn's HTTP implementations, each its own group of servers: the pure-Python h11 and
 httptools (the C parser ``uvicorn[standard]`` installs), whose response writing costs less
 per header field."""
-COMPILED = "-compiled"
-"""Suffix of a group served from the compiled build: ``asgi-compiled`` is ``asgi`` with the
-``--compiled`` directory first on the server's path (secmw's stacks only; the baseline is the
-bare framework of the group without the suffix, measured in the same rounds)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def parser_group(group: str) -> str:
-    """The group a compiled group is served like (``asgi-compiled`` -> ``asgi``)."""
-    return group.removesuffix(COMPILED)
 
 
 def _from_env(variants: Sequence[Variant]) -> Any:
@@ -59,10 +50,7 @@ def _from_env(variants: Sequence[Variant]) -> Any:
 
 
 def asgi_from_env() -> Any:
-    """The ASGI app named by ``BENCH_VARIANT`` (uvicorn ``--factory``); with
-    ``BENCH_COMPILED`` set, only when secmw is the compiled build."""
-    if os.environ.get("BENCH_COMPILED") and not secmw_compiled():
-        raise RuntimeError("BENCH_COMPILED is set, but secmw is not the compiled build here")
+    """The ASGI app named by ``BENCH_VARIANT`` (uvicorn ``--factory``)."""
     return _from_env(inprocess_asgi.VARIANTS)
 
 
@@ -96,25 +84,16 @@ def children(pid: int) -> list[int]:
 class Server:
     """One stack served on a free loopback port by uvicorn (ASGI) or gunicorn (WSGI)."""
 
-    def __init__(
-        self, group: str, variant: Variant, redis_url: str | None, compiled: Path | None = None
-    ) -> None:
+    def __init__(self, group: str, variant: Variant, redis_url: str | None) -> None:
         self.group = group
         self.variant = variant
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, BENCH_VARIANT=variant.key, BENCH_REDIS_URL=redis_url or "")
-        paths = [str(ROOT), env.get("PYTHONPATH")]
-        built = ""
-        if group.endswith(COMPILED):
-            if compiled is None:
-                raise RuntimeError(f"{group} needs the compiled build's directory")
-            paths.insert(0, str(compiled.resolve()))
-            env["BENCH_COMPILED"], built = "1", ", compiled"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
-        if parser_group(group) in ASGI_PARSERS:
-            parser = ASGI_PARSERS[parser_group(group)]
-            self.server = f"uvicorn ({parser}{built})"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if group in ASGI_PARSERS:
+            parser = ASGI_PARSERS[group]
+            self.server = f"uvicorn ({parser})"
             command = [
                 sys.executable, "-m", "uvicorn", "--factory",
                 "benchmarks.http_load:asgi_from_env", "--host", "127.0.0.1",
@@ -316,15 +295,12 @@ def load_generator() -> tuple[str, Callable[[int, float], Load]]:
 # -- the group --------------------------------------------------------------------------------
 
 
-def http_variants(*, compiled: bool = False) -> list[tuple[str, Variant]]:
+def http_variants() -> list[tuple[str, Variant]]:
     """The stacks served over HTTP: (group, variant); ASGI ones once per uvicorn parser
-    (httptools only when it is installed), and with ``compiled`` secmw's ASGI stacks once more
-    per parser from the compiled build."""
+    (httptools only when it is installed)."""
     asgi = [v for v in inprocess_asgi.VARIANTS if v.http]
     groups = ["asgi", *(["asgi-httptools"] if importlib.util.find_spec("httptools") else [])]
     served = [(group, v) for group in groups for v in asgi]
-    if compiled:
-        served += [(group + COMPILED, v) for group in groups for v in asgi if v.kind == "secmw"]
     return served + [("wsgi", v) for v in inprocess_wsgi.VARIANTS if v.http]
 
 
@@ -335,7 +311,6 @@ def run_http(
     seconds: float,
     redis_url: str | None,
     redis_pid: int | None,
-    compiled: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Serve every candidate, drive them round-robin, summarize; one entry per server."""
@@ -345,7 +320,7 @@ def run_http(
     try:
         for group, variant in candidates:
             key = f"{group}:{variant.key}"
-            server = Server(group, variant, redis_url, compiled)
+            server = Server(group, variant, redis_url)
             entries[key] = {"label": variant.label, "kind": variant.kind, "server": server.server}
             servers[key] = server
         for key, server in list(servers.items()):
@@ -367,7 +342,7 @@ def run_http(
     groups = {group for group, _ in candidates}
     for group in groups:
         base = inprocess_wsgi.BASELINE if group == "wsgi" else inprocess_asgi.BASELINE
-        _ratios(entries, runs, group, f"{parser_group(group)}:{base}")
+        _ratios(entries, runs, group, f"{group}:{base}")
     return {"generator": name, "connections": CONNECTIONS, "seconds": seconds, "results": entries}
 
 

@@ -38,24 +38,8 @@ TARGETS: list[tuple[str, str, str, str, str, float, float | None]] = [
      "asgi-httptools:secmw_stack_memory", "rps_ratio", ">=", 0.8, None),
     ("HTTP uvicorn (httptools), SecurityStack (Redis), requests/s x bare Starlette", "http",
      "asgi-httptools:secmw_stack_redis", "rps_ratio", ">=", 0.45, None),
-    ("HTTP uvicorn (h11), compiled build, SecurityStack (memory), requests/s x bare Starlette",
-     "http", "asgi-compiled:secmw_stack_memory", "rps_ratio", ">=", 0.8, None),
-    ("HTTP uvicorn (h11), compiled build, SecurityStack (Redis), requests/s x bare Starlette",
-     "http", "asgi-compiled:secmw_stack_redis", "rps_ratio", ">=", 0.45, None),
-    ("HTTP uvicorn (httptools), compiled build, SecurityStack (memory), requests/s x bare "
-     "Starlette", "http", "asgi-httptools-compiled:secmw_stack_memory", "rps_ratio", ">=", 0.8,
-     None),
-    ("HTTP uvicorn (httptools), compiled build, SecurityStack (Redis), requests/s x bare "
-     "Starlette", "http", "asgi-httptools-compiled:secmw_stack_redis", "rps_ratio", ">=", 0.45,
-     None),
     ("WSGI full SecurityStack (memory), x bare Flask", "wsgi", "secmw_stack_memory", "ratio",
      "<=", 1.3, None),
-]  # fmt: skip
-TARGETS += [  # the in-process targets again, for the compiled build (``make compiled``)
-    (label.replace(", x", ", compiled build, x", 1).replace(", added", ", compiled, added", 1),
-     f"{section}-compiled", key, field, comparison, target, stretch)
-    for label, section, key, field, comparison, target, stretch in TARGETS
-    if section in ("asgi", "wsgi")
 ]  # fmt: skip
 
 
@@ -182,12 +166,6 @@ def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-COMPILED_NOTE = (
-    " (mypyc, `make compiled`; measured in a process of its own, side by side with the bare "
-    "framework there, the same way; peers and Redis stacks are in the sections above)"
-)
-
-
 def markdown(results: dict[str, Any]) -> str:
     """The run as Markdown: machine, one table per section, the targets."""
     m = results["machine"]
@@ -211,15 +189,11 @@ def markdown(results: dict[str, Any]) -> str:
         ("asgi", lambda sec: _inprocess_table(sec, "Starlette")),
         ("wsgi", lambda sec: _inprocess_table(sec, "Flask")),
         ("http", _http_table),
-        ("asgi-compiled", lambda sec: _inprocess_table(sec, "Starlette")),
-        ("wsgi-compiled", lambda sec: _inprocess_table(sec, "Flask")),
     ]
     titles = {
         "asgi": f"In-process ASGI (`await app(scope, receive, send)`, {s['rounds']} rounds)",
         "wsgi": f"In-process WSGI (`app(environ, start_response)`, {s['rounds']} rounds)",
         "http": "Over HTTP (uvicorn one worker / gunicorn one gthread worker, loopback)",
-        "asgi-compiled": f"In-process ASGI, compiled build{COMPILED_NOTE}",
-        "wsgi-compiled": f"In-process WSGI, compiled build{COMPILED_NOTE}",
     }
     for name, table in named:
         if name not in results:
@@ -264,8 +238,6 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         ),
         ("wsgi", "ratio", f"In-process WSGI: time per request {X} bare Flask (lower is better)"),
         ("http", "rps_ratio", f"HTTP: requests/s {X} bare framework (higher is better)"),
-        ("asgi-compiled", "ratio", f"In-process ASGI, compiled build: {X} bare Starlette"),
-        ("wsgi-compiled", "ratio", f"In-process WSGI, compiled build: {X} bare Flask"),
     ):
         rows = [
             (f"{e['server']}: {e['label']}" if "server" in e else e["label"], e[field], e["kind"])

@@ -4,22 +4,15 @@ Measures every stack side by side in one run (in-process ASGI, in-process WSGI, 
 writes ``benchmarks/results/latest.{json,md,png}`` and prints the Markdown. A private
 redis-server is started on a free loopback port when the binary exists; otherwise the Redis
 stacks are reported "n/a". ``--profile KEY`` prints a cProfile of one in-process stack instead.
-
-``--compiled DIR`` (``make bench`` passes ``build/compiled``, the unpacked mypyc wheel of
-``make compiled``) adds the in-process sections once more for the compiled build: a child
-process with ``DIR`` first on its path measures the bare framework and secmw's memory-storage
-stacks side by side, the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import logging
 import os
 import pstats
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,11 +29,9 @@ from benchmarks.common import (
     prepare,
     redis_server,
     run_group,
-    secmw_compiled,
 )
 
 SECTIONS = ("asgi", "wsgi", "http")
-IN_PROCESS = {"asgi": inprocess_asgi, "wsgi": inprocess_wsgi}
 QUICK = {"rounds": 15, "batch_seconds": 0.015, "http_rounds": 2, "http_seconds": 2.0}
 FULL = {"rounds": 40, "batch_seconds": 0.04, "http_rounds": 4, "http_seconds": 5.0}
 
@@ -59,12 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", metavar="KEY", help="cProfile one in-process stack (asgi, or wsgi with --only)"
     )
     parser.add_argument("--requests", type=int, default=20_000, help="requests under --profile")
-    parser.add_argument(
-        "--compiled", type=Path, metavar="DIR", help="also measure the compiled build in DIR"
-    )
-    parser.add_argument(  # the child process of --compiled
-        "--compiled-group", choices=IN_PROCESS, help=argparse.SUPPRESS
-    )
     return parser.parse_args(argv)
 
 
@@ -86,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         preset["rounds"] = args.rounds
     if args.http_seconds:
         preset["http_seconds"] = args.http_seconds
-    if args.compiled_group:
-        return compiled_child(args.compiled_group, preset)
     sections = args.only or list(SECTIONS)
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -103,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             if "wsgi" in sections:
                 results["wsgi"] = _wsgi(ctx, redis, preset)
             if "http" in sections:
-                compiled = args.compiled if args.compiled and _has_build(args.compiled) else None
-                results["http"] = _http(ctx, redis, preset, compiled)
-            if args.compiled:
-                for group in (g for g in IN_PROCESS if g in sections):
-                    results[f"{group}-compiled"] = compiled_section(group, args.compiled, args)
+                results["http"] = _http(ctx, redis, preset)
         finally:
             ctx.close()
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -141,12 +120,10 @@ def _wsgi(ctx: Context, redis: RedisServer | None, preset: dict[str, Any]) -> di
     return {"baseline": inprocess_wsgi.BASELINE, "results": entries}
 
 
-def _http(
-    ctx: Context, redis: RedisServer | None, preset: dict[str, Any], compiled: Path | None
-) -> dict[str, Any]:
+def _http(ctx: Context, redis: RedisServer | None, preset: dict[str, Any]) -> dict[str, Any]:
     """Serve only the stacks that build and answer correctly in-process."""
     log("over HTTP")
-    candidates = http_load.http_variants(compiled=compiled is not None)
+    candidates = http_load.http_variants()
     asgi_bench = inprocess_asgi.ASGIBench()
     try:
         _, asgi_entries = prepare(
@@ -157,64 +134,19 @@ def _http(
     _, wsgi_entries = prepare(
         [v for g, v in candidates if g == "wsgi"], inprocess_wsgi.WSGIBench(), ctx, log=log
     )
-    asgi_groups = {g for g, _ in candidates if g != "wsgi"}
+    asgi_groups = {g for g, _ in candidates if g in http_load.ASGI_PARSERS}
     entries = {f"{g}:{k}": dict(e) for g in asgi_groups for k, e in asgi_entries.items()}
     entries |= {f"wsgi:{k}": e for k, e in wsgi_entries.items()}
     fit = [(g, v) for g, v in candidates if entries[f"{g}:{v.key}"]["status"] == "ok"]
     section = http_load.run_http(
         fit, rounds=preset["http_rounds"], seconds=preset["http_seconds"],
-        redis_url=redis.url if redis else None, redis_pid=redis.pid if redis else None,
-        compiled=compiled, log=log,
+        redis_url=redis.url if redis else None, redis_pid=redis.pid if redis else None, log=log,
     )  # fmt: skip
     for key, entry in entries.items():  # the n/a ones keep their reason, in the usual order
         section["results"].setdefault(key, entry)
     order = [f"{g}:{v.key}" for g, v in candidates]
     section["results"] = {k: section["results"][k] for k in order if k in section["results"]}
     return section
-
-
-def compiled_section(group: str, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The in-process ``group`` measured in a child process that imports secmw from
-    ``directory`` (the compiled build)."""
-    log(f"in-process {group.upper()}, compiled build ({directory})")
-    if not _has_build(directory):
-        return {"reason": f"no compiled build in {directory} (make compiled)", "results": {}}
-    command = [sys.executable, "-m", "benchmarks.run", "--compiled-group", group]
-    command += ["--quick"] if args.quick else []
-    command += ["--rounds", str(args.rounds)] if args.rounds else []
-    path = os.pathsep.join([str(directory.resolve()), str(http_load.ROOT)])
-    env = dict(os.environ, PYTHONPATH=path)
-    child = subprocess.run(  # our own benchmark module, no shell
-        command, env=env, cwd=http_load.ROOT, stdout=subprocess.PIPE, text=True, check=True
-    )
-    section: dict[str, Any] = json.loads(child.stdout)
-    return section
-
-
-def _has_build(directory: Path) -> bool:
-    return any(directory.glob("secmw/*.so"))
-
-
-def compiled_child(group: str, preset: dict[str, Any]) -> int:
-    """Measure the baseline and secmw's memory-storage stacks of ``group``; print the section
-    as JSON. Refuses to run on a pure-Python secmw."""
-    if not secmw_compiled():
-        log("secmw is not the compiled build here")
-        return 1
-    module: Any = IN_PROCESS[group]
-    variants = [v for v in module.VARIANTS if v.kind != "peer" and not v.redis]
-    ctx = Context(redis_url=None)
-    bench = module.ASGIBench() if group == "asgi" else module.WSGIBench()
-    try:
-        entries = run_group(
-            variants, bench, ctx, baseline=module.BASELINE, rounds=preset["rounds"],
-            batch_seconds=preset["batch_seconds"], log=log,
-        )  # fmt: skip
-    finally:
-        bench.close()
-        ctx.close()
-    print(json.dumps({"baseline": module.BASELINE, "build": "mypyc", "results": entries}))
-    return 0
 
 
 def profile(key: str, group: str, requests: int) -> int:

@@ -8,29 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import secmw.request
 from secmw import audit, metrics
 from secmw.audit_settings import AuditSettings
 
 pytest_plugins = ["tests.redis_support"]
-
-COMPILED = (secmw.request.__file__ or "").endswith(".so")
-"""True when the suite runs on the compiled build (``make test-compiled``)."""
-
-
-def pytest_report_header() -> str:
-    return f"secmw: {'compiled build' if COMPILED else 'pure Python'} ({secmw.__file__})"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """On the compiled build, skip the tests that observe secmw by replacing its functions:
-    compiled modules call each other directly and never see the replacement."""
-    if not COMPILED:
-        return
-    skip = pytest.mark.skip(reason="replaces secmw functions, which compiled callers never see")
-    for item in items:
-        if item.get_closest_marker("patches_internals"):
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

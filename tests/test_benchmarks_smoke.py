@@ -18,8 +18,6 @@ import pytest
 from benchmarks import http_load, inprocess_asgi, inprocess_wsgi, report, run
 from benchmarks.common import Context, Skip, Variant, build, redis_server, summarize
 
-from tests.conftest import COMPILED
-
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
@@ -234,31 +232,20 @@ def test_the_floor_does_the_stacks_work_on_the_benchmark_request() -> None:
     assert all(value > 0 for value in wsgi.values())
 
 
-def test_the_compiled_build_has_targets_and_a_table_of_its_own(tmp_path: Path) -> None:
-    """``asgi-compiled`` is checked against the in-process targets and rendered apart, and a
-    run without a compiled build says how to make one."""
+def test_a_recorded_run_with_compiled_build_rows_still_renders(tmp_path: Path) -> None:
+    """A results file recorded while a compiled build existed keeps its extra sections, but the
+    targets and the Markdown cover only the build measured now, and no option asks for it."""
     results = _results()
-    results["asgi-compiled"] = {"results": {
-        key: dict(entry, ratio=2.5) if key == "secmw_stack_memory" else entry
-        for key, entry in results["asgi"]["results"].items()
-    }}  # fmt: skip
-    results["wsgi-compiled"] = run.compiled_section(
-        "wsgi", tmp_path, run.parse_args(["--compiled", str(tmp_path)])
-    )
-    statuses = {t["key"]: t["status"] for t in report.check_targets(results)}
-    assert statuses["asgi:secmw_stack_memory"] == "met"
-    assert statuses["asgi-compiled:secmw_stack_memory"] == "missed"
-    assert statuses["wsgi-compiled:secmw_stack_memory"] == "n/a"
-    markdown = report.markdown(dict(results, targets=report.check_targets(results)))
-    assert "## In-process ASGI, compiled build" in markdown
-    assert f"n/a: no compiled build in {tmp_path} (make compiled)" in markdown
-
-
-def test_the_compiled_child_refuses_a_pure_python_build() -> None:
-    """The compiled section's child process measures nothing unless secmw is compiled there."""
-    if COMPILED:
-        pytest.skip("this run is on the compiled build")
-    assert run.compiled_child("asgi", dict(run.QUICK)) == 1
+    results["asgi-compiled"] = {"results": dict(results["asgi"]["results"])}
+    targets = report.check_targets(results)
+    assert "asgi:secmw_stack_memory" in {t["key"] for t in targets}
+    assert not [t for t in targets if "compiled" in t["key"] or "compiled" in t["target"]]
+    markdown = report.markdown(dict(results, targets=targets))
+    assert "## In-process ASGI (" in markdown
+    assert "compiled build" not in markdown
+    with pytest.raises(SystemExit):
+        run.parse_args(["--compiled", str(tmp_path)])
+    assert {g for g, _ in http_load.http_variants()} <= {*http_load.ASGI_PARSERS, "wsgi"}
 
 
 @pytest.mark.redis

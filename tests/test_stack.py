@@ -62,7 +62,6 @@ def test_every_refusal_carries_the_security_headers() -> None:
     assert "ratelimit" in results[3][1]
 
 
-@pytest.mark.patches_internals
 def test_the_request_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every layer shares one RequestView per request, and its headers are decoded once."""
     parsed: list[object] = []

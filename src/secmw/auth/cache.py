@@ -125,8 +125,8 @@ class TokenCache:
         expires_at, entry_generation, result = entry
         if expires_at <= self._clock() or entry_generation != generation:
             with self._lock:
-                if table.get(key) == entry:  # not replaced meanwhile (equal, not identical:
-                    del table[key]  # the compiled build re-creates such tuples)
+                if table.get(key) == entry:  # not replaced meanwhile
+                    del table[key]
             return None
         _touch(table, key)
         return result
