@@ -2,7 +2,7 @@
 
 The JSON holds everything (machine, settings, per-variant medians, quartiles, ratios, Redis
 calls, HTTP figures, the reasons for "n/a"); the Markdown and the chart are views of it. The
-issue's targets are checked against the same run and listed with the figure they depend on.
+performance goals are checked against the same run and listed with the figure they depend on.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def write(results: dict[str, Any], directory: Path = RESULTS, *, chart: bool = T
 
 
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each issue target with the measured figure: ``met``, ``missed`` or ``n/a``."""
+    """Each performance goal with the measured figure: ``met``, ``missed`` or ``n/a``."""
     out = []
     for label, section, key, field, comparison, target, stretch in TARGETS:
         entry = results.get(section, {}).get("results", {}).get(key, {})
@@ -210,7 +210,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
         lines += [*table(results[name]), ""]
-    lines += ["## Targets (issue 8)", "", *_targets_table(results["targets"]), ""]
+    lines += ["## Goals", "", *_targets_table(results["targets"]), ""]
     return "\n".join(lines)
 
 
