@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from secmw import netaddr
-from secmw.netaddr import ClientAddressResolver, IPFilter, IPNetwork, IPPolicy, NetworkSet
-from secmw.request import Headers, RequestView
+from secmw.core.request import Headers, RequestView
+from secmw.ip.forwarded import ClientAddressResolver, IPFilter, IPNetwork, IPPolicy, NetworkSet
 
 SIZES = (1, 100, 10_000)
 REPEATS = 9

@@ -364,9 +364,9 @@ def machine() -> dict[str, Any]:
 
 def secmw_compiled() -> bool:
     """True when the secmw this process imports is the compiled build (``make compiled``)."""
-    import secmw.request
+    import secmw.core.request
 
-    return (secmw.request.__file__ or "").endswith(".so")
+    return (secmw.core.request.__file__ or "").endswith(".so")
 
 
 def commit() -> str | None:

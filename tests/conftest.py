@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import secmw.request
+import secmw.core.request
 from secmw import audit, metrics
-from secmw.audit_settings import AuditSettings
+from secmw.audit import AuditSettings
 
 pytest_plugins = ["tests.redis_support"]
 
-COMPILED = (secmw.request.__file__ or "").endswith(".so")
+COMPILED = (secmw.core.request.__file__ or "").endswith(".so")
 """True when the suite runs on the compiled build (``make test-compiled``)."""
 
 

@@ -45,14 +45,14 @@ from secmw.auth import (
     hash_api_key,
 )
 from secmw.auth.jwks import JWKSKeySource
+from secmw.auth.passwords import hash_password
+from secmw.auth.throttle import FailureBudgets, failure_plan
+from secmw.core.deny import Deny
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import Headers, RequestView
 from secmw.errors import ConfigurationError
-from secmw.passwords import hash_password
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
-from secmw.request import Headers, RequestView
-from secmw.throttle import FailureBudgets, failure_plan
+from secmw.ratelimit.policy import RateLimitPolicy, RateLimitSettings
 from tests.support import SECRET, Recorder, empty_receive, http_scope, run_asgi
 
 PROBLEM = "application/problem+json"

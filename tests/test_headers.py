@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 from fastopenapi.openapi.ui import render_redoc_ui, render_swagger_ui
 
+from secmw.config.settings import SecuritySettings
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.headers import (
+from secmw.headers.policy import (
     NONCE,
     ContentSecurityPolicy,
     HeadersSettings,
@@ -18,9 +21,6 @@ from secmw.headers import (
     csp_hash,
     docs_preset,
 )
-from secmw.principal import Principal
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

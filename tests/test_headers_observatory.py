@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from secmw.headers import HeadersSettings, SecurityHeaders
-from secmw.principal import Principal
-from secmw.request import RequestView
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.headers.policy import HeadersSettings, SecurityHeaders
 
 Headers = dict[str, list[str]]
 Rule = Callable[[Headers], "str | None"]

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secmw.config.settings import SecuritySettings
+from secmw.core.request import Headers, RequestView
 from secmw.errors import ConfigurationError
-from secmw.netaddr import (
+from secmw.ip.forwarded import (
     MAX_HOPS,
     ClientAddressResolver,
     IPFilter,
@@ -22,8 +24,6 @@ from secmw.netaddr import (
     request_client_address,
     resolve_request_client,
 )
-from secmw.request import Headers, RequestView
-from secmw.settings import SecuritySettings
 
 PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)
 TRUSTED = ["10.0.0.0/8", "fd00::/8"]

@@ -32,9 +32,9 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from secmw._config import Section, StrList
+from secmw.core.principal import Principal
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
 
 WILDCARD = "*"
 INCLUDE = "@"
@@ -200,7 +200,7 @@ class Authorizer:
         """From ``SecuritySettings`` (its ``authz`` section), ``AuthzSettings``, or the
         environment when None."""
         if settings is None:
-            from secmw.settings import SecuritySettings  # settings imports this module
+            from secmw.config.settings import SecuritySettings  # settings imports this module
 
             settings = SecuritySettings()
         section: AuthzSettings = getattr(settings, "authz", settings)

@@ -48,7 +48,7 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """Print an argon2id hash of a password read from stdin or a prompt."""
-    from secmw.passwords import hash_password
+    from secmw.auth.passwords import hash_password
 
     password = _read_secret("Password: ", None)
     if not password:
@@ -59,7 +59,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Mint a token the configured verifier accepts, for local testing."""
-    from secmw.settings import SecuritySettings
+    from secmw.config.settings import SecuritySettings
     from secmw.tokens import mint_access_token
 
     settings = SecuritySettings()
@@ -79,7 +79,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate every section, print the effective settings (secrets masked) and warnings."""
-    from secmw.config_check import check_settings
+    from secmw.config.check import check_settings
 
     report = check_settings()
     print(json.dumps(report.effective, indent=2, sort_keys=True, default=str))

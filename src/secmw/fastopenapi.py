@@ -36,10 +36,10 @@ from fastopenapi import Depends, Response, Security, SecurityScopes
 from fastopenapi.errors import AuthenticationError, AuthorizationError, InternalServerError
 
 from secmw.authz import Authorizer, check_permission
-from secmw.context import current_principal
+from secmw.core.context import current_principal
+from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
+from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled
-from secmw.principal import Principal
-from secmw.problems import PROBLEM_CONTENT_TYPE, Deny
 from secmw.tokens.model import IssuedTokens
 from secmw.tokens.oauth import OAuthError
 
@@ -238,7 +238,7 @@ def token_response(result: IssuedTokens | OAuthError) -> Response:
 
 
 def problem_response(deny: Deny) -> Response:
-    """The FastOpenAPI response for a :class:`~secmw.problems.Deny` (problem+json, its headers),
+    """The FastOpenAPI response for a :class:`~secmw.core.deny.Deny` (problem+json, its headers),
     for routes that refuse a request themselves (a throttled login, for example)."""
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE}
     headers.update(dict(deny.headers))
@@ -293,7 +293,7 @@ def security_schemes(
     """Every configured scheme as an OpenAPI security scheme object, keyed by kind, in
     ``SECMW_AUTH__ORDER``."""
     if settings is None:
-        from secmw.settings import SecuritySettings
+        from secmw.config.settings import SecuritySettings
 
         settings = SecuritySettings()
     found: dict[str, dict[str, Any]] = {}

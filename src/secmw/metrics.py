@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import Field
 
 from secmw import audit
-from secmw._config import Section
+from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
 _VARIABLE = "SECMW_METRICS__ENABLED"

@@ -18,8 +18,8 @@ with atheris.instrument_imports(
         "secmw.auth.basic",
         "secmw.auth.apikey",
         "secmw.auth.jwt",
-        "secmw.request",
-        "secmw.problems",
+        "secmw.core.request",
+        "secmw.core.deny",
         "secmw.wsgi.auth",
     ]
 ):

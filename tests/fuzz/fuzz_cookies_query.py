@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.request", "http.cookies"]):
+with atheris.instrument_imports(include=["secmw.core.request", "http.cookies"]):
     import _common
 
 

@@ -12,11 +12,11 @@ from ipaddress import IPv4Address, IPv6Address
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.netaddr"]):
+with atheris.instrument_imports(include=["secmw.ip.forwarded"]):
     import _common
 
-    from secmw.netaddr import ClientAddressResolver, parse_address
-    from secmw.request import Headers
+    from secmw.core.request import Headers
+    from secmw.ip.forwarded import ClientAddressResolver, parse_address
 
 TRUSTED = ("10.0.0.0/8", "2001:db8::/32", "unix")
 RESOLVERS = [

@@ -21,7 +21,7 @@ with atheris.instrument_imports(
     import _common
 
     from secmw.auth import Credential, JWTAuthenticator
-    from secmw.principal import Principal
+    from secmw.core.principal import Principal
 
 AUTH = JWTAuthenticator(_common.SECRET, leeway=5, cache_size=0)
 CLAIMS = ("exp", "nbf", "iat", "sub", "aud", "iss", "jti", "scope", "scp", "roles", "name", "x")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from secmw import audit
-from secmw._astorage import AsyncLimiter
-from secmw._ratewindow import Outcome
 from secmw.asgi._util import (
     ASGIApp,
     Receive,
@@ -17,10 +15,12 @@ from secmw.asgi._util import (
     send_deny,
     with_fields,
 )
-from secmw.problems import Deny
-from secmw.ratelimit import KeyFunc, Plan, RateLimitPolicy, announce_refusal
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.ratelimit.astorage import AsyncLimiter
+from secmw.ratelimit.policy import KeyFunc, Plan, RateLimitPolicy, announce_refusal
+from secmw.ratelimit.windows import Outcome
 
 
 class RateLimitMiddleware:

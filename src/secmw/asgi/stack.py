@@ -21,14 +21,14 @@ from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
-from secmw.layers import Layer, stack_layers
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.ratelimit import Plan
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import AsyncFailedAuthThrottle
+from secmw.auth.throttle import AsyncFailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.layers import Layer, stack_layers
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.ratelimit.policy import Plan
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 
 
 class SecurityStack:
@@ -41,8 +41,8 @@ class SecurityStack:
     5. rate limiting (keyed on the principal, else the resolved address);
     6. the app.
 
-    The request is parsed once (the :class:`~secmw.request.RequestView` is kept in the scope and
-    shared by every layer). An ``http`` request runs the layers in one call, with one send
+    The request is parsed once (the :class:`~secmw.core.request.RequestView` is kept in the scope
+    and shared by every layer). An ``http`` request runs the layers in one call, with one send
     wrapper for the headers, the rate-limit fields and the challenges; websockets, and stacks
     with step-up or metrics, go through the middlewares composed. Both give the same answers,
     from the same layer objects. Each layer can be switched off with its ``enabled`` setting

@@ -10,12 +10,12 @@ from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
 from secmw.auth.base import AsyncFailureThrottle
 from secmw.auth.stepup import Charge, LookUpSecret, Need, Refund, UseStep, decide
+from secmw.auth.throttle import AsyncFailedAuthThrottle
 from secmw.auth.totp import AsyncReplayStore, StepUp, replay_store_from_settings
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import AsyncFailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 
 SecretLookup = Callable[[Principal], "str | Awaitable[str | None] | None"]
 

@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field
 
-from secmw._config import Section
 from secmw.auth._deadline import Timeouts, bound_sockets, deadline
+from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
 T = TypeVar("T")

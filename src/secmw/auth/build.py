@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from secmw._config import read_json_file, read_secret_file
 from secmw.auth._http import ProviderClient
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
 from secmw.auth.base import AuthChain, Authenticator
@@ -17,10 +16,11 @@ from secmw.auth.introspection import (
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.session import SessionAuthenticator, Sessions
+from secmw.config.settings import APIKeyEntry, BasicUserEntry, JWTSettings, SecuritySettings
+from secmw.core.paths import PathSet
+from secmw.core.section import read_json_file, read_secret_file
 from secmw.errors import ConfigurationError
-from secmw.paths import PathSet
-from secmw.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
-from secmw.settings import APIKeyEntry, BasicUserEntry, JWTSettings, SecuritySettings
+from secmw.stores.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
 
 
 def build_jwt_authenticator(

@@ -41,7 +41,6 @@ from urllib.parse import quote, urlencode
 from pydantic import Field, SecretStr
 
 from secmw import audit
-from secmw._config import Section, StrList
 from secmw.auth._http import (
     FetchError,
     ProviderClient,
@@ -52,10 +51,11 @@ from secmw.auth._http import (
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.bearer import BearerDispatcher, looks_like_jwt, unusable_token
 from secmw.auth.cache import TokenCache
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
 
 MAX_ANSWER_BYTES = 64 * 1024
 CLIENT_REFUSED = "invalid_client"  # RFC 6749 §5.2: our credentials, not the token

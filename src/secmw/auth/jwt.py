@@ -15,8 +15,8 @@ Keys come from configuration (one HMAC secret or one PEM public key) or from a J
 must be allowed and fit that key's type. A successful check is cached per token until its ``exp``
 (:class:`secmw.auth.cache.TokenCache`), so a client repeating its token pays the signature once;
 the revocation denylist is consulted on every request, cached or not, in one lookup covering the
-token's ``jti`` and its family (``fam``, see :mod:`secmw.revocation`), and an unreachable denylist
-refuses with 503 rather than letting a possibly revoked token through.
+token's ``jti`` and its family (``fam``, see :mod:`secmw.stores.revocation`), and an unreachable
+denylist refuses with 503 rather than letting a possibly revoked token through.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from secmw import audit
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
 from secmw.auth.jwks import JWKSKeySource, VerificationKey
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
 
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 PUBLIC_KEY_ALGORITHMS = frozenset(

@@ -18,8 +18,8 @@
   app's logout (:meth:`Sessions.session_id`): sent twice it is a 400, in ``Cookie`` fields too
   large to read a 431, so the app can never act on a session the middleware did not check.
 
-Stores: :class:`secmw.auth.session_store.MemorySessionStore` (one process, bounded) and
-:class:`secmw.auth.session_store.RedisSessionStore` (shared; each entry's TTL is the session's
+Stores: :class:`secmw.stores.sessions.MemorySessionStore` (one process, bounded) and
+:class:`secmw.stores.sessions.RedisSessionStore` (shared; each entry's TTL is the session's
 remaining life).
 """
 
@@ -38,7 +38,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from secmw import audit
-from secmw._config import Section, StrList
 from secmw.auth.session_auth import (
     REPEATED_COOKIE,
     SESSION_ID,
@@ -47,11 +46,12 @@ from secmw.auth.session_auth import (
     after_failure,
     request_view,
 )
-from secmw.auth.session_store import AsyncSessionStore, SessionStore
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.stores.sessions import AsyncSessionStore, SessionStore
 
 
 class SessionSettings(Section):
@@ -190,7 +190,7 @@ class Sessions:
     @classmethod
     def from_settings(cls, settings: SessionSettings) -> Sessions:
         """Sessions as the settings describe them (Redis when ``redis_url`` is set)."""
-        from secmw.auth.session_store import MemorySessionStore, RedisSessionStore
+        from secmw.stores.sessions import MemorySessionStore, RedisSessionStore
 
         store: SessionStore | AsyncSessionStore
         if settings.redis_url:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from secmw import audit
 from secmw.auth.base import Credential
 from secmw.auth.csrf import SAFE_METHODS, cross_site_reason, normalize_origins
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 if TYPE_CHECKING:
     from secmw.auth.session import Sessions

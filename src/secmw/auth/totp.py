@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field
 
-from secmw._config import Section, StrList
-from secmw._ratesettings import LimitString
-from secmw._redis import client_pair
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
+from secmw.core.deny import Deny, quote_param
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
+from secmw.ratelimit.settings import LimitString
+from secmw.stores.redis import client_pair
 
 if TYPE_CHECKING:
     import redis

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from secmw.auth.apikey import hash_api_key
 from secmw.auth.build import _redis_store
-from secmw.passwords import dummy_hash, hash_password, verify_password
-from secmw.revocation import MemoryRevocationStore, RedisRevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.auth.passwords import dummy_hash, hash_password, verify_password
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from secmw.tokens import Account, TokenIssuer
 
 DEMO_USERS: Mapping[str, tuple[str, tuple[str, ...]]] = {

@@ -12,7 +12,7 @@ issuer, audience, subject and scope claims), so whatever the issuer signs the mi
   stolen copy, RFC 6819 §5.2.2.3, RFC 9700 §4.14.2) revokes the whole family. A grant the store
   no longer knows (expired, or dropped by the memory store's cap) is ``invalid_grant`` and
   revokes nothing: only a grant known to be spent is reuse.
-- Revocation writes the ``jti`` and the family into the :mod:`secmw.revocation` denylist the
+- Revocation writes the ``jti`` and the family into the :mod:`secmw.stores.revocation` denylist the
   JWT authenticator consults, until the token would have expired anyway. Revoking any token of a
   login (logout with the access token, RFC 9700 §4.14.2) ends all of them; so does reuse.
 """
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
-from secmw.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
+from secmw.stores.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
 from secmw.tokens.codec import TokenCodec
 from secmw.tokens.model import (
@@ -50,8 +50,8 @@ from secmw.tokens.onetime import (
 
 if TYPE_CHECKING:
     from secmw.auth.base import AsyncFailureThrottle, FailureThrottle
-    from secmw.request import RequestView
-    from secmw.settings import SecuritySettings
+    from secmw.config.settings import SecuritySettings
+    from secmw.core.request import RequestView
 
 FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible token
 SPENT = "\x00spent"
@@ -88,7 +88,7 @@ class TokenIssuer:
         clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> None:
-        from secmw.settings import resolve_settings  # settings imports this module
+        from secmw.config.settings import resolve_settings  # settings imports this module
 
         self.settings = resolve_settings(settings, overrides)
         tokens = self.settings.tokens
@@ -158,7 +158,7 @@ class TokenIssuer:
             form: The request's form fields (RFC 6749 §4.3.2 / §6).
             authenticate: ``authenticate(username, password)``: the :class:`Account` for valid
                 credentials, else None (then ``invalid_grant``). Verify unknown users against
-                ``secmw.passwords.dummy_hash()`` so both cases take the same time.
+                ``secmw.auth.passwords.dummy_hash()`` so both cases take the same time.
             throttle: The failed-attempt throttle (``SecurityStack.throttle``): a password grant
                 is charged before ``authenticate`` runs and refunded when it succeeds; a
                 throttled one is answered 429 ``temporarily_unavailable`` with ``Retry-After``.

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 
-from secmw._config import read_secret_file
+from secmw.core.principal import Principal
+from secmw.core.section import read_secret_file
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
 
 if TYPE_CHECKING:
-    from secmw.settings import SecuritySettings
+    from secmw.config.settings import SecuritySettings
 
 
 def signing_keys(settings: SecuritySettings) -> tuple[str, Any, Any]:

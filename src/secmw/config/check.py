@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from secmw.settings import SecuritySettings
+from secmw.config.settings import SecuritySettings
 
 MASK = "**********"
 _SECRET_WORDS = ("secret", "password", "private_key")

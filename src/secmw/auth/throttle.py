@@ -36,15 +36,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from secmw._astorage import AsyncLimiter
-from secmw._ratesettings import Limit, RateLimitSettings, compile_limits, digest, var
-from secmw._ratewindow import LimitHit, Outcome
-from secmw._storage import Limiter
 from secmw.auth.base import Credential
-from secmw.problems import Deny
-from secmw.ratelimit import Plan, RateLimitPolicy
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.ratelimit.astorage import AsyncLimiter
+from secmw.ratelimit.policy import Plan, RateLimitPolicy
+from secmw.ratelimit.settings import Limit, RateLimitSettings, compile_limits, digest, var
+from secmw.ratelimit.storage import Limiter
+from secmw.ratelimit.windows import LimitHit, Outcome
 
 _DETAIL = "Too many failed authentication attempts."
 _CODE = "too_many_failures"

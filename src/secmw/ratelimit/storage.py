@@ -35,14 +35,14 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
 from secmw import audit, metrics
-from secmw._breaker import CircuitBreaker
-from secmw._memo import remember
-from secmw._ratewindow import STATE_WIDTH, LimitHit, Outcome, State, Strategy, admits, charge
+from secmw.core.deny import Deny
+from secmw.core.memo import remember
 from secmw.errors import ConfigurationError
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitSettings, storage_unavailable
+from secmw.ratelimit.breaker import CircuitBreaker
+from secmw.ratelimit.policy import RateLimitSettings, storage_unavailable
+from secmw.ratelimit.windows import STATE_WIDTH, LimitHit, Outcome, State, Strategy, admits, charge
 
-LUA = resources.files("secmw").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+LUA = resources.files("secmw.ratelimit").joinpath("ratelimit.lua").read_text(encoding="utf-8")
 _URI = "SECMW_RATE_LIMIT__STORAGE_URI"
 _PACKED_CAP = 1024  # packed script calls remembered (one per distinct set of keys and limits)
 
@@ -156,7 +156,7 @@ class MemoryWindows:
 
     def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back ``hit.cost`` units of each limit (never below zero): an attempt charged
-        before it was checked that turned out not to count (see ``secmw.throttle``).
+        before it was checked that turned out not to count (see ``secmw.auth.throttle``).
 
         The moving window gives back its newest entries, which may be a concurrent request's
         rather than this one's: the same number of units, freed a little later at most."""

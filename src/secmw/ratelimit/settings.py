@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 from limits import RateLimitItem, parse_many
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
-from secmw._config import Section, StrList
-from secmw._ratewindow import HeaderStyle, Strategy
+from secmw.core.principal import Principal
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
+from secmw.ratelimit.windows import HeaderStyle, Strategy
 
 KeyKind: TypeAlias = Literal["principal-or-ip", "ip", "apikey", "principal"]
 StorageErrorPolicy: TypeAlias = Literal["memory", "allow", "deny"]
@@ -61,7 +61,9 @@ class RateLimitOverride(Section):
 class RateLimitRule(Section):
     """One per-route rule (an item of ``SECMW_RATE_LIMIT__RULES``)."""
 
-    path: str = Field(description="Path pattern (secmw.paths syntax): `/items/{id}`, `/api/*`.")
+    path: str = Field(
+        description="Path pattern (secmw.core.paths syntax): `/items/{id}`, `/api/*`."
+    )
     methods: StrList = Field(default_factory=list, description="Methods; empty for all.")
     limit: LimitString | None = Field(None, description="Own limits; none: charge the default.")
     cost: int = Field(1, ge=1, le=1_000_000, description="Units per request.")

@@ -1,4 +1,4 @@
-"""The rate-limit storage edge (async twin of :mod:`secmw._storage`) for the ASGI adapters.
+"""The rate-limit storage edge (async twin of :mod:`secmw.ratelimit.storage`) for the ASGI adapters.
 
 Redis is reached through ``limits.aio`` (redis-py's asyncio client), so no call blocks the event
 loop; each call is also capped by ``connect_timeout + command_timeout``. The in-memory storage is
@@ -16,8 +16,9 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
-from secmw._ratewindow import LimitHit, Outcome, Strategy
-from secmw._storage import (
+from secmw.core.deny import Deny
+from secmw.ratelimit.policy import RateLimitSettings
+from secmw.ratelimit.storage import (
     LUA,
     Direct,
     Fallback,
@@ -33,8 +34,7 @@ from secmw._storage import (
     scheme_of,
     script_call,
 )
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitSettings
+from secmw.ratelimit.windows import LimitHit, Outcome, Strategy
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -174,7 +174,8 @@ class AsyncRedisWindows:
 
 
 class AsyncLimiter(Fallback):
-    """The storage behind the ASGI adapters; same answers as :class:`secmw._storage.Limiter`."""
+    """The storage behind the ASGI adapters; same answers as
+    :class:`secmw.ratelimit.storage.Limiter`."""
 
     def __init__(
         self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic

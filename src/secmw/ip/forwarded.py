@@ -39,12 +39,12 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-from secmw._config import Section, StrList
-from secmw._memo import remember
+from secmw.core.deny import Deny
+from secmw.core.memo import remember
+from secmw.core.paths import PathTable
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.paths import PathTable
-from secmw.problems import Deny
-from secmw.request import RequestView
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 IPNetwork: TypeAlias = IPv4Network | IPv6Network
@@ -401,9 +401,9 @@ class IPPolicy:
     """Allow and deny networks, globally and per path; deny wins.
 
     A non-empty allow list refuses every address it does not contain (and an unknown client);
-    an empty one allows all but the deny list. A path matching a rule (``secmw.paths`` patterns,
-    first match wins) uses the rule's ``allow`` instead of the global one when the rule gives one,
-    and the global ``deny`` plus the rule's. Each check is one or two binary searches.
+    an empty one allows all but the deny list. A path matching a rule (``secmw.core.paths``
+    patterns, first match wins) uses the rule's ``allow`` instead of the global one when the rule
+    gives one, and the global ``deny`` plus the rule's. Each check is one or two binary searches.
 
     Raises:
         ConfigurationError: for a bad network or path pattern, naming the variable.

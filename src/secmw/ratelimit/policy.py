@@ -31,8 +31,14 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import TypeAlias
 
 from secmw import audit
-from secmw._memo import remember
-from secmw._ratesettings import (
+from secmw.core.deny import Deny
+from secmw.core.memo import remember
+from secmw.core.paths import PathSet, PathTable
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.errors import ConfigurationError
+from secmw.ip.forwarded import IPAddress, NetworkSet, parse_address
+from secmw.ratelimit.settings import (
     CompiledRule,
     KeyKind,
     Limit,
@@ -47,7 +53,7 @@ from secmw._ratesettings import (
     digest,
     var,
 )
-from secmw._ratewindow import (
+from secmw.ratelimit.windows import (
     LimitHit,
     Outcome,
     Strategy,
@@ -57,12 +63,6 @@ from secmw._ratewindow import (
     rate_limit_fields,
     window_stats,
 )
-from secmw.errors import ConfigurationError
-from secmw.netaddr import IPAddress, NetworkSet, parse_address
-from secmw.paths import PathSet, PathTable
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
 
 __all__ = [
     "UNIDENTIFIED",

@@ -24,11 +24,11 @@ from typing import Annotated, Any, AnyStr, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
-from secmw._config import Section
+from secmw.core.deny import Deny
+from secmw.core.paths import PathTable
+from secmw.core.request import RequestView
+from secmw.core.section import Section
 from secmw.errors import ConfigurationError
-from secmw.paths import PathTable
-from secmw.problems import Deny
-from secmw.request import RequestView
 
 # -- CSP ---------------------------------------------------------------------------------------
 

@@ -14,18 +14,18 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from secmw._config import Section, StrList, variable_name
-from secmw.audit_settings import AuditSettings
+from secmw.audit import AuditSettings
 from secmw.auth._http import ProviderHTTPSettings
 from secmw.auth.introspection import IntrospectionSettings
 from secmw.auth.session import SessionSettings
 from secmw.auth.totp import TOTPSettings
 from secmw.authz import AuthzSettings
+from secmw.core.section import Section, StrList, variable_name
 from secmw.errors import ConfigurationError
-from secmw.headers import HeadersSettings
+from secmw.headers.policy import HeadersSettings
+from secmw.ip.forwarded import IPSettings
 from secmw.metrics import MetricsSettings
-from secmw.netaddr import IPSettings
-from secmw.ratelimit import RateLimitSettings
+from secmw.ratelimit.policy import RateLimitSettings
 from secmw.tokens import TokenSettings
 
 

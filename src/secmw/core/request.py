@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from secmw.problems import Deny
+from secmw.core.deny import Deny
 
 ASGI_KEY = "secmw.request"
 WSGI_KEY = "secmw.request"

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from secmw._config import Section, parse_list
+from secmw.core.section import Section, parse_list
 
 
 class TokenSettings(Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from secmw.settings import SecuritySettings
+from secmw.config.settings import SecuritySettings
 
 Layer = Literal["rate_limit", "step_up", "auth", "ip", "headers", "metrics"]
 
