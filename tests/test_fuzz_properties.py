@@ -29,7 +29,9 @@ from secmw.core.deny import Deny
 from secmw.core.paths import PathSet
 from secmw.core.principal import Principal
 from secmw.core.request import Headers, RequestView, normalize_path
-from secmw.ip.forwarded import ClientAddressResolver, IPFilter, IPPolicy, parse_address
+from secmw.ip.addresses import parse_address
+from secmw.ip.filter import IPFilter, IPPolicy
+from secmw.ip.forwarded import ClientAddressResolver
 from secmw.ratelimit.policy import RateLimitPolicy, RateLimitSettings
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuthentication
 from tests.fuzz import _common

@@ -16,7 +16,7 @@ from secmw.asgi.ipfilter import IPFilterMiddleware as ASGIIPFilter
 from secmw.config.settings import SecuritySettings
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.ip.forwarded import IPFilter, IPPolicy
+from secmw.ip.filter import IPFilter, IPPolicy
 from secmw.wsgi.ipfilter import IPFilterMiddleware as WSGIIPFilter
 from tests.support import Recorder, empty_receive, http_scope, run_asgi
 

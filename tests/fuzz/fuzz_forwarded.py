@@ -16,7 +16,8 @@ with atheris.instrument_imports(include=["secmw.ip.forwarded"]):
     import _common
 
     from secmw.core.request import Headers
-    from secmw.ip.forwarded import ClientAddressResolver, parse_address
+    from secmw.ip.addresses import parse_address
+    from secmw.ip.forwarded import ClientAddressResolver
 
 TRUSTED = ("10.0.0.0/8", "2001:db8::/32", "unix")
 RESOLVERS = [

@@ -9,7 +9,8 @@ from secmw.asgi._util import ASGIApp, Receive, Scope, Send, malformed, send_deny
 from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView, route_path
-from secmw.ip.forwarded import DENIED, FORWARDED_KEY, IPFilter
+from secmw.ip.filter import DENIED, IPFilter
+from secmw.ip.forwarded import FORWARDED_KEY
 
 
 class IPFilterMiddleware:
@@ -24,7 +25,7 @@ class IPFilterMiddleware:
     Args:
         app: The ASGI app to protect.
         settings: Settings to build from; default: the environment (``SECMW_IP__*``).
-        ip_filter: A ready :class:`secmw.ip.forwarded.IPFilter` (overrides ``settings``).
+        ip_filter: A ready :class:`secmw.ip.filter.IPFilter` (overrides ``settings``).
         **overrides: Settings sections, for example ``ip={"allow": ["10.0.0.0/8"]}``.
 
     Raises:

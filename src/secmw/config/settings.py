@@ -23,7 +23,7 @@ from secmw.authz import AuthzSettings
 from secmw.core.section import Section, StrList, variable_name
 from secmw.errors import ConfigurationError
 from secmw.headers.policy import HeadersSettings
-from secmw.ip.forwarded import IPSettings
+from secmw.ip.settings import IPSettings
 from secmw.metrics import MetricsSettings
 from secmw.ratelimit.policy import RateLimitSettings
 from secmw.tokens import TokenSettings

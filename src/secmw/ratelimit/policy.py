@@ -37,7 +37,7 @@ from secmw.core.paths import PathSet, PathTable
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.ip.forwarded import IPAddress, NetworkSet, parse_address
+from secmw.ip.addresses import IPAddress, NetworkSet, parse_address
 from secmw.ratelimit.settings import (
     CompiledRule,
     KeyKind,

@@ -9,7 +9,7 @@ from secmw import audit
 from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
-from secmw.ip.forwarded import DENIED, IPFilter
+from secmw.ip.filter import DENIED, IPFilter
 from secmw.wsgi._util import (
     Environ,
     StartResponse,
