@@ -13,14 +13,10 @@ from secmw.config.settings import SecuritySettings
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.headers.policy import (
-    NONCE,
-    ContentSecurityPolicy,
-    HeadersSettings,
-    SecurityHeaders,
-    csp_hash,
-    docs_preset,
-)
+from secmw.headers.csp import NONCE, ContentSecurityPolicy, csp_hash
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.presets import docs_preset
+from secmw.headers.settings import HeadersSettings
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

@@ -14,7 +14,8 @@ import pytest
 
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
-from secmw.headers.policy import HeadersSettings, SecurityHeaders
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.settings import HeadersSettings
 
 Headers = dict[str, list[str]]
 Rule = Callable[[Headers], "str | None"]

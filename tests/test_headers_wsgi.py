@@ -18,7 +18,7 @@ from werkzeug.test import Client
 
 import secmw
 from secmw.core.deny import Deny
-from secmw.headers.policy import NONCE
+from secmw.headers.csp import NONCE
 from secmw.wsgi._util import Environ, StartResponse, respond_deny
 from secmw.wsgi.auth import AuthenticationMiddleware
 from secmw.wsgi.headers import SecurityHeadersMiddleware

@@ -22,7 +22,7 @@ from secmw.auth.totp import TOTPSettings
 from secmw.authz import AuthzSettings
 from secmw.core.section import Section, StrList, variable_name
 from secmw.errors import ConfigurationError
-from secmw.headers.policy import HeadersSettings
+from secmw.headers.settings import HeadersSettings
 from secmw.ip.settings import IPSettings
 from secmw.metrics import MetricsSettings
 from secmw.ratelimit.policy import RateLimitSettings

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from secmw.headers.policy import NONCE, csp_hash
+from secmw.headers.csp import NONCE, csp_hash
 
 __all__ = ["NONCE", "csp_hash"]

@@ -10,7 +10,8 @@ from typing import Any
 from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.context import csp_nonce_var
 from secmw.core.request import RequestView
-from secmw.headers.policy import INTERNAL_ERROR, SecurityHeaders
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.policy import INTERNAL_ERROR
 from secmw.wsgi._util import (
     Environ,
     ExcInfo,
@@ -34,7 +35,7 @@ class SecurityHeadersMiddleware:
     while the app is called).
 
     If the app raises before its headers went out, the exception is logged on the
-    ``secmw.headers.policy`` logger and a 500 problem+json is answered with the headers: re-raising
+    ``secmw.headers`` logger and a 500 problem+json is answered with the headers: re-raising
     would let the server answer its own 500 without them. Use as
     ``app.wsgi_app = SecurityHeadersMiddleware(app.wsgi_app)`` in Flask.
     """
