@@ -52,7 +52,8 @@ from secmw.core.paths import PathSet
 from secmw.core.principal import Principal
 from secmw.core.request import Headers, RequestView
 from secmw.errors import ConfigurationError
-from secmw.ratelimit.policy import RateLimitPolicy, RateLimitSettings
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from tests.support import SECRET, Recorder, empty_receive, http_scope, run_asgi
 
 PROBLEM = "application/problem+json"

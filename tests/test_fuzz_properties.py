@@ -32,7 +32,8 @@ from secmw.core.request import Headers, RequestView, normalize_path
 from secmw.ip.addresses import parse_address
 from secmw.ip.filter import IPFilter, IPPolicy
 from secmw.ip.forwarded import ClientAddressResolver
-from secmw.ratelimit.policy import RateLimitPolicy, RateLimitSettings
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuthentication
 from tests.fuzz import _common
 from tests.support import http_scope, run_asgi

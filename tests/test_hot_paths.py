@@ -18,7 +18,9 @@ from secmw.auth.cache import TokenCache
 from secmw.core.deny import Deny
 from secmw.core.paths import PathTable
 from secmw.core.request import Headers, RequestView
-from secmw.ratelimit.policy import Plan, RateLimitPolicy, RateLimitSettings
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from tests.support import SECRET, http_scope, make_token, run_asgi
 
 

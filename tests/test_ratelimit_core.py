@@ -10,7 +10,9 @@ from limits import parse
 from secmw import ConfigurationError, Principal, SecuritySettings
 from secmw.auth.throttle import FailureBudgets, failure_plan
 from secmw.core.request import RequestView
-from secmw.ratelimit.policy import UNIDENTIFIED, Plan, RateLimitPolicy, RateLimitSettings
+from secmw.ratelimit.plan import UNIDENTIFIED, Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from secmw.ratelimit.windows import (
     LimitHit,
     Outcome,

@@ -18,8 +18,11 @@ from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.astorage import AsyncLimiter
 from secmw.ratelimit.breaker import CircuitBreaker
-from secmw.ratelimit.policy import Plan, RateLimitPolicy, RateLimitSettings
-from secmw.ratelimit.storage import Limiter, MemoryWindows
+from secmw.ratelimit.memory import MemoryWindows
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.storage import Limiter
 from secmw.ratelimit.windows import LimitHit, Outcome
 from tests.redis_support import RedisServer, clients_after_closing, cluster_url, free_port
 
@@ -523,7 +526,7 @@ def test_hits_keep_their_order_after_merging() -> None:
     """Per-identity outcomes are put back in the plan's order."""
     from limits import parse
 
-    from secmw.ratelimit.storage import merge
+    from secmw.ratelimit.script import merge
 
     a = LimitHit("a", parse("1/second"), "k1", "t1", 1)
     b = LimitHit("b", parse("1/second"), "k2", "t2", 1)

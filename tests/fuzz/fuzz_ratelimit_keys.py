@@ -19,7 +19,8 @@ with atheris.instrument_imports(
     from secmw.core.deny import Deny
     from secmw.core.principal import Principal
     from secmw.core.request import Headers, RequestView
-    from secmw.ratelimit.policy import RateLimitPolicy, RateLimitSettings
+    from secmw.ratelimit.policy import RateLimitPolicy
+    from secmw.ratelimit.settings import RateLimitSettings
 
 RULES = [
     {"path": "/items/{id}", "limit": "5/minute", "per_path": True},

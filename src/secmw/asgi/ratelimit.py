@@ -19,7 +19,8 @@ from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 from secmw.ratelimit.astorage import AsyncLimiter
-from secmw.ratelimit.policy import KeyFunc, Plan, RateLimitPolicy, announce_refusal
+from secmw.ratelimit.plan import Plan, announce_refusal
+from secmw.ratelimit.policy import KeyFunc, RateLimitPolicy
 from secmw.ratelimit.windows import Outcome
 
 

@@ -27,7 +27,7 @@ from secmw.core.deny import Deny
 from secmw.core.layers import Layer, stack_layers
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
-from secmw.ratelimit.policy import Plan
+from secmw.ratelimit.plan import Plan
 from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 
 

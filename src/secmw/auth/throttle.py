@@ -41,7 +41,8 @@ from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 from secmw.ratelimit.astorage import AsyncLimiter
-from secmw.ratelimit.policy import Plan, RateLimitPolicy
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import Limit, RateLimitSettings, compile_limits, digest, var
 from secmw.ratelimit.storage import Limiter
 from secmw.ratelimit.windows import LimitHit, Outcome

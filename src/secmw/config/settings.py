@@ -25,7 +25,7 @@ from secmw.errors import ConfigurationError
 from secmw.headers.settings import HeadersSettings
 from secmw.ip.settings import IPSettings
 from secmw.metrics import MetricsSettings
-from secmw.ratelimit.policy import RateLimitSettings
+from secmw.ratelimit.settings import RateLimitSettings
 from secmw.tokens import TokenSettings
 
 

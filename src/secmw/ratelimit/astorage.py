@@ -17,11 +17,9 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
 from secmw.core.deny import Deny
-from secmw.ratelimit.policy import RateLimitSettings
-from secmw.ratelimit.storage import (
+from secmw.ratelimit.script import (
     LUA,
     Direct,
-    Fallback,
     clients_of,
     direct,
     groups,
@@ -34,6 +32,8 @@ from secmw.ratelimit.storage import (
     scheme_of,
     script_call,
 )
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.storage import Fallback
 from secmw.ratelimit.windows import LimitHit, Outcome, Strategy
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+

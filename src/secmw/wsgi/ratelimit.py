@@ -9,7 +9,8 @@ from secmw import audit
 from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
-from secmw.ratelimit.policy import Fields, KeyFunc, RateLimitPolicy, announce_refusal
+from secmw.ratelimit.plan import announce_refusal
+from secmw.ratelimit.policy import Fields, KeyFunc, RateLimitPolicy
 from secmw.ratelimit.storage import Limiter
 from secmw.wsgi._util import (
     Environ,
