@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
 from secmw.auth.jwt import JWTAuthenticator, scopes_from_claims
-from secmw.config.settings import JWTSettings
+from secmw.auth.settings import JWTSettings
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView

@@ -18,7 +18,7 @@ from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
 from secmw.auth.jwks import JWKSError, JWKSKeySource, _max_age, load_jwk, parse_jwks
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.config.settings import JWTSettings
+from secmw.auth.settings import JWTSettings
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError

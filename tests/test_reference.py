@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from secmw.config.names import variable_name
 from secmw.config.reference import settings_reference
 from secmw.config.settings import SecuritySettings
-from secmw.core.section import variable_name
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

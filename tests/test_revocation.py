@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from secmw.auth.build import build_jwt_authenticator
-from secmw.config.settings import JWTSettings
+from secmw.auth.settings import JWTSettings
 from secmw.errors import ConfigurationError
 from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from tests.identity_support import FakeClock

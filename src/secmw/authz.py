@@ -200,7 +200,7 @@ class Authorizer:
         """From ``SecuritySettings`` (its ``authz`` section), ``AuthzSettings``, or the
         environment when None."""
         if settings is None:
-            from secmw.config.settings import SecuritySettings  # settings imports this module
+            from secmw.config.settings import SecuritySettings
 
             settings = SecuritySettings()
         section: AuthzSettings = getattr(settings, "authz", settings)

@@ -16,7 +16,8 @@ from secmw.auth.introspection import (
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.session import SessionAuthenticator, Sessions
-from secmw.config.settings import APIKeyEntry, BasicUserEntry, JWTSettings, SecuritySettings
+from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
+from secmw.config.settings import SecuritySettings
 from secmw.core.paths import PathSet
 from secmw.core.section import read_json_file, read_secret_file
 from secmw.errors import ConfigurationError

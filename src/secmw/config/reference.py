@@ -14,8 +14,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from secmw.config.names import variable_name
 from secmw.config.settings import SecuritySettings
-from secmw.core.section import variable_name
 
 HEADER = """# Configuration reference
 

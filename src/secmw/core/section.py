@@ -1,4 +1,4 @@
-"""Building blocks for settings sections: list parsing, secret files, variable names."""
+"""Building blocks for settings sections: the section base, list parsing, secret files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_settings import NoDecode
 
 from secmw.errors import ConfigurationError
-
-ENV_PREFIX = "SECMW_"
 
 
 def parse_list(value: Any) -> Any:
@@ -32,13 +30,6 @@ class Section(BaseModel):
     """Base of every settings section: unknown keys are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def variable_name(*loc: object) -> str:
-    """The environment variable for a settings location: ``("jwt", "secret")`` ->
-    ``SECMW_JWT__SECRET``."""
-    parts = [str(part).upper() for part in loc if not isinstance(part, int)]
-    return ENV_PREFIX + "__".join(parts)
 
 
 def read_secret_file(path: Path, setting: str) -> str:

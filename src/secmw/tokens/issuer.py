@@ -88,7 +88,7 @@ class TokenIssuer:
         clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> None:
-        from secmw.config.settings import resolve_settings  # settings imports this module
+        from secmw.config.settings import resolve_settings
 
         self.settings = resolve_settings(settings, overrides)
         tokens = self.settings.tokens
