@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from secmw.core.principal import Principal
-from secmw.core.section import Section, StrList
+from secmw.core.section import Section, StrList, settings_or_environment
 from secmw.errors import ConfigurationError
 
 WILDCARD = "*"
@@ -200,9 +200,7 @@ class Authorizer:
         """From ``SecuritySettings`` (its ``authz`` section), ``AuthzSettings``, or the
         environment when None."""
         if settings is None:
-            from secmw.config.settings import SecuritySettings
-
-            settings = SecuritySettings()
+            settings = settings_or_environment(None, {})
         section: AuthzSettings = getattr(settings, "authz", settings)
         return cls(section.roles, scope_wildcards=section.scope_wildcards)
 

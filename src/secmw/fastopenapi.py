@@ -36,6 +36,7 @@ from fastopenapi import Depends, Response, Security, SecurityScopes
 from fastopenapi.errors import AuthenticationError, AuthorizationError, InternalServerError
 
 from secmw.authz import Authorizer, check_permission
+from secmw.config.settings import SecuritySettings
 from secmw.core.context import current_principal
 from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
 from secmw.core.principal import Principal
@@ -293,8 +294,6 @@ def security_schemes(
     """Every configured scheme as an OpenAPI security scheme object, keyed by kind, in
     ``SECMW_AUTH__ORDER``."""
     if settings is None:
-        from secmw.config.settings import SecuritySettings
-
         settings = SecuritySettings()
     found: dict[str, dict[str, Any]] = {}
     for name in settings.auth.order:

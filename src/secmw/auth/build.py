@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from secmw.auth._http import ProviderClient
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
@@ -17,11 +17,13 @@ from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
-from secmw.config.settings import SecuritySettings
 from secmw.core.paths import PathSet
 from secmw.core.section import read_json_file, read_secret_file
 from secmw.errors import ConfigurationError
 from secmw.stores.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 
 def build_jwt_authenticator(

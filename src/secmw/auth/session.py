@@ -51,7 +51,12 @@ from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.stores.sessions import AsyncSessionStore, SessionStore
+from secmw.stores.sessions import (
+    AsyncSessionStore,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+)
 
 
 class SessionSettings(Section):
@@ -190,8 +195,6 @@ class Sessions:
     @classmethod
     def from_settings(cls, settings: SessionSettings) -> Sessions:
         """Sessions as the settings describe them (Redis when ``redis_url`` is set)."""
-        from secmw.stores.sessions import MemorySessionStore, RedisSessionStore
-
         store: SessionStore | AsyncSessionStore
         if settings.redis_url:
             store = RedisSessionStore.from_url(

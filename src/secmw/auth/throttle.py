@@ -34,18 +34,21 @@ rate-limit layer's (``SECMW_RATE_LIMIT__*``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from secmw.auth.base import Credential
-from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
+from secmw.core.section import settings_or_environment
 from secmw.ratelimit.astorage import AsyncLimiter
 from secmw.ratelimit.plan import Plan
 from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import Limit, RateLimitSettings, compile_limits, digest, var
 from secmw.ratelimit.storage import Limiter
 from secmw.ratelimit.windows import LimitHit, Outcome
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 _DETAIL = "Too many failed authentication attempts."
 _CODE = "too_many_failures"
@@ -173,7 +176,7 @@ class _Budgeted:
         budgets: FailureBudgets | None,
         overrides: dict[str, Any],
     ) -> None:
-        limits = resolve_settings(settings, overrides).rate_limit
+        limits = settings_or_environment(settings, overrides).rate_limit
         self.settings = limits
         self.policy = RateLimitPolicy(limits)
         self.budgets = budgets or FailureBudgets.for_authentication(limits)

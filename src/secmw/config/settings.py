@@ -20,6 +20,7 @@ from secmw.auth.settings import APIKeySettings, AuthSettings, BasicSettings, JWT
 from secmw.auth.totp import TOTPSettings
 from secmw.authz import AuthzSettings
 from secmw.config.names import variable_name
+from secmw.core.section import provide_settings
 from secmw.errors import ConfigurationError
 from secmw.headers.settings import HeadersSettings
 from secmw.ip.settings import IPSettings
@@ -87,3 +88,6 @@ def _explain(exc: ValidationError) -> str:
     for error in exc.errors(include_url=False, include_input=False):
         messages.append(f"{variable_name(*error['loc'])}: {error['msg']}")
     return "invalid configuration: " + "; ".join(messages)
+
+
+provide_settings(resolve_settings)

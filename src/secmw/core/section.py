@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,31 @@ class Section(BaseModel):
     """Base of every settings section: unknown keys are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SettingsSource = Callable[[Any, dict[str, Any]], Any]
+"""Builds the settings a component runs on from the settings it was given (or None) and
+section overrides."""
+
+_sources: list[SettingsSource] = []
+
+
+def provide_settings(source: SettingsSource) -> None:
+    """Install where components find settings they were not handed.
+
+    ``secmw.config`` installs the environment reader when it is imported, which importing
+    ``secmw`` always does: features read their settings through :func:`settings_or_environment`
+    and never import ``secmw.config``, which imports every feature's section.
+    """
+    _sources[:] = [source]
+
+
+def settings_or_environment(settings: Any, overrides: dict[str, Any]) -> Any:
+    """``settings`` as given; without them, or with section overrides, what the installed
+    source builds (the environment, then the overrides)."""
+    if settings is not None and not overrides:
+        return settings
+    return _sources[0](settings, overrides)
 
 
 def read_secret_file(path: Path, setting: str) -> str:

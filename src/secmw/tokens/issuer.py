@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
+from secmw.core.section import settings_or_environment
 from secmw.stores.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
 from secmw.tokens.codec import TokenCodec
@@ -88,10 +89,9 @@ class TokenIssuer:
         clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> None:
-        from secmw.config.settings import resolve_settings
-
-        self.settings = resolve_settings(settings, overrides)
-        tokens = self.settings.tokens
+        resolved: SecuritySettings = settings_or_environment(settings, overrides)
+        self.settings = resolved
+        tokens = resolved.tokens
         self.codec = TokenCodec(self.settings, clock)
         self.access_ttl = tokens.access_ttl
         self.refresh_ttl = tokens.refresh_ttl

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 
+from secmw.auth.base import Credential
+from secmw.auth.build import build_jwt_authenticator
+from secmw.auth.jwt import HMAC_ALGORITHMS
 from secmw.core.principal import Principal
 from secmw.core.section import read_secret_file
 from secmw.errors import ConfigurationError
@@ -25,10 +28,6 @@ def signing_keys(settings: SecuritySettings) -> tuple[str, Any, Any]:
     Raises:
         ConfigurationError: naming the variable to fix.
     """
-    from secmw.auth.base import Credential
-    from secmw.auth.build import build_jwt_authenticator
-    from secmw.auth.jwt import HMAC_ALGORITHMS
-
     jwt, tokens = settings.jwt, settings.tokens
     verifier = build_jwt_authenticator(jwt)
     if verifier is None:
