@@ -7,7 +7,7 @@ listed here, and ``extra`` values are written by secmw, never copied from reques
 
 Hooks (:func:`add_hook`) receive every event as an :class:`AuditEvent`. The log is
 deduplicated once :func:`configure` has applied an :class:`AuditSettings` (the
-``SecurityStack`` adapters apply ``SECMW_AUDIT__*`` when built; until then every event is
+``SecurityStack`` adapters apply ``audit.*`` when built; until then every event is
 logged): an event identical to one logged less than ``dedup_window`` seconds ago is counted,
 not logged, and one ``audit.suppressed`` record with the count is logged when that window ends
 (at the next event, or at :func:`flush`). So an attack that repeats one request writes two lines
@@ -34,7 +34,7 @@ AuditLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class AuditSettings(Section):
-    """Audit events on the ``secmw.audit`` logger (``SECMW_AUDIT__*``).
+    """Audit events on the ``secmw.audit`` logger (``audit.*``).
 
     Deduplication bounds what an attack can write to the log: an event identical to one logged
     less than ``dedup_window`` seconds ago (same name, reason, client, principal and rule) is

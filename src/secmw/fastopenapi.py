@@ -57,7 +57,7 @@ class SecurityBridge:
     """The dependencies, bound to one :class:`~secmw.authz.Authorizer`.
 
     The module-level :func:`principal`, :func:`require_roles`... belong to a bridge that reads
-    ``SECMW_AUTHZ__*`` from the environment at its first use (or takes :func:`configure`'s
+    ``authz.*`` from the environment at its first use (or takes :func:`configure`'s
     settings); build your own bridge to hold explicit settings.
 
     Args:
@@ -218,7 +218,7 @@ bridge = SecurityBridge.deferred(_environment)
 
 def configure(settings: Any = None, *, authorizer: Authorizer | None = None) -> SecurityBridge:
     """Set the module-level bridge's authorizer from explicit settings (or the environment, read
-    now): call it at app start so a bad ``SECMW_AUTHZ__ROLES`` fails there."""
+    now): call it at app start so a bad ``authz.roles`` fails there."""
     _environment.set(authorizer or Authorizer.from_settings(settings))
     return bridge
 
@@ -258,16 +258,16 @@ def security_scheme(
 ) -> dict[str, Any]:
     """The ``security_scheme`` for a FastOpenAPI router, describing what the middleware checks.
 
-    With no ``kind``, the first configured scheme of ``SECMW_AUTH__ORDER`` is described: a JWT
+    With no ``kind``, the first configured scheme of ``auth.order`` is described: a JWT
     becomes the OAuth2 password flow when a token URL is known (``token_url`` or
-    ``SECMW_TOKENS__TOKEN_URL``), else HTTP bearer; API keys use the configured header (or query
+    ``tokens.token_url``), else HTTP bearer; API keys use the configured header (or query
     parameter); Basic users become HTTP basic.
 
     Args:
         settings: ``SecuritySettings``; default: the environment.
         kind: Force one scheme.
         token_url: The token endpoint for the OAuth2 password flow.
-        scopes: Scope descriptions for the flow, added to ``SECMW_TOKENS__SCOPES``.
+        scopes: Scope descriptions for the flow, added to ``tokens.scopes``.
 
     Raises:
         ConfigurationError: nothing is configured to describe.
@@ -279,8 +279,8 @@ def security_scheme(
         return schemes[kind]
     if not schemes:
         raise ConfigurationError(
-            "security_scheme: no authentication configured (set SECMW_JWT__SECRET,"
-            " SECMW_API_KEYS__KEYS or SECMW_BASIC__USERS)"
+            "security_scheme: no authentication configured (set jwt.secret,"
+            " api_keys.keys or basic.users)"
         )
     return next(iter(schemes.values()))
 
@@ -292,7 +292,7 @@ def security_schemes(
     scopes: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every configured scheme as an OpenAPI security scheme object, keyed by kind, in
-    ``SECMW_AUTH__ORDER``."""
+    ``auth.order``."""
     if settings is None:
         settings = SecuritySettings()
     found: dict[str, dict[str, Any]] = {}

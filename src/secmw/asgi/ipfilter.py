@@ -24,7 +24,7 @@ class IPFilterMiddleware:
 
     Args:
         app: The ASGI app to protect.
-        settings: Settings to build from; default: the environment (``SECMW_IP__*``).
+        settings: Settings to build from; default: the environment (``ip.*``).
         ip_filter: A ready :class:`secmw.ip.filter.IPFilter` (overrides ``settings``).
         **overrides: Settings sections, for example ``ip={"allow": ["10.0.0.0/8"]}``.
 

@@ -28,7 +28,7 @@ class RateLimitMiddleware:
     """Rate limits ``http`` requests and ``websocket`` handshakes; pure ASGI.
 
     A request over a limit gets 429 ``application/problem+json`` with ``Retry-After``; every
-    response under a limit carries the rate-limit fields (``SECMW_RATE_LIMIT__HEADERS``), added on
+    response under a limit carries the rate-limit fields (``rate_limit.headers``), added on
     ``http.response.start`` without buffering the body. A websocket over its limit is refused
     before accept. ``lifespan`` passes through; once the app's shutdown completes, the Redis
     client is closed (:meth:`aclose`). Place it after the authentication layer so limits

@@ -37,7 +37,7 @@ class SecurityStack:
     1. security headers, so every answer (401, 403, 429, 500) carries them;
     2. client address resolution and the IP filter;
     3. the failed-authentication throttle, then authentication;
-    4. TOTP step-up, when ``secret_for`` is given (``SECMW_TOTP__*`` says where);
+    4. TOTP step-up, when ``secret_for`` is given (``totp.*`` says where);
     5. rate limiting (keyed on the principal, else the resolved address);
     6. the app.
 
@@ -46,7 +46,7 @@ class SecurityStack:
     wrapper for the headers, the rate-limit fields and the challenges; websockets, and stacks
     with step-up or metrics, go through the middlewares composed. Both give the same answers,
     from the same layer objects. Each layer can be switched off with its ``enabled`` setting
-    (``SECMW_HEADERS__ENABLED=false``...); the throttle runs with rate limiting. CORS preflights
+    (``headers.enabled=false``...); the throttle runs with rate limiting. CORS preflights
     are neither authenticated nor rate-limited, so the framework's CORS middleware works inside
     or outside the stack. The Redis connections close when the app's lifespan shutdown
     completes (or with :meth:`aclose`).
@@ -78,7 +78,7 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[ASGIApp], ASGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            # Wrong codes have budgets of their own (totp.failures), built by the layer.
             "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation

@@ -21,7 +21,7 @@ SecretLookup = Callable[[Principal], "str | Awaitable[str | None] | None"]
 
 
 class StepUpMiddleware:
-    """Requires ``X-TOTP-Code`` where ``SECMW_TOTP__PATHS`` / ``SECMW_TOTP__SCOPES`` say so.
+    """Requires ``X-TOTP-Code`` where ``totp.paths`` / ``totp.scopes`` say so.
 
     Install it inside ``AuthenticationMiddleware`` (it reads the principal that layer
     published). Answers: 401 ``totp_required`` when the code is missing, 401 ``invalid_totp``
@@ -34,9 +34,9 @@ class StepUpMiddleware:
         secret_for: The principal's base32 TOTP secret, or None when not enrolled (may be async).
         settings: Settings to build from; default: the environment.
         step_up: A ready policy (overrides ``settings``).
-        replay: Replay store (default: memory, or Redis with ``SECMW_TOTP__REDIS_URL``).
-        throttle: Throttle of wrong codes; default: ``SECMW_TOTP__FAILURES`` per principal and
-            per address, on the rate-limit storage (none only with ``SECMW_TOTP__THROTTLE=false``).
+        replay: Replay store (default: memory, or Redis with ``totp.redis_url``).
+        throttle: Throttle of wrong codes; default: ``totp.failures`` per principal and
+            per address, on the rate-limit storage (none only with ``totp.throttle=false``).
         **overrides: Settings sections, for example ``totp={"paths": ["/admin/**"]}``.
     """
 

@@ -70,7 +70,7 @@ class APIKeyAuthenticator:
         header: str | None = "X-API-Key",
         query_param: str | None = "api_key",
         realm: str = "api",
-        setting: str = "SECMW_API_KEYS__KEYS",
+        setting: str = "api_keys.keys",
     ) -> None:
         if not header and not query_param:
             raise ConfigurationError(f"{setting}: an API key needs a header or a query parameter")

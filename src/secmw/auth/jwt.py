@@ -154,19 +154,19 @@ class JWTAuthenticator:
         negative_ttl: float = 5.0,
         revocation: RevocationStore | AsyncRevocationStore | None = None,
         clock: Callable[[], float] = time.time,
-        setting: str = "SECMW_JWT",
+        setting: str = "jwt",
     ) -> None:
-        self.algorithms = check_algorithms(algorithms, setting=f"{setting}__ALGORITHMS")
+        self.algorithms = check_algorithms(algorithms, setting=f"{setting}.algorithms")
         if (key is None) == (key_source is None):
             raise ConfigurationError(
-                f"{setting}__SECRET: configure exactly one of a secret, a public key or a JWKS URL"
+                f"{setting}.secret: configure exactly one of a secret, a public key or a JWKS URL"
             )
         self.key_source = key_source
         if key_source is not None:
             outside = set(self.algorithms) - key_source.algorithms
             if outside:
                 raise ConfigurationError(
-                    f"{setting}__ALGORITHMS: {', '.join(sorted(outside))} cannot be verified with"
+                    f"{setting}.algorithms: {', '.join(sorted(outside))} cannot be verified with"
                     " JWKS keys (public-key algorithms only)"
                 )
         self._key = self._load_key(key, setting) if key is not None else None
@@ -186,7 +186,7 @@ class JWTAuthenticator:
         ais_revoked = getattr(revocation, "ais_revoked", None)
         if revocation is not None and is_revoked is None and ais_revoked is None:
             raise ConfigurationError(
-                f"{setting}__REVOCATION_URL: the revocation store has no is_revoked/ais_revoked"
+                f"{setting}.revocation_url: the revocation store has no is_revoked/ais_revoked"
             )
         # A store written for one jti per call still answers for a token's jti and family.
         self._is_revoked = any_of(is_revoked) if is_revoked is not None else None
@@ -197,12 +197,12 @@ class JWTAuthenticator:
             raw = key.encode() if isinstance(key, str) else key
             if b"-----BEGIN" in raw:
                 raise ConfigurationError(
-                    f"{setting}__SECRET: a PEM key cannot be an HMAC secret (key confusion)"
+                    f"{setting}.secret: a PEM key cannot be an HMAC secret (key confusion)"
                 )
             needed = max(HMAC_ALGORITHMS[a] for a in self.algorithms)
             if len(raw) < needed:
                 raise ConfigurationError(
-                    f"{setting}__SECRET: HMAC secret must be at least {needed} bytes for"
+                    f"{setting}.secret: HMAC secret must be at least {needed} bytes for"
                     f" {', '.join(self.algorithms)} (got {len(raw)})"
                 )
             return raw
@@ -213,7 +213,7 @@ class JWTAuthenticator:
                 pyjwt.get_algorithm_by_name(name).prepare_key(key)
         except (pyjwt.InvalidKeyError, ValueError, TypeError) as exc:
             raise ConfigurationError(
-                f"{setting}__PUBLIC_KEY: not a usable public key for {', '.join(self.algorithms)}"
+                f"{setting}.public_key: not a usable public key for {', '.join(self.algorithms)}"
                 f" ({type(exc).__name__})"
             ) from None
         return loaded

@@ -60,7 +60,7 @@ from secmw.stores.sessions import (
 
 
 class SessionSettings(Section):
-    """Cookie sessions (``SECMW_SESSION__*``). Enabled by ``"session"`` in ``SECMW_AUTH__ORDER``."""
+    """Cookie sessions (``session.*``). Enabled by ``"session"`` in ``auth.order``."""
 
     cookie_name: str = Field("__Host-session", min_length=1, description="Session cookie name.")
     secure: bool = Field(True, description="Send the cookie over https only.")
@@ -175,10 +175,10 @@ class Sessions:
     ) -> None:
         if cookie_name.startswith(("__Host-", "__Secure-")) and not secure:
             raise ConfigurationError(
-                "SECMW_SESSION__SECURE: the __Host- and __Secure- cookie prefixes need Secure"
+                "session.secure: the __Host- and __Secure- cookie prefixes need Secure"
             )
         if same_site == "none" and not secure:
-            raise ConfigurationError("SECMW_SESSION__SAME_SITE: SameSite=None needs Secure")
+            raise ConfigurationError("session.same_site: SameSite=None needs Secure")
         self.store: Any = store
         self.cookie_name = cookie_name
         self.idle_timeout = idle_timeout

@@ -66,7 +66,7 @@ class SessionAuthenticator:
         self, sessions: Sessions, *, trusted_origins: Iterable[str] = (), realm: str = "api"
     ) -> None:
         self.sessions = sessions
-        self.trusted_origins = normalize_origins(trusted_origins, "SECMW_SESSION__TRUSTED_ORIGINS")
+        self.trusted_origins = normalize_origins(trusted_origins, "session.trusted_origins")
         self.realm = realm
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:

@@ -12,7 +12,7 @@ from secmw.core.section import Section, StrList
 
 
 class JWTSettings(Section):
-    """Bearer JWT verification (``SECMW_JWT__*``).
+    """Bearer JWT verification (``jwt.*``).
 
     Enabled when a secret, a public key, a JWKS URL or discovery (with ``issuer``) is set.
     """
@@ -76,7 +76,7 @@ class APIKeyEntry(Section):
 
 
 class APIKeySettings(Section):
-    """API keys (``SECMW_API_KEYS__*``). Enabled when any key is configured."""
+    """API keys (``api_keys.*``). Enabled when any key is configured."""
 
     header: str | None = Field("X-API-Key", description="Header carrying the key; empty for none.")
     query_param: str | None = Field(
@@ -100,7 +100,7 @@ class BasicUserEntry(Section):
 
 
 class BasicSettings(Section):
-    """HTTP Basic (``SECMW_BASIC__*``). Enabled when any user is configured."""
+    """HTTP Basic (``basic.*``). Enabled when any user is configured."""
 
     users: dict[str, BasicUserEntry] = Field(
         default_factory=dict, description="JSON object: user name to {password_hash, scopes}."
@@ -109,7 +109,7 @@ class BasicSettings(Section):
 
 
 class AuthSettings(Section):
-    """The authentication layer as a whole (``SECMW_AUTH__*``)."""
+    """The authentication layer as a whole (``auth.*``)."""
 
     enabled: bool = Field(True, description="Run the authentication layer.")
     realm: str = Field("api", description="`realm` of every challenge.")

@@ -5,7 +5,7 @@
 exception the step raised; the WSGI driver sends back what a call returned, the ASGI driver what
 an await returned. Every rule of the check lives here once.
 
-Wrong codes are throttled per principal and per client address (``SECMW_TOTP__FAILURES``): each
+Wrong codes are throttled per principal and per client address (``totp.failures``): each
 attempt is charged to the throttle before its secret is looked up and refunded unless the code
 was wrong, so codes in flight never outnumber the budget (see :mod:`secmw.auth.throttle`).
 """

@@ -9,7 +9,7 @@ did not fail. However many requests run at once, no more attempts are checked th
 hold, and only failures stay counted.
 
 Budgets (:class:`FailureBudgets`), for the authentication layer and the token endpoint
-(``SECMW_RATE_LIMIT__*``):
+(``rate_limit.*``):
 
 - ``auth_failures`` (``10/minute``): per client address (IPv6 by prefix), every user name
   together: one address guessing many accounts.
@@ -25,7 +25,7 @@ Budgets (:class:`FailureBudgets`), for the authentication layer and the token en
 User names are case-folded and hashed; a client whose address is unknown is budgeted by user
 name alone, never in a bucket shared with other such clients. Step-up codes have budgets of their
 own (:meth:`FailedAuthThrottle.for_step_up`). Storage, strategy and failure policy are the
-rate-limit layer's (``SECMW_RATE_LIMIT__*``).
+rate-limit layer's (``rate_limit.*``).
 
     throttle = AsyncFailedAuthThrottle()
     app = AuthenticationMiddleware(app, throttle=throttle)
@@ -72,7 +72,7 @@ class FailureBudgets:
 
     @classmethod
     def for_authentication(cls, settings: RateLimitSettings) -> FailureBudgets:
-        """The budgets of passwords and other credentials (``SECMW_RATE_LIMIT__AUTH_FAILURES*``)."""
+        """The budgets of passwords and other credentials (``rate_limit.auth_failures*``)."""
 
         def limits(name: str, setting: str) -> tuple[Limit, ...]:
             return compile_limits(getattr(settings, setting), (), name, var(setting)).base
@@ -191,7 +191,7 @@ class FailedAuthThrottle(_Budgeted):
 
     Args:
         settings: Settings to build from; default: the environment.
-        budgets: The budgets to charge; default: ``SECMW_RATE_LIMIT__AUTH_FAILURES*``.
+        budgets: The budgets to charge; default: ``rate_limit.auth_failures*``.
         **overrides: Settings sections, for example ``rate_limit={"auth_failures": "5/minute"}``.
     """
 
@@ -207,7 +207,7 @@ class FailedAuthThrottle(_Budgeted):
 
     @classmethod
     def for_step_up(cls, settings: SecuritySettings) -> FailedAuthThrottle:
-        """The throttle of wrong step-up codes (``SECMW_TOTP__FAILURES``)."""
+        """The throttle of wrong step-up codes (``totp.failures``)."""
         limit = settings.totp.failures
         return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
 
@@ -243,7 +243,7 @@ class AsyncFailedAuthThrottle(_Budgeted):
 
     @classmethod
     def for_step_up(cls, settings: SecuritySettings) -> AsyncFailedAuthThrottle:
-        """The throttle of wrong step-up codes (``SECMW_TOTP__FAILURES``)."""
+        """The throttle of wrong step-up codes (``totp.failures``)."""
         limit = settings.totp.failures
         return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
 
@@ -262,4 +262,4 @@ class AsyncFailedAuthThrottle(_Budgeted):
         await self.limiter.aclose()
 
 
-_TOTP_FAILURES = "SECMW_TOTP__FAILURES"
+_TOTP_FAILURES = "totp.failures"

@@ -46,7 +46,7 @@ _DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sh
 
 
 class TOTPSettings(Section):
-    """TOTP step-up (``SECMW_TOTP__*``). Active when ``paths`` or ``scopes`` are set."""
+    """TOTP step-up (``totp.*``). Active when ``paths`` or ``scopes`` are set."""
 
     paths: StrList = Field(default_factory=list, description="Path patterns needing a code.")
     methods: StrList = Field(
@@ -103,7 +103,7 @@ class StepUp:
         realm: str = "api",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.paths = PathSet(paths, setting="SECMW_TOTP__PATHS")
+        self.paths = PathSet(paths, setting="totp.paths")
         self.methods = frozenset(m.upper() for m in methods)
         self.scopes = frozenset(scopes)
         self.header = header

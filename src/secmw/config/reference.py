@@ -7,6 +7,7 @@ the file and the models disagree, so the reference cannot drift from the code.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Annotated, Any, get_args, get_origin
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from secmw.config.names import variable_name
+from secmw.config.names import name_variables, variable_name
 from secmw.config.settings import SecuritySettings
 
 HEADER = """# Configuration reference
@@ -67,12 +68,22 @@ def _rows(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.extend(_rows(annotation, (*loc, name)))  # SECMW_RATE_LIMIT__EXEMPT__PATHS...
             continue
-        description = (field.description or "").replace("|", "\\|")
+        description = _named(field.description or "").replace("|", "\\|")
         rows.append(
             f"| `{variable_name(*loc, name)}` | {_type_name(annotation)} | {_default(field)} |"
             f" {description} |"
         )
     return rows
+
+
+def _named(text: str) -> str:
+    """A section's docstring as users read it: settings (``auth.order``) and whole sections
+    (``auth.*``) as environment variables."""
+    text = _SECTION.sub(lambda m: f"``{variable_name(*m.group(1).split('.'))}__*``", text)
+    return name_variables(text, SecuritySettings)
+
+
+_SECTION = re.compile(r"``([a-z_]+(?:\.[a-z_]+)*)\.\*``")
 
 
 def settings_reference() -> str:
@@ -82,7 +93,7 @@ def settings_reference() -> str:
         section = field.annotation
         if not (isinstance(section, type) and issubclass(section, BaseModel)):
             continue
-        doc = (section.__doc__ or "").strip().splitlines()[0]
+        doc = _named((section.__doc__ or "").strip().splitlines()[0])
         parts.append(f"\n## `{name}`\n\n{doc}\n")
         parts.append("| variable | type | default | meaning |\n| --- | --- | --- | --- |")
         parts.extend(_rows(section, (name,)))

@@ -19,9 +19,9 @@ from secmw.auth.session import SessionSettings
 from secmw.auth.settings import APIKeySettings, AuthSettings, BasicSettings, JWTSettings
 from secmw.auth.totp import TOTPSettings
 from secmw.authz import AuthzSettings
-from secmw.config.names import variable_name
+from secmw.config.names import name_variables, variable_name
 from secmw.core.section import provide_settings
-from secmw.errors import ConfigurationError
+from secmw.errors import ConfigurationError, name_settings_with
 from secmw.headers.settings import HeadersSettings
 from secmw.ip.settings import IPSettings
 from secmw.metrics import MetricsSettings
@@ -91,3 +91,4 @@ def _explain(exc: ValidationError) -> str:
 
 
 provide_settings(resolve_settings)
+name_settings_with(lambda text: name_variables(text, SecuritySettings))

@@ -115,7 +115,7 @@ def _revocation_store(settings: SecuritySettings) -> Any:
     if not url and storage.startswith(("redis://", "rediss://")):
         url = storage
     if url:
-        return _redis_store(RedisRevocationStore, url, "JWT__REVOCATION_URL")
+        return _redis_store(RedisRevocationStore, url, "jwt.revocation_url")
     return MemoryRevocationStore()
 
 

@@ -58,7 +58,7 @@ def _permissions_policy(value: dict[str, list[str]] | str | None, setting: str) 
     return ", ".join(items)
 
 
-def build_policy(settings: HeadersSettings, setting: str = "SECMW_HEADERS") -> HeaderPolicy:
+def build_policy(settings: HeadersSettings, setting: str = "headers") -> HeaderPolicy:
     """A :class:`HeaderPolicy` from settings; errors name ``<setting>__<FIELD>``.
 
     Raises:
@@ -71,7 +71,7 @@ def build_policy(settings: HeadersSettings, setting: str = "SECMW_HEADERS") -> H
         if s.hsts_preload and (s.hsts_max_age < 31_536_000 or not s.hsts_include_subdomains):
             # hstspreload.org refuses entries with less; a preload that cannot land misleads.
             raise ConfigurationError(
-                f"{setting}__HSTS_PRELOAD: needs HSTS_MAX_AGE >= 31536000 and "
+                f"{setting}.hsts_preload: needs HSTS_MAX_AGE >= 31536000 and "
                 "HSTS_INCLUDE_SUBDOMAINS"
             )
         hsts = f"max-age={s.hsts_max_age}"
@@ -81,8 +81,8 @@ def build_policy(settings: HeadersSettings, setting: str = "SECMW_HEADERS") -> H
     if s.frame_options:
         fixed.append(("X-Frame-Options", s.frame_options))
     directives: Mapping[str, SourceList] = {"default-src": ["'none'"]} if s.csp is None else s.csp
-    check_url(s.report_uri, f"{setting}__REPORT_URI")
-    check_url(s.report_to, f"{setting}__REPORT_TO")
+    check_url(s.report_uri, f"{setting}.report_uri")
+    check_url(s.report_to, f"{setting}.report_to")
     csp = None
     if directives:
         if "frame-ancestors" not in directives and s.frame_options:
@@ -94,14 +94,14 @@ def build_policy(settings: HeadersSettings, setting: str = "SECMW_HEADERS") -> H
             report_only=s.csp_report_only,
             report_uri=s.report_uri,
             report_to=s.report_to,
-            setting=f"{setting}__CSP",
+            setting=f"{setting}.csp",
         )
     if s.referrer_policy:
         tokens = {token.strip() for token in s.referrer_policy.split(",")}
         if not tokens <= REFERRER_POLICIES:
-            raise ConfigurationError(f"{setting}__REFERRER_POLICY: unknown referrer policy")
+            raise ConfigurationError(f"{setting}.referrer_policy: unknown referrer policy")
         fixed.append(("Referrer-Policy", s.referrer_policy))
-    permissions = _permissions_policy(s.permissions_policy, f"{setting}__PERMISSIONS_POLICY")
+    permissions = _permissions_policy(s.permissions_policy, f"{setting}.permissions_policy")
     if permissions:
         fixed.append(("Permissions-Policy", permissions))
     for name, value in (
@@ -117,9 +117,9 @@ def build_policy(settings: HeadersSettings, setting: str = "SECMW_HEADERS") -> H
         # "0" turns off the legacy XSS auditor, whose "1; mode=block" opened leaks (OWASP).
         fixed.append(("X-XSS-Protection", "0"))
     server = s.server_header
-    check_value(server or "", f"{setting}__SERVER_HEADER")
+    check_value(server or "", f"{setting}.server_header")
     cache = s.authenticated_cache_control
-    check_value(cache, f"{setting}__AUTHENTICATED_CACHE_CONTROL")
+    check_value(cache, f"{setting}.authenticated_cache_control")
     return HeaderPolicy(
         fixed,
         hsts=hsts,
@@ -139,9 +139,9 @@ def build_path_policies(settings: HeadersSettings) -> PathTable[HeaderPolicy]:
         entries.setdefault("/redoc", "redoc")
     table = []
     for pattern, entry in entries.items():
-        label = f"SECMW_HEADERS__PATHS[{pattern}]"
+        label = f"headers.paths[{pattern}]"
         table.append((pattern, build_policy(_path_settings(settings, entry), label)))
-    return PathTable(table, setting="SECMW_HEADERS__PATHS")
+    return PathTable(table, setting="headers.paths")
 
 
 def _path_settings(base: HeadersSettings, entry: PathPolicy | str) -> HeadersSettings:

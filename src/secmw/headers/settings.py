@@ -34,7 +34,7 @@ PRESETS = ("api", "swagger-ui", "redoc")
 
 
 class PathPolicy(Section):
-    """Overrides for one path pattern (``SECMW_HEADERS__PATHS``); unset fields inherit."""
+    """Overrides for one path pattern (``headers.paths``); unset fields inherit."""
 
     preset: Literal["api", "swagger-ui", "redoc"] | None = Field(
         None, description="Start from a shipped policy: `api`, `swagger-ui` or `redoc`."
@@ -50,7 +50,7 @@ class PathPolicy(Section):
 
 
 class HeadersSettings(Section):
-    """Security headers (``SECMW_HEADERS__*``); the defaults are the strict API policy."""
+    """Security headers (``headers.*``); the defaults are the strict API policy."""
 
     enabled: bool = Field(True, description="Run the security headers layer.")
     hsts: bool = Field(True, description="Send Strict-Transport-Security.")

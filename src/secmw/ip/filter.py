@@ -53,12 +53,12 @@ class IPPolicy:
         deny: Iterable[str] = (),
         rules: Mapping[str, Mapping[str, Iterable[str] | None]] | None = None,
     ) -> None:
-        self._allow = NetworkSet.parse(list_items(allow), "SECMW_IP__ALLOW")
-        deny_networks = [parse_network(item, "SECMW_IP__DENY") for item in list_items(deny)]
+        self._allow = NetworkSet.parse(list_items(allow), "ip.allow")
+        deny_networks = [parse_network(item, "ip.deny") for item in list_items(deny)]
         self._deny = NetworkSet(deny_networks)
         compiled = []
         for pattern, lists in (rules or {}).items():
-            setting = f"SECMW_IP__RULES ({pattern})"
+            setting = f"ip.rules ({pattern})"
             unknown = set(lists) - {"allow", "deny"}
             if unknown:
                 raise ConfigurationError(f"{setting}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -80,7 +80,7 @@ class IPPolicy:
                     ),
                 )
             )
-        self._rules = PathTable(compiled, setting="SECMW_IP__RULES")
+        self._rules = PathTable(compiled, setting="ip.rules")
 
     @property
     def has_rules(self) -> bool:

@@ -127,13 +127,13 @@ class ClientAddressResolver:
         entries = list_items(trusted_proxies)
         self._trust_unix = UNIX in entries
         self._trusted = NetworkSet.parse(
-            (item for item in entries if item != UNIX), "SECMW_IP__TRUSTED_PROXIES"
+            (item for item in entries if item != UNIX), "ip.trusted_proxies"
         )
         self.header = header.strip().lower()
         if self.header not in ("x-forwarded-for", "forwarded", "none"):
-            raise ConfigurationError(f"SECMW_IP__PROXY_HEADER: unknown header {header!r}")
+            raise ConfigurationError(f"ip.proxy_header: unknown header {header!r}")
         if depth is not None and not 1 <= depth <= MAX_HOPS:
-            raise ConfigurationError(f"SECMW_IP__DEPTH: must be between 1 and {MAX_HOPS}")
+            raise ConfigurationError(f"ip.depth: must be between 1 and {MAX_HOPS}")
         self.depth = depth
 
     def reads_header(self, address: IPAddress | None) -> bool:

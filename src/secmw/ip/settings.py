@@ -35,7 +35,7 @@ class IPRule(Section):
 
 
 class IPSettings(Section):
-    """IP allowlisting and client address resolution (``SECMW_IP__*``)."""
+    """IP allowlisting and client address resolution (``ip.*``)."""
 
     enabled: bool = Field(True, description="Run the IP layer.")
     allow: StrList = Field(
@@ -86,7 +86,7 @@ class IPSettings(Section):
                 raise ValueError(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
         try:
             rules: dict[str, IPRule] = handler(value)
-        except ValidationError as exc:  # report under SECMW_IP__RULES, not a path-shaped name
+        except ValidationError as exc:  # report under ip.rules, not a path-shaped name
             first = exc.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(part) for part in first["loc"])
             raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None

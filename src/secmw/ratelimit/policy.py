@@ -1,7 +1,7 @@
 """Rate-limit rules and keys: the pure core of the rate-limit layer, and the audit of a refusal
 that both adapters announce alike.
 
-A request is charged against the **default** limits (``SECMW_RATE_LIMIT__DEFAULT``) and against
+A request is charged against the **default** limits (``rate_limit.default``) and against
 the first **rule** whose path pattern and method match it. A rule may carry its own limits, a
 **cost** (units per request, charged to every limit the request is under), a shared **bucket**
 several rules draw from, a **key** choice, and **overrides** that give principals holding a scope

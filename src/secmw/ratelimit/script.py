@@ -14,7 +14,7 @@ from secmw.ratelimit.settings import RateLimitSettings
 from secmw.ratelimit.windows import STATE_WIDTH, LimitHit, Outcome, State, Strategy
 
 LUA = resources.files("secmw.ratelimit").joinpath("ratelimit.lua").read_text(encoding="utf-8")
-_URI = "SECMW_RATE_LIMIT__STORAGE_URI"
+_URI = "rate_limit.storage_uri"
 _PACKED_CAP = 1024  # packed script calls remembered (one per distinct set of keys and limits)
 
 

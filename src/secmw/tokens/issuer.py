@@ -1,6 +1,6 @@
 """``TokenIssuer``: access and refresh tokens the configured JWT authenticator accepts.
 
-Tokens are signed with the key the JWT authenticator verifies (``SECMW_JWT__*``: same algorithm,
+Tokens are signed with the key the JWT authenticator verifies (``jwt.*``: same algorithm,
 issuer, audience, subject and scope claims), so whatever the issuer signs the middleware admits.
 
 - Access tokens: ``token_use: "access"``, RFC 9068 header ``typ: at+jwt``, a ``jti``, scopes in
@@ -71,13 +71,13 @@ class TokenIssuer:
         settings: Settings to build from; default: the environment.
         revocation: The denylist the JWT authenticator consults (give both the same store; use a
             shared Redis store across processes). Default: a memory store.
-        store: Where live refresh grants are kept. Default: ``SECMW_TOKENS__STORAGE_URI``.
+        store: Where live refresh grants are kept. Default: ``tokens.storage_uri``.
         clock: UNIX time, injectable for tests.
         **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
 
     Raises:
         ConfigurationError: no JWT key, or (public-key algorithms) no private key or one that does
-            not match ``SECMW_JWT__PUBLIC_KEY``.
+            not match ``jwt.public_key``.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class TokenIssuer:
         self, account: Account, scopes: Iterable[str] | None = None, *, ttl: int | None = None
     ) -> str:
         """A signed access token for ``account`` (all its scopes unless narrowed), valid for
-        ``ttl`` seconds (default ``SECMW_TOKENS__ACCESS_TTL``)."""
+        ``ttl`` seconds (default ``tokens.access_ttl``)."""
         granted = account.scopes if scopes is None else frozenset(scopes)
         return self.codec.access_token(account, granted, self.access_ttl if ttl is None else ttl)
 
@@ -288,13 +288,13 @@ class TokenIssuer:
     # -- single-use tokens --------------------------------------------------------------------
 
     def password_reset_tokens(self) -> SingleUseTokens:
-        """Single-use password-reset tokens in this issuer's store (``SECMW_TOKENS__RESET_TTL``)."""
+        """Single-use password-reset tokens in this issuer's store (``tokens.reset_ttl``)."""
         return SingleUseTokens(
             self.store, purpose="password-reset", ttl=self.settings.tokens.reset_ttl
         )
 
     def verification_tokens(self) -> SingleUseTokens:
-        """Single-use email-verification tokens (``SECMW_TOKENS__VERIFICATION_TTL``)."""
+        """Single-use email-verification tokens (``tokens.verification_ttl``)."""
         return SingleUseTokens(
             self.store, purpose="email-verification", ttl=self.settings.tokens.verification_ttl
         )

@@ -60,7 +60,7 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[WSGIApp], WSGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            # Wrong codes have budgets of their own (totp.failures), built by the layer.
             "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation

@@ -26,7 +26,7 @@ SecretLookup = Callable[[Principal], "str | None"]
 
 
 class StepUpMiddleware:
-    """Requires ``X-TOTP-Code`` where ``SECMW_TOTP__PATHS`` / ``SECMW_TOTP__SCOPES`` say so.
+    """Requires ``X-TOTP-Code`` where ``totp.paths`` / ``totp.scopes`` say so.
 
     Wrap it inside ``AuthenticationMiddleware``; same arguments and answers as the ASGI twin
     (``secret_for`` is synchronous here).
