@@ -20,7 +20,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from secmw.core.request import Headers, RequestView
+from secmw.core.fields import Headers
+from secmw.core.request import RequestView
 from secmw.ip import filter as filter_module
 from secmw.ip import forwarded
 from secmw.ip.addresses import IPNetwork, NetworkSet

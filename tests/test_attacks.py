@@ -48,9 +48,10 @@ from secmw.auth.jwks import JWKSKeySource
 from secmw.auth.passwords import hash_password
 from secmw.auth.throttle import FailureBudgets, failure_plan
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers
 from secmw.core.paths import PathSet
 from secmw.core.principal import Principal
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import RateLimitSettings

@@ -22,9 +22,10 @@ from secmw.auth import (
 from secmw.auth.build import build_chain
 from secmw.config.settings import SecuritySettings
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers
 from secmw.core.paths import PathSet
 from secmw.core.principal import ANONYMOUS, Principal
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from tests.support import SECRET, make_token
 

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers, parse_cookies
 from secmw.core.paths import PathSet, PathTable
 from secmw.core.principal import ANONYMOUS, Principal
-from secmw.core.request import Headers, RequestView, has_dot_segments, normalize_path, parse_cookies
+from secmw.core.request import RequestView, has_dot_segments, normalize_path
 from secmw.errors import ConfigurationError
 from tests.support import http_scope
 

@@ -26,9 +26,10 @@ from secmw.asgi.ipfilter import IPFilterMiddleware as ASGIIPFilter
 from secmw.auth import APIKeyAuthenticator, BasicAuthenticator, Credential, JWTAuthenticator
 from secmw.auth.throttle import FailureBudgets, failure_plan
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers
 from secmw.core.paths import PathSet
 from secmw.core.principal import Principal
-from secmw.core.request import Headers, RequestView, normalize_path
+from secmw.core.request import RequestView, normalize_path
 from secmw.ip.addresses import parse_address
 from secmw.ip.filter import IPFilter, IPPolicy
 from secmw.ip.forwarded import ClientAddressResolver

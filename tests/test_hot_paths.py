@@ -16,8 +16,9 @@ from secmw.asgi import SecurityStack
 from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.auth.cache import TokenCache
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers
 from secmw.core.paths import PathTable
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 from secmw.ratelimit.plan import Plan
 from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import RateLimitSettings

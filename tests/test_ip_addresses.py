@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secmw.config.settings import SecuritySettings
-from secmw.core.request import Headers, RequestView
+from secmw.core.fields import Headers
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.ip.addresses import NetworkSet, address_text, parse_address, parse_network
 from secmw.ip.filter import IPFilter, IPPolicy

@@ -39,7 +39,7 @@ def request(
     headers: list[tuple[str, str]] | None = None,
 ) -> RequestView:
     """A request view with a client address and, optionally, a principal."""
-    from secmw.core.request import Headers
+    from secmw.core.fields import Headers
 
     view = RequestView(method, path, peer=client, headers=Headers(headers or []))
     if principal is not None:

@@ -19,8 +19,9 @@ from secmw.auth.session import (
     SessionSettings,
 )
 from secmw.config.settings import SecuritySettings
+from secmw.core.fields import Headers
 from secmw.core.principal import Principal
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.stores.sessions import MemorySessionStore
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth

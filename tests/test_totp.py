@@ -16,8 +16,9 @@ from secmw.auth.base import Credential
 from secmw.auth.totp import MemoryReplayStore, StepUp
 from secmw.config.settings import SecuritySettings
 from secmw.core.deny import Deny
+from secmw.core.fields import Headers
 from secmw.core.principal import ANONYMOUS, Principal
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from secmw.wsgi.stepup import StepUpMiddleware as WSGIStepUp

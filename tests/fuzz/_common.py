@@ -30,9 +30,10 @@ from secmw.auth import (
     hash_api_key,
 )
 from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
+from secmw.core.fields import Headers
 from secmw.core.paths import PathSet
 from secmw.core.principal import Principal
-from secmw.core.request import Headers, RequestView
+from secmw.core.request import RequestView
 
 SECRET = "fuzz-secret-0123456789-abcdefghij"  # 33 bytes: a valid HS256 key
 API_KEY = "fk-3b1f0c9e8d7a6b5c4d3e2f1a0b9c8d7e"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import atheris
 
 with atheris.instrument_imports(
-    include=["secmw.auth.apikey", "secmw.auth.base", "secmw.core.request"]
+    include=["secmw.auth.apikey", "secmw.auth.base", "secmw.core.request", "secmw.core.fields"]
 ):
     import _common
 

@@ -18,7 +18,9 @@ with atheris.instrument_imports(
         "secmw.auth.basic",
         "secmw.auth.apikey",
         "secmw.auth.jwt",
+        "secmw.auth.claims",
         "secmw.core.request",
+        "secmw.core.fields",
         "secmw.core.deny",
         "secmw.wsgi.auth",
     ]

@@ -12,10 +12,10 @@ from ipaddress import IPv4Address, IPv6Address
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.ip.forwarded"]):
+with atheris.instrument_imports(include=["secmw.ip.forwarded", "secmw.ip.addresses"]):
     import _common
 
-    from secmw.core.request import Headers
+    from secmw.core.fields import Headers
     from secmw.ip.addresses import parse_address
     from secmw.ip.forwarded import ClientAddressResolver
 

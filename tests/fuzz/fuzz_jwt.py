@@ -16,7 +16,13 @@ import math
 import atheris
 
 with atheris.instrument_imports(
-    include=["secmw.auth.jwt", "secmw.auth.cache", "jwt.api_jws", "jwt.api_jwt"]
+    include=[
+        "secmw.auth.jwt",
+        "secmw.auth.claims",
+        "secmw.auth.cache",
+        "jwt.api_jws",
+        "jwt.api_jwt",
+    ]
 ):
     import _common
 

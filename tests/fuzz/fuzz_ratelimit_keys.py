@@ -11,14 +11,20 @@ from __future__ import annotations
 import atheris
 
 with atheris.instrument_imports(
-    include=["secmw.ratelimit.policy", "secmw.ratelimit.settings", "secmw.auth.throttle"]
+    include=[
+        "secmw.ratelimit.policy",
+        "secmw.ratelimit.plan",
+        "secmw.ratelimit.settings",
+        "secmw.auth.throttle",
+    ]
 ):
     import _common
 
     from secmw.auth.throttle import FailureBudgets, failure_plan
     from secmw.core.deny import Deny
+    from secmw.core.fields import Headers
     from secmw.core.principal import Principal
-    from secmw.core.request import Headers, RequestView
+    from secmw.core.request import RequestView
     from secmw.ratelimit.policy import RateLimitPolicy
     from secmw.ratelimit.settings import RateLimitSettings
 

@@ -31,66 +31,18 @@ import jwt as pyjwt
 from secmw import audit
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
+from secmw.auth.claims import (
+    HMAC_ALGORITHMS,
+    check_algorithms,
+    roles_from_claims,
+    scopes_from_claims,
+)
 from secmw.auth.jwks import JWKSKeySource, VerificationKey
 from secmw.core.deny import Deny, quote_param
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.stores.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
-
-HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
-PUBLIC_KEY_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512",
-     "EdDSA"}
-)  # fmt: skip
-
-
-def check_algorithms(algorithms: Sequence[str], *, setting: str) -> tuple[str, ...]:
-    """Validate an algorithm allowlist; raise ConfigurationError naming ``setting``."""
-    algs = tuple(algorithms)
-    if not algs:
-        raise ConfigurationError(f"{setting}: at least one algorithm is required")
-    unknown = [a for a in algs if a not in HMAC_ALGORITHMS and a not in PUBLIC_KEY_ALGORITHMS]
-    if unknown:
-        raise ConfigurationError(
-            f"{setting}: unsupported algorithm(s) {', '.join(map(repr, unknown))}"
-            " ('none' is never allowed)"
-        )
-    hmac = [a for a in algs if a in HMAC_ALGORITHMS]
-    if hmac and len(hmac) != len(algs):
-        raise ConfigurationError(
-            f"{setting}: HMAC and public-key algorithms cannot share one key (key confusion)"
-        )
-    return algs
-
-
-def scopes_from_claims(claims: Mapping[str, Any], claim: str | None) -> frozenset[str]:
-    """Scopes from a claim: a space-separated string (OAuth2 ``scope``) or a list of strings.
-
-    With ``claim`` None, ``scope``, then ``scopes``, then ``scp`` are tried.
-    """
-    names = (claim,) if claim else ("scope", "scopes", "scp")
-    for name in names:
-        value = claims.get(name)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            return frozenset(value.split())
-        if isinstance(value, list | tuple):
-            return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
-
-
-def _roles(claims: Mapping[str, Any], claim: str | None) -> frozenset[str]:
-    if not claim:
-        return frozenset()
-    value = claims.get(claim)
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list | tuple):
-        return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
-
 
 _ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (pyjwt.ExpiredSignatureError, "token expired"),
@@ -372,7 +324,7 @@ class JWTAuthenticator:
             str(subject),
             self.scheme,
             scopes_from_claims(claims, self.scopes_claim),
-            _roles(claims, self.roles_claim),
+            roles_from_claims(claims, self.roles_claim),
             claims,
             name if isinstance(name, str) else None,
         )
@@ -419,4 +371,4 @@ def _describe(exc: Exception) -> str:
     return "token invalid"
 
 
-__all__ = ["JWTAuthenticator", "check_algorithms", "scopes_from_claims"]
+__all__ = ["JWTAuthenticator"]

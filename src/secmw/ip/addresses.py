@@ -65,7 +65,8 @@ def parse_address(text: str) -> IPAddress | None:
 
 
 # inet_pton is a pure conversion (no I/O), strict like ipaddress (no leading zeros, no
-# shorthand like inet_aton's "10.1") and several times faster than ipaddress's string parser.
+# shorthand like inet_aton's "10.1"), and cheaper than ipaddress's string parser on a path every
+# request takes.
 
 
 def _ipv4(text: str) -> IPAddress | None:

@@ -280,8 +280,8 @@ class RateLimitPolicy:
     def conclude_raw(self, plan: Plan, outcome: Outcome) -> Deny | list[tuple[bytes, bytes]]:
         """``conclude`` with the fields as ASGI's byte pairs.
 
-        The admitted case is rendered here straight to bytes: encoding ``conclude``'s strings
-        instead costs 0.15x bare Starlette on the whole stack (3.96x -> 4.11x measured)."""
+        The admitted case, the one on every request, is rendered here straight to bytes rather
+        than by encoding ``conclude``'s strings (docs/performance.md)."""
         if outcome.admitted and self._ietf:
             current = current_field(self.strategy, plan.hits, outcome.states)
             return [(b"ratelimit-policy", plan.raw_policy_field), (b"ratelimit", current.encode())]

@@ -72,7 +72,7 @@ def packed_call(
 ) -> Any:
     """``EVALSHA`` of the script with these KEYS and ARGV, packed by a redis-py ``connection``
     (its encoder) and remembered in ``memo``: a client's calls repeat (the same keys and limits
-    until its window or identity changes), and packing costs about 5 µs."""
+    until its window or identity changes), and packing is the costly part of a call."""
     call = (*keys, *args)
     packed = memo.get(call)
     if packed is None:

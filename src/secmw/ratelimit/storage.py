@@ -2,12 +2,9 @@
 
 - **Memory** (``memory://``, and the fallback of ``on_storage_error=memory``):
   :class:`MemoryWindows`, secmw's own dict-based windows with ``limits``' semantics. ``limits``'
-  ``MemoryStorage`` was measured first: it starts a ``threading.Timer`` (10 ms) after a write
-  when none is running, so while traffic flows it creates up to about 100 short-lived threads a
-  second, each scanning every key (about 1.5 ms for 10,000 fixed-window keys, 20-60 ms for as
-  many moving windows), and its error-wrapping decorator costs more than the count itself. The
-  own store expires lazily, needs no thread, and is capped (``memory_max_keys``) with LRU
-  eviction.
+  ``MemoryStorage`` starts a timer thread after writes while traffic flows, each run scanning
+  every key, and wraps each call in an error-handling decorator; the own store expires lazily,
+  needs no thread, and is capped (``memory_max_keys``) with LRU eviction (docs/performance.md).
 - **Redis** (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://``,
   ``valkey://``...): ``limits`` builds the client from the URI; ``limits`` has no call that
   applies several limits at once (each strategy ``hit`` is a round trip, its window statistics
@@ -64,8 +61,9 @@ class RedisWindows:
 
     With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
     connection of the client's pool, packed once per distinct call (:func:`packed_call`),
-    instead of through redis-py's command layer, whose retries are off here: 82 against 57 µs of
-    CPU per call, measured. Cluster and valkey clients go through the library's ``Script``."""
+    instead of through redis-py's command layer, whose retries are off here and whose work per
+    command would otherwise dominate the call (docs/performance.md). Cluster and valkey clients
+    go through the library's ``Script``."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         self.strategy: Strategy = settings.strategy

@@ -9,7 +9,7 @@ import jwt as pyjwt
 
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
-from secmw.auth.jwt import HMAC_ALGORITHMS
+from secmw.auth.claims import HMAC_ALGORITHMS
 from secmw.core.principal import Principal
 from secmw.core.section import read_secret_file
 from secmw.errors import ConfigurationError
