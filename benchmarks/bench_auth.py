@@ -37,7 +37,7 @@ from benchmarks.common import redis_server
 from secmw.asgi import AuthenticationMiddleware
 from secmw.auth.base import AuthChain
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.revocation import MemoryRevocationStore
+from secmw.stores.revocation import MemoryRevocationStore
 from secmw.tokens import MemorySingleUseStore, RedisSingleUseStore, SingleUseTokens
 
 REPEATS = 9

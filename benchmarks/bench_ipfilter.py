@@ -20,9 +20,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from secmw import netaddr
-from secmw.netaddr import ClientAddressResolver, IPFilter, IPNetwork, IPPolicy, NetworkSet
-from secmw.request import Headers, RequestView
+from secmw.core.fields import Headers
+from secmw.core.request import RequestView
+from secmw.ip import filter as filter_module
+from secmw.ip import forwarded
+from secmw.ip.addresses import IPNetwork, NetworkSet
+from secmw.ip.filter import IPFilter, IPPolicy
+from secmw.ip.forwarded import ClientAddressResolver
 
 SIZES = (1, 100, 10_000)
 REPEATS = 9
@@ -103,11 +107,12 @@ def build(size: int, rng: random.Random) -> tuple[Filters, Filters, list[Request
     started = time.perf_counter()
     fast = filters()
     build_ms = (time.perf_counter() - started) * 1e3
-    netaddr.NetworkSet = LinearSet  # type: ignore[misc]  # same code, linear lookups
+    # same code, linear lookups
+    filter_module.NetworkSet = forwarded.NetworkSet = LinearSet  # type: ignore[misc]
     try:
         linear = filters()
     finally:
-        netaddr.NetworkSet = NetworkSet  # type: ignore[misc]
+        filter_module.NetworkSet = forwarded.NetworkSet = NetworkSet  # type: ignore[misc]
     return fast, linear, requests(rng, allow, proxy), build_ms
 
 

@@ -40,7 +40,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from secmw.asgi.ratelimit import RateLimitMiddleware
-from secmw.ratelimit import Plan
+from secmw.ratelimit.plan import Plan
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
 REPEATS = 7
@@ -131,8 +131,8 @@ class RawRoundTrip:
     bare app. What one Redis call from asyncio costs on this machine before any client code."""
 
     def __init__(self, url: str, app: RateLimitMiddleware) -> None:
-        from secmw._storage import LUA, script_call
-        from secmw.request import RequestView
+        from secmw.core.request import RequestView
+        from secmw.ratelimit.script import LUA, script_call
 
         plan = app.policy.plan(RequestView("GET", "/api/items", peer="10.0.0.1"))
         if not isinstance(plan, Plan):

@@ -64,8 +64,8 @@ class Floor:
         self.block = block
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        from secmw.context import principal_var, request_var
-        from secmw.request import RequestView
+        from secmw.core.context import principal_var, request_var
+        from secmw.core.request import RequestView
 
         request = RequestView.from_scope(scope)
         if request.peer not in self.peers:

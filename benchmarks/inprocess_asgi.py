@@ -170,7 +170,7 @@ def _async_closers(app: Any) -> list[Any]:
 
 
 def _jwt_section(*, cached: bool = True) -> dict[str, Any]:
-    from secmw.settings import JWTSettings
+    from secmw.auth.settings import JWTSettings
 
     section: dict[str, Any] = {"secret": SECRET}
     if not cached:

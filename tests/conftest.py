@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from secmw import audit, metrics
-from secmw.audit_settings import AuditSettings
+from secmw.audit import AuditSettings
 
 pytest_plugins = ["tests.redis_support"]
 

@@ -45,14 +45,16 @@ from secmw.auth import (
     hash_api_key,
 )
 from secmw.auth.jwks import JWKSKeySource
+from secmw.auth.passwords import hash_password
+from secmw.auth.throttle import FailureBudgets, failure_plan
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.passwords import hash_password
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
-from secmw.request import Headers, RequestView
-from secmw.throttle import FailureBudgets, failure_plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from tests.support import SECRET, Recorder, empty_receive, http_scope, run_asgi
 
 PROBLEM = "application/problem+json"

@@ -19,11 +19,10 @@ import pytest
 from werkzeug.test import Client
 
 from secmw import asgi, audit, wsgi
-from secmw.audit import AuditEvent, Deduplicator
-from secmw.audit_settings import AuditSettings
+from secmw.audit import AuditEvent, AuditSettings, Deduplicator
 from secmw.auth.apikey import hash_api_key
-from secmw.passwords import hash_password
-from secmw.request import RequestView
+from secmw.auth.passwords import hash_password
+from secmw.core.request import RequestView
 from tests.support import http_scope, make_token, run_asgi
 
 JWT_SECRET = "jwt-secret-Q7v9-" + "k" * 24

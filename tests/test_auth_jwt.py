@@ -14,12 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
-from secmw.auth.jwt import JWTAuthenticator, scopes_from_claims
+from secmw.auth.claims import scopes_from_claims
+from secmw.auth.jwt import JWTAuthenticator
+from secmw.auth.settings import JWTSettings
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import JWTSettings
 from tests.support import SECRET, make_token
 
 

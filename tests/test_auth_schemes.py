@@ -20,12 +20,13 @@ from secmw.auth import (
     JWTAuthenticator,
 )
 from secmw.auth.build import build_chain
+from secmw.config.settings import SecuritySettings
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers
+from secmw.core.paths import PathSet
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.paths import PathSet
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import Headers, RequestView
-from secmw.settings import SecuritySettings
 from tests.support import SECRET, make_token
 
 KEY = "k-0123456789abcdef"

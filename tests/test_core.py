@@ -6,11 +6,12 @@ import json
 
 import pytest
 
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers, parse_cookies
+from secmw.core.paths import PathSet, PathTable
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView, has_dot_segments, normalize_path
 from secmw.errors import ConfigurationError
-from secmw.paths import PathSet, PathTable
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import Headers, RequestView, has_dot_segments, normalize_path, parse_cookies
 from tests.support import http_scope
 
 

@@ -21,7 +21,7 @@ from secmw import asgi as secmw_asgi
 from secmw import fastopenapi as bridge_module
 from secmw import wsgi as secmw_wsgi
 from secmw.authz import Authorizer
-from secmw.context import current_principal
+from secmw.core.context import current_principal
 from secmw.fastopenapi import (
     SecurityBridge,
     describe_security,

@@ -24,13 +24,17 @@ from hypothesis import strategies as st
 from secmw.asgi import AuthenticationMiddleware as ASGIAuthentication
 from secmw.asgi.ipfilter import IPFilterMiddleware as ASGIIPFilter
 from secmw.auth import APIKeyAuthenticator, BasicAuthenticator, Credential, JWTAuthenticator
-from secmw.netaddr import ClientAddressResolver, IPFilter, IPPolicy, parse_address
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
-from secmw.request import Headers, RequestView, normalize_path
-from secmw.throttle import FailureBudgets, failure_plan
+from secmw.auth.throttle import FailureBudgets, failure_plan
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView, normalize_path
+from secmw.ip.addresses import parse_address
+from secmw.ip.filter import IPFilter, IPPolicy
+from secmw.ip.forwarded import ClientAddressResolver
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuthentication
 from tests.fuzz import _common
 from tests.support import http_scope, run_asgi

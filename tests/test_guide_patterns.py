@@ -21,8 +21,8 @@ from starlette.applications import Starlette
 
 from secmw import Principal, SecuritySettings
 from secmw.asgi import AuthenticationMiddleware
+from secmw.auth.passwords import dummy_hash, hash_password, verify_password
 from secmw.fastopenapi import SecurityBridge, security_scheme, token_response
-from secmw.passwords import dummy_hash, hash_password, verify_password
 from secmw.tokens import REQUEST_ACCEPTED, Account, MemorySingleUseStore, TokenIssuer
 from tests.support import SECRET, make_token
 

@@ -9,18 +9,14 @@ from typing import Any
 import pytest
 from fastopenapi.openapi.ui import render_redoc_ui, render_swagger_ui
 
+from secmw.config.settings import SecuritySettings
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.headers import (
-    NONCE,
-    ContentSecurityPolicy,
-    HeadersSettings,
-    SecurityHeaders,
-    csp_hash,
-    docs_preset,
-)
-from secmw.principal import Principal
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings
+from secmw.headers.csp import NONCE, ContentSecurityPolicy, csp_hash
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.presets import docs_preset
+from secmw.headers.settings import HeadersSettings
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

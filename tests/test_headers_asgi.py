@@ -19,8 +19,9 @@ import secmw
 from secmw.asgi._util import Message, Receive, Scope, Send, send_deny
 from secmw.asgi.auth import AuthenticationMiddleware
 from secmw.asgi.headers import SecurityHeadersMiddleware
-from secmw.headers import NONCE, SecurityHeaders
-from secmw.problems import Deny
+from secmw.core.deny import Deny
+from secmw.headers.csp import NONCE
+from secmw.headers.layer import SecurityHeaders
 from tests.support import SECRET, Recorder, http_scope, make_token, run_asgi, uvicorn_server
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from secmw.headers import HeadersSettings, SecurityHeaders
-from secmw.principal import Principal
-from secmw.request import RequestView
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.settings import HeadersSettings
 
 Headers = dict[str, list[str]]
 Rule = Callable[[Headers], "str | None"]

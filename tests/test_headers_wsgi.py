@@ -17,8 +17,8 @@ from flask import Flask, Response, request
 from werkzeug.test import Client
 
 import secmw
-from secmw.headers import NONCE
-from secmw.problems import Deny
+from secmw.core.deny import Deny
+from secmw.headers.csp import NONCE
 from secmw.wsgi._util import Environ, StartResponse, respond_deny
 from secmw.wsgi.auth import AuthenticationMiddleware
 from secmw.wsgi.headers import SecurityHeadersMiddleware

@@ -15,10 +15,13 @@ from secmw import Principal
 from secmw.asgi import SecurityStack
 from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.auth.cache import TokenCache
-from secmw.paths import PathTable
-from secmw.problems import Deny
-from secmw.ratelimit import Plan, RateLimitPolicy, RateLimitSettings
-from secmw.request import Headers, RequestView
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers
+from secmw.core.paths import PathTable
+from secmw.core.request import RequestView
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
 from tests.support import SECRET, http_scope, make_token, run_asgi
 
 
@@ -228,7 +231,7 @@ def test_header_values_read_the_environ_like_the_parsed_headers() -> None:
 
 def chain_of(**sections: Any) -> Any:
     from secmw.auth.build import build_chain
-    from secmw.settings import resolve_settings
+    from secmw.config.settings import resolve_settings
 
     return build_chain(resolve_settings(None, {"jwt": {"secret": SECRET}, **sections}))
 
@@ -280,7 +283,7 @@ def test_a_cached_token_is_answered_by_the_chain_itself() -> None:
 def test_the_shortcut_keeps_the_schemes_order_and_the_denylist() -> None:
     from secmw import hash_api_key
     from secmw.auth import Found
-    from secmw.revocation import MemoryRevocationStore
+    from secmw.stores.revocation import MemoryRevocationStore
 
     keys = {"keys": [{"hash": hash_api_key("k" * 32), "id": "svc"}]}
     token = make_token(jti="t-1")
@@ -294,7 +297,7 @@ def test_the_shortcut_keeps_the_schemes_order_and_the_denylist() -> None:
 
     store = MemoryRevocationStore()
     from secmw.auth.build import build_chain
-    from secmw.settings import resolve_settings
+    from secmw.config.settings import resolve_settings
 
     guarded = build_chain(resolve_settings(None, {"jwt": {"secret": SECRET}}), revocation=store)
     first = guarded.find(bearer_view(f"Bearer {token}"))
@@ -349,7 +352,7 @@ def test_preflights_and_long_paths_are_planned_afresh() -> None:
 
 
 def test_a_memo_forgets_everything_once_full() -> None:
-    from secmw._memo import remember
+    from secmw.core.memo import remember
 
     memo: dict[int, str] = {}
     assert [remember(memo, 3, n, str(n)) for n in range(3)] == ["0", "1", "2"]

@@ -11,9 +11,9 @@ from secmw.auth.introspection import (
     looks_like_jwt,
 )
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.config.settings import SecuritySettings
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings
 from tests.support import SECRET, make_token
 
 URL = "http://127.0.0.1:9/introspect"

@@ -13,10 +13,10 @@ from werkzeug.test import Client
 
 from secmw import audit
 from secmw.asgi.ipfilter import IPFilterMiddleware as ASGIIPFilter
+from secmw.config.settings import SecuritySettings
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.netaddr import IPFilter, IPPolicy
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings
+from secmw.ip.filter import IPFilter, IPPolicy
 from secmw.wsgi.ipfilter import IPFilterMiddleware as WSGIIPFilter
 from tests.support import Recorder, empty_receive, http_scope, run_asgi
 

@@ -18,10 +18,10 @@ from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
 from secmw.auth.jwks import JWKSError, JWKSKeySource, _max_age, load_jwk, parse_jwks
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.auth.settings import JWTSettings
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.settings import JWTSettings
 from tests.identity_support import IdentityProvider, new_key, public_jwk, sign
 
 ALL = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "ES512", "EdDSA")

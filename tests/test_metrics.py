@@ -217,7 +217,7 @@ def test_metrics_are_off_by_default() -> None:
     """The settings default is off, and secmw alone never imports prometheus_client."""
     assert MetricsSettings().enabled is False
     code = (
-        "import sys, secmw, secmw.asgi, secmw.wsgi, secmw.settings, secmw.metrics\n"
+        "import sys, secmw, secmw.asgi, secmw.wsgi, secmw.config.settings, secmw.metrics\n"
         "from secmw import audit\n"
         "assert 'prometheus_client' not in sys.modules, 'imported'\n"
         "assert audit._hooks == [], audit._hooks\n"

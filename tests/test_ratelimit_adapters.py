@@ -16,9 +16,9 @@ from secmw import Principal
 from secmw.asgi.auth import AuthenticationMiddleware as ASGIAuth
 from secmw.asgi.ratelimit import RateLimitMiddleware as ASGIRateLimit
 from secmw.auth.base import AuthChain, Credential
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.auth.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
 from secmw.wsgi.auth import AuthenticationMiddleware as WSGIAuth
 from secmw.wsgi.ratelimit import RateLimitMiddleware as WSGIRateLimit
 from tests.redis_support import free_port

@@ -8,7 +8,12 @@ import pytest
 from limits import parse
 
 from secmw import ConfigurationError, Principal, SecuritySettings
-from secmw._ratewindow import (
+from secmw.auth.throttle import FailureBudgets, failure_plan
+from secmw.core.request import RequestView
+from secmw.ratelimit.plan import UNIDENTIFIED, Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.windows import (
     LimitHit,
     Outcome,
     admits,
@@ -19,9 +24,6 @@ from secmw._ratewindow import (
     wait_ms,
     window_stats,
 )
-from secmw.ratelimit import UNIDENTIFIED, Plan, RateLimitPolicy, RateLimitSettings
-from secmw.request import RequestView
-from secmw.throttle import FailureBudgets, failure_plan
 
 
 def policy(**values: Any) -> RateLimitPolicy:
@@ -37,7 +39,7 @@ def request(
     headers: list[tuple[str, str]] | None = None,
 ) -> RequestView:
     """A request view with a client address and, optionally, a principal."""
-    from secmw.request import Headers
+    from secmw.core.fields import Headers
 
     view = RequestView(method, path, peer=client, headers=Headers(headers or []))
     if principal is not None:

@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 import redis
 
-from secmw._astorage import AsyncLimiter
-from secmw._breaker import CircuitBreaker
-from secmw._ratewindow import LimitHit, Outcome
-from secmw._storage import Limiter, MemoryWindows
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.problems import Deny
-from secmw.ratelimit import Plan, RateLimitPolicy, RateLimitSettings
-from secmw.request import RequestView
+from secmw.ratelimit.astorage import AsyncLimiter
+from secmw.ratelimit.breaker import CircuitBreaker
+from secmw.ratelimit.memory import MemoryWindows
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.storage import Limiter
+from secmw.ratelimit.windows import LimitHit, Outcome
 from tests.redis_support import RedisServer, clients_after_closing, cluster_url, free_port
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
@@ -523,7 +526,7 @@ def test_hits_keep_their_order_after_merging() -> None:
     """Per-identity outcomes are put back in the plan's order."""
     from limits import parse
 
-    from secmw._storage import merge
+    from secmw.ratelimit.script import merge
 
     a = LimitHit("a", parse("1/second"), "k1", "t1", 1)
     b = LimitHit("b", parse("1/second"), "k2", "t2", 1)

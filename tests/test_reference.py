@@ -6,17 +6,18 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from secmw._config import variable_name
-from secmw.reference import settings_reference
-from secmw.settings import SecuritySettings
+from secmw.config.names import variable_name
+from secmw.config.reference import settings_reference
+from secmw.config.settings import SecuritySettings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def test_configuration_reference_is_up_to_date() -> None:
-    """The committed file equals what `python -m secmw.reference` writes."""
+    """The committed file equals what `python -m secmw.config.reference` writes."""
     assert DOC.read_text(encoding="utf-8") == settings_reference(), (
-        "docs/configuration.md is stale: run `python -m secmw.reference > docs/configuration.md`"
+        "docs/configuration.md is stale:"
+        " run `python -m secmw.config.reference > docs/configuration.md`"
     )
 
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from secmw.auth.build import build_jwt_authenticator
+from secmw.auth.settings import JWTSettings
 from secmw.errors import ConfigurationError
-from secmw.revocation import MemoryRevocationStore, RedisRevocationStore
-from secmw.settings import JWTSettings
+from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from tests.identity_support import FakeClock
 from tests.support import SECRET
 

@@ -8,7 +8,7 @@ import pytest
 from werkzeug.test import Client
 
 from secmw import asgi, wsgi
-from secmw.request import RequestView, route_path
+from secmw.core.request import RequestView, route_path
 from tests.support import http_scope, run_asgi
 
 SECTIONS: dict[str, Any] = {"ip": {"rules": {"/internal/*": {"allow": ["10.0.0.0/8"]}}}}

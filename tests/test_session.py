@@ -18,11 +18,12 @@ from secmw.auth.session import (
     Sessions,
     SessionSettings,
 )
-from secmw.auth.session_store import MemorySessionStore
+from secmw.config.settings import SecuritySettings
+from secmw.core.fields import Headers
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.request import Headers, RequestView
-from secmw.settings import SecuritySettings
+from secmw.stores.sessions import MemorySessionStore
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.identity_support import FakeClock
 from tests.support import http_scope, run_asgi

@@ -15,10 +15,10 @@ from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.asgi import SecurityStack as ASGIStack
 from secmw.auth.base import AuthChain
 from secmw.auth.session import SessionAuthenticator, Sessions
-from secmw.auth.session_store import MemorySessionStore
-from secmw.principal import Principal
-from secmw.request import RequestView
-from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.auth.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.stores.sessions import MemorySessionStore
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.identity_support import FakeClock

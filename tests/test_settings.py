@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.errors import ConfigurationError
-from secmw.settings import SecuritySettings, resolve_settings
 from tests.support import SECRET
 
 

@@ -13,7 +13,8 @@ from werkzeug.test import Client
 
 from secmw import hash_api_key
 from secmw.asgi import SecurityStack as ASGIStack
-from secmw.request import Headers, RequestView
+from secmw.core.fields import Headers
+from secmw.core.request import RequestView
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.support import SECRET, http_scope, make_token, run_asgi
 

@@ -17,7 +17,7 @@ from secmw import current_principal, hash_api_key
 from secmw.asgi import SecurityStack
 from secmw.asgi._util import closing_on_shutdown
 from secmw.asgi.ratelimit import RateLimitMiddleware
-from secmw.context import current_csp_nonce
+from secmw.core.context import current_csp_nonce
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.redis_support import clients_after_closing, connected_clients, free_port
 from tests.support import SECRET, Recorder, empty_receive, http_scope, make_token

@@ -10,9 +10,9 @@ import pytest
 from secmw.auth.base import Credential
 from secmw.auth.cache import TokenCache
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.revocation import MemoryRevocationStore
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.stores.revocation import MemoryRevocationStore
 from tests.identity_support import FakeClock
 from tests.support import SECRET, make_token
 

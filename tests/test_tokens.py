@@ -17,8 +17,8 @@ from secmw import ConfigurationError, Principal, SecuritySettings, audit
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.problems import Deny
-from secmw.revocation import MemoryRevocationStore
+from secmw.core.deny import Deny
+from secmw.stores.revocation import MemoryRevocationStore
 from secmw.tokens import (
     Account,
     IssuedTokens,

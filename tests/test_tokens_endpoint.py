@@ -11,9 +11,9 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 from secmw import Principal, SecuritySettings, audit
 from secmw.auth.base import Credential
 from secmw.auth.build import build_jwt_authenticator
-from secmw.passwords import dummy_hash, verify_password
-from secmw.request import RequestView
-from secmw.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.auth.passwords import dummy_hash, verify_password
+from secmw.auth.throttle import AsyncFailedAuthThrottle, FailedAuthThrottle
+from secmw.core.request import RequestView
 from secmw.tokens import Account, IssuedTokens, OAuthError, TokenIssuer, parse_token_request
 from secmw.tokens.oauth import (
     grant_scopes,

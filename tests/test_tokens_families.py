@@ -15,9 +15,9 @@ import redis
 from secmw import audit
 from secmw.auth.base import Credential
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.revocation import MemoryRevocationStore, RedisRevocationStore
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from secmw.tokens import (
     Account,
     IssuedTokens,

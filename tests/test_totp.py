@@ -14,11 +14,12 @@ from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.asgi.stepup import StepUpMiddleware as ASGIStepUp
 from secmw.auth.base import Credential
 from secmw.auth.totp import MemoryReplayStore, StepUp
+from secmw.config.settings import SecuritySettings
+from secmw.core.deny import Deny
+from secmw.core.fields import Headers
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import Headers, RequestView
-from secmw.settings import SecuritySettings
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from secmw.wsgi.stepup import StepUpMiddleware as WSGIStepUp
 from tests.identity_support import FakeClock

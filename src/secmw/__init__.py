@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from secmw.auth.apikey import hash_api_key
-from secmw.context import current_csp_nonce, current_principal, current_request
+from secmw.auth.passwords import hash_password, verify_password
+from secmw.config.settings import SecuritySettings
+from secmw.core.context import current_csp_nonce, current_principal, current_request
+from secmw.core.deny import Deny
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled, StoreUnavailable
-from secmw.passwords import hash_password, verify_password
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings
 
 __version__ = "0.1.0"
 

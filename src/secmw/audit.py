@@ -7,7 +7,7 @@ listed here, and ``extra`` values are written by secmw, never copied from reques
 
 Hooks (:func:`add_hook`) receive every event as an :class:`AuditEvent`. The log is
 deduplicated once :func:`configure` has applied an :class:`AuditSettings` (the
-``SecurityStack`` adapters apply ``SECMW_AUDIT__*`` when built; until then every event is
+``SecurityStack`` adapters apply ``audit.*`` when built; until then every event is
 logged): an event identical to one logged less than ``dedup_window`` seconds ago is counted,
 not logged, and one ``audit.suppressed`` record with the count is logged when that window ends
 (at the next event, or at :func:`flush`). So an attack that repeats one request writes two lines
@@ -23,10 +23,53 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from secmw.audit_settings import AuditSettings
-from secmw.request import RequestView
+from pydantic import Field
+
+from secmw.core.request import RequestView
+from secmw.core.section import Section
+
+AuditLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class AuditSettings(Section):
+    """Audit events on the ``secmw.audit`` logger (``audit.*``).
+
+    Deduplication bounds what an attack can write to the log: an event identical to one logged
+    less than ``dedup_window`` seconds ago (same name, reason, client, principal and rule) is
+    counted instead of logged, and one ``audit.suppressed`` record with the count follows when
+    the window ends. Hooks (``secmw.audit.add_hook``) still receive every event.
+    """
+
+    level: AuditLevel = Field(
+        "INFO", description="Events below this level are not logged (hooks still get them)."
+    )
+    dedup_window: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="Seconds an identical event is counted, not logged again; 0 logs each one.",
+    )
+    max_keys: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Distinct events tracked per window; past it, new ones are only counted.",
+    )
+
+    @property
+    def level_number(self) -> int:
+        """``level`` as a :mod:`logging` level number."""
+        return _LEVELS[self.level]
+
+
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
 
 logger = logging.getLogger("secmw.audit")
 

@@ -1,6 +1,6 @@
 """Authorization helpers: roles, permissions with wildcards, scopes, ownership. Framework-free.
 
-The role hierarchy (``SECMW_AUTHZ__ROLES``) maps a role to what it grants::
+The role hierarchy (``authz.roles``) maps a role to what it grants::
 
     {"admin": ["users:*", "@editor"], "editor": ["posts:read", "posts:write"]}
 
@@ -14,7 +14,7 @@ The role hierarchy (``SECMW_AUTHZ__ROLES``) maps a role to what it grants::
 
 Permissions come from roles only; scopes come from the credential only. A scope check never
 consults roles, so a token narrowed at ``/token`` stays narrow even for an admin. Wildcard scopes
-(``items:*``) are honoured only when a hierarchy is configured or ``SECMW_AUTHZ__SCOPE_WILDCARDS``
+(``items:*``) are honoured only when a hierarchy is configured or ``authz.scope_wildcards``
 is true: by default scopes are opaque strings compared exactly (RFC 6749 §3.3), like
 ``Principal.has_scopes`` and Starlette's ``requires``.
 
@@ -32,16 +32,16 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from secmw._config import Section, StrList
+from secmw.core.principal import Principal
+from secmw.core.section import Section, StrList, settings_or_environment
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
 
 WILDCARD = "*"
 INCLUDE = "@"
 
 
 class AuthzSettings(Section):
-    """Authorization (``SECMW_AUTHZ__*``): the role hierarchy used by permission checks."""
+    """Authorization (``authz.*``): the role hierarchy used by permission checks."""
 
     roles: Annotated[dict[str, StrList], NoDecode] = Field(
         default_factory=dict,
@@ -184,7 +184,7 @@ class Authorizer:
         roles: Mapping[str, Iterable[str]] | None = None,
         *,
         scope_wildcards: bool | None = None,
-        setting: str = "SECMW_AUTHZ__ROLES",
+        setting: str = "authz.roles",
     ) -> None:
         try:
             self._compiled = compile_roles(roles or {})
@@ -200,9 +200,7 @@ class Authorizer:
         """From ``SecuritySettings`` (its ``authz`` section), ``AuthzSettings``, or the
         environment when None."""
         if settings is None:
-            from secmw.settings import SecuritySettings  # settings imports this module
-
-            settings = SecuritySettings()
+            settings = settings_or_environment(None, {})
         section: AuthzSettings = getattr(settings, "authz", settings)
         return cls(section.roles, scope_wildcards=section.scope_wildcards)
 

@@ -13,7 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from secmw.auth.apikey import hash_api_key
+from secmw.auth.passwords import hash_password
+from secmw.config.check import check_settings
+from secmw.config.settings import SecuritySettings
+from secmw.demo import serve
 from secmw.errors import ConfigurationError
+from secmw.tokens import mint_access_token
 
 EXIT_CONFIG = 2
 
@@ -29,8 +35,6 @@ def _read_secret(prompt: str, given: str | None) -> str:
 
 def cmd_hash_key(args: argparse.Namespace) -> int:
     """Print the stored form of an API key (``--generate`` makes a new key first)."""
-    from secmw.auth.apikey import hash_api_key
-
     if args.generate:
         key = secrets.token_urlsafe(32)
         print(f"key:  {key}")
@@ -48,8 +52,6 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
     """Print an argon2id hash of a password read from stdin or a prompt."""
-    from secmw.passwords import hash_password
-
     password = _read_secret("Password: ", None)
     if not password:
         raise ValueError("empty password")
@@ -59,9 +61,6 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Mint a token the configured verifier accepts, for local testing."""
-    from secmw.settings import SecuritySettings
-    from secmw.tokens import mint_access_token
-
     settings = SecuritySettings()
     extra: dict[str, Any] = {}
     for item in args.claim:
@@ -79,8 +78,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate every section, print the effective settings (secrets masked) and warnings."""
-    from secmw.config_check import check_settings
-
     report = check_settings()
     print(json.dumps(report.effective, indent=2, sort_keys=True, default=str))
     for warning in report.warnings:
@@ -91,8 +88,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the demo app (one process)."""
-    from secmw.demo import serve
-
     serve(framework=args.framework, host=args.host, port=args.port)
     return 0
 

@@ -36,10 +36,11 @@ from fastopenapi import Depends, Response, Security, SecurityScopes
 from fastopenapi.errors import AuthenticationError, AuthorizationError, InternalServerError
 
 from secmw.authz import Authorizer, check_permission
-from secmw.context import current_principal
+from secmw.config.settings import SecuritySettings
+from secmw.core.context import current_principal
+from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
+from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled
-from secmw.principal import Principal
-from secmw.problems import PROBLEM_CONTENT_TYPE, Deny
 from secmw.tokens.model import IssuedTokens
 from secmw.tokens.oauth import OAuthError
 
@@ -56,7 +57,7 @@ class SecurityBridge:
     """The dependencies, bound to one :class:`~secmw.authz.Authorizer`.
 
     The module-level :func:`principal`, :func:`require_roles`... belong to a bridge that reads
-    ``SECMW_AUTHZ__*`` from the environment at its first use (or takes :func:`configure`'s
+    ``authz.*`` from the environment at its first use (or takes :func:`configure`'s
     settings); build your own bridge to hold explicit settings.
 
     Args:
@@ -217,7 +218,7 @@ bridge = SecurityBridge.deferred(_environment)
 
 def configure(settings: Any = None, *, authorizer: Authorizer | None = None) -> SecurityBridge:
     """Set the module-level bridge's authorizer from explicit settings (or the environment, read
-    now): call it at app start so a bad ``SECMW_AUTHZ__ROLES`` fails there."""
+    now): call it at app start so a bad ``authz.roles`` fails there."""
     _environment.set(authorizer or Authorizer.from_settings(settings))
     return bridge
 
@@ -238,7 +239,7 @@ def token_response(result: IssuedTokens | OAuthError) -> Response:
 
 
 def problem_response(deny: Deny) -> Response:
-    """The FastOpenAPI response for a :class:`~secmw.problems.Deny` (problem+json, its headers),
+    """The FastOpenAPI response for a :class:`~secmw.core.deny.Deny` (problem+json, its headers),
     for routes that refuse a request themselves (a throttled login, for example)."""
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE}
     headers.update(dict(deny.headers))
@@ -257,16 +258,16 @@ def security_scheme(
 ) -> dict[str, Any]:
     """The ``security_scheme`` for a FastOpenAPI router, describing what the middleware checks.
 
-    With no ``kind``, the first configured scheme of ``SECMW_AUTH__ORDER`` is described: a JWT
+    With no ``kind``, the first configured scheme of ``auth.order`` is described: a JWT
     becomes the OAuth2 password flow when a token URL is known (``token_url`` or
-    ``SECMW_TOKENS__TOKEN_URL``), else HTTP bearer; API keys use the configured header (or query
+    ``tokens.token_url``), else HTTP bearer; API keys use the configured header (or query
     parameter); Basic users become HTTP basic.
 
     Args:
         settings: ``SecuritySettings``; default: the environment.
         kind: Force one scheme.
         token_url: The token endpoint for the OAuth2 password flow.
-        scopes: Scope descriptions for the flow, added to ``SECMW_TOKENS__SCOPES``.
+        scopes: Scope descriptions for the flow, added to ``tokens.scopes``.
 
     Raises:
         ConfigurationError: nothing is configured to describe.
@@ -278,8 +279,8 @@ def security_scheme(
         return schemes[kind]
     if not schemes:
         raise ConfigurationError(
-            "security_scheme: no authentication configured (set SECMW_JWT__SECRET,"
-            " SECMW_API_KEYS__KEYS or SECMW_BASIC__USERS)"
+            "security_scheme: no authentication configured (set jwt.secret,"
+            " api_keys.keys or basic.users)"
         )
     return next(iter(schemes.values()))
 
@@ -291,10 +292,8 @@ def security_schemes(
     scopes: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every configured scheme as an OpenAPI security scheme object, keyed by kind, in
-    ``SECMW_AUTH__ORDER``."""
+    ``auth.order``."""
     if settings is None:
-        from secmw.settings import SecuritySettings
-
         settings = SecuritySettings()
     found: dict[str, dict[str, Any]] = {}
     for name in settings.auth.order:

@@ -8,9 +8,9 @@ from typing import Any, TypeVar, cast
 
 from flask import Response, request
 
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
 from secmw.errors import MiddlewareNotInstalled
-from secmw.principal import Principal
-from secmw.problems import Deny
 from secmw.wsgi._util import PRINCIPAL_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -1,4 +1,4 @@
-"""Prometheus metrics, optional: the ``metrics`` extra and ``SECMW_METRICS__ENABLED=true``.
+"""Prometheus metrics, optional: the ``metrics`` extra and ``metrics.enabled=true``.
 
 Names follow the Prometheus and OpenTelemetry conventions (``snake_case``, base units in the name,
 ``_total`` on counters), so an OpenTelemetry collector scraping them keeps them as they are:
@@ -38,10 +38,10 @@ from typing import Any
 from pydantic import Field
 
 from secmw import audit
-from secmw._config import Section
+from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
-_VARIABLE = "SECMW_METRICS__ENABLED"
+_VARIABLE = "metrics.enabled"
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -67,7 +67,7 @@ STATE_CHANGES = {
 
 
 class MetricsSettings(Section):
-    """Prometheus metrics (``SECMW_METRICS__*``); needs the ``metrics`` extra."""
+    """Prometheus metrics (``metrics.*``); needs the ``metrics`` extra."""
 
     enabled: bool = Field(False, description="Count decisions, latencies and cache hits.")
 

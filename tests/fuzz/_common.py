@@ -1,7 +1,7 @@
 """What the fuzz harnesses and the property tests share: one authenticator stack, one invariant.
 
 The invariant: whatever bytes a client sends, the layers answer with a decision (a principal, the
-anonymous one included, or a :class:`~secmw.problems.Deny` with a 4xx or 503 status and a problem
+anonymous one included, or a :class:`~secmw.core.deny.Deny` with a 4xx or 503 status and a problem
 body), no exception escapes, and no credential is echoed. Harnesses run as scripts
 (``python tests/fuzz/fuzz_jwt.py -runs=1000 -seed=1``), so this module imports only the standard
 library, PyJWT, pwdlib and secmw.
@@ -29,10 +29,11 @@ from secmw.auth import (
     JWTAuthenticator,
     hash_api_key,
 )
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import PROBLEM_CONTENT_TYPE, Deny
-from secmw.request import Headers, RequestView
+from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
+from secmw.core.fields import Headers
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 SECRET = "fuzz-secret-0123456789-abcdefghij"  # 33 bytes: a valid HS256 key
 API_KEY = "fk-3b1f0c9e8d7a6b5c4d3e2f1a0b9c8d7e"

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.auth.apikey", "secmw.auth.base", "secmw.request"]):
+with atheris.instrument_imports(
+    include=["secmw.auth.apikey", "secmw.auth.base", "secmw.core.request", "secmw.core.fields"]
+):
     import _common
 
     from secmw.auth import APIKeyAuthenticator, Credential
-    from secmw.principal import Principal
+    from secmw.core.principal import Principal
 
 CHAIN = _common.make_chain()
 APIKEY = next(a for a in CHAIN.authenticators if isinstance(a, APIKeyAuthenticator))

@@ -18,8 +18,10 @@ with atheris.instrument_imports(
         "secmw.auth.basic",
         "secmw.auth.apikey",
         "secmw.auth.jwt",
-        "secmw.request",
-        "secmw.problems",
+        "secmw.auth.claims",
+        "secmw.core.request",
+        "secmw.core.fields",
+        "secmw.core.deny",
         "secmw.wsgi.auth",
     ]
 ):

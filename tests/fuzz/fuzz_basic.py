@@ -13,7 +13,7 @@ with atheris.instrument_imports(include=["secmw.auth.basic", "secmw.auth.base"])
     import _common
 
     from secmw.auth import BasicAuthenticator, Credential, Found
-    from secmw.principal import Principal
+    from secmw.core.principal import Principal
 
 CHAIN = _common.make_chain()
 BASIC = next(a for a in CHAIN.authenticators if isinstance(a, BasicAuthenticator))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.request", "http.cookies"]):
+with atheris.instrument_imports(
+    include=["secmw.core.request", "secmw.core.fields", "http.cookies"]
+):
     import _common
 
 

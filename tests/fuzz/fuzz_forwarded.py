@@ -12,11 +12,12 @@ from ipaddress import IPv4Address, IPv6Address
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.netaddr"]):
+with atheris.instrument_imports(include=["secmw.ip.forwarded", "secmw.ip.addresses"]):
     import _common
 
-    from secmw.netaddr import ClientAddressResolver, parse_address
-    from secmw.request import Headers
+    from secmw.core.fields import Headers
+    from secmw.ip.addresses import parse_address
+    from secmw.ip.forwarded import ClientAddressResolver
 
 TRUSTED = ("10.0.0.0/8", "2001:db8::/32", "unix")
 RESOLVERS = [

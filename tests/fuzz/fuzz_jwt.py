@@ -16,12 +16,18 @@ import math
 import atheris
 
 with atheris.instrument_imports(
-    include=["secmw.auth.jwt", "secmw.auth.cache", "jwt.api_jws", "jwt.api_jwt"]
+    include=[
+        "secmw.auth.jwt",
+        "secmw.auth.claims",
+        "secmw.auth.cache",
+        "jwt.api_jws",
+        "jwt.api_jwt",
+    ]
 ):
     import _common
 
     from secmw.auth import Credential, JWTAuthenticator
-    from secmw.principal import Principal
+    from secmw.core.principal import Principal
 
 AUTH = JWTAuthenticator(_common.SECRET, leeway=5, cache_size=0)
 CLAIMS = ("exp", "nbf", "iat", "sub", "aud", "iss", "jti", "scope", "scp", "roles", "name", "x")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["secmw.request", "secmw.paths"]):
+with atheris.instrument_imports(include=["secmw.core.request", "secmw.core.paths"]):
     import _common
 
-    from secmw.paths import PathSet
-    from secmw.request import normalize_path
+    from secmw.core.paths import PathSet
+    from secmw.core.request import normalize_path
 
 PATTERNS = PathSet(["/admin/*", "/items/{id}", "/health", "/a/*/c"])
 ALPHABET = ("/", ".", "..", "a", "admin", "%2e", "%2f", "\\", "\x00", "//", "/./", "/../", "é")

@@ -11,15 +11,22 @@ from __future__ import annotations
 import atheris
 
 with atheris.instrument_imports(
-    include=["secmw.ratelimit", "secmw._ratesettings", "secmw.throttle"]
+    include=[
+        "secmw.ratelimit.policy",
+        "secmw.ratelimit.plan",
+        "secmw.ratelimit.settings",
+        "secmw.auth.throttle",
+    ]
 ):
     import _common
 
-    from secmw.principal import Principal
-    from secmw.problems import Deny
-    from secmw.ratelimit import RateLimitPolicy, RateLimitSettings
-    from secmw.request import Headers, RequestView
-    from secmw.throttle import FailureBudgets, failure_plan
+    from secmw.auth.throttle import FailureBudgets, failure_plan
+    from secmw.core.deny import Deny
+    from secmw.core.fields import Headers
+    from secmw.core.principal import Principal
+    from secmw.core.request import RequestView
+    from secmw.ratelimit.policy import RateLimitPolicy
+    from secmw.ratelimit.settings import RateLimitSettings
 
 RULES = [
     {"path": "/items/{id}", "limit": "5/minute", "per_path": True},

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from secmw.asgi.headers import SecurityHeadersMiddleware
-from secmw.headers import NONCE
+from secmw.headers.csp import NONCE
 from tests.support import uvicorn_server
 
 pytestmark = pytest.mark.server

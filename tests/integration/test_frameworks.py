@@ -31,7 +31,7 @@ from quart import request as quart_request
 
 import secmw
 from secmw import asgi, wsgi
-from secmw.principal import Principal
+from secmw.core.principal import Principal
 from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
 
 SECTIONS: dict[str, Any] = {

@@ -24,7 +24,7 @@ from secmw.auth._http import (
 from secmw.auth.base import Credential
 from secmw.auth.introspection import IntrospectionAuthenticator
 from secmw.auth.jwks import JWKSKeySource
-from secmw.principal import Principal
+from secmw.core.principal import Principal
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.identity_support import IdentityProvider, new_key, public_jwk
 

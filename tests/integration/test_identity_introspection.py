@@ -15,9 +15,9 @@ from secmw import audit
 from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.auth.base import Credential
 from secmw.auth.introspection import IntrospectionAuthenticator
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.identity_support import FakeClock, IdentityProvider
 from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server

@@ -19,8 +19,8 @@ from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.auth.base import AuthChain, Credential
 from secmw.auth.jwks import JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
-from secmw.principal import Principal
-from secmw.problems import Deny
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.identity_support import FakeClock, IdentityProvider, new_key, public_jwk, sign
 from tests.support import empty_receive, http_scope, uvicorn_server, werkzeug_server

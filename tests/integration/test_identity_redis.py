@@ -18,12 +18,12 @@ from secmw.auth.base import AuthChain, Credential
 from secmw.auth.build import build_chain
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.session import SessionAuthenticator, Sessions
-from secmw.auth.session_store import RedisSessionStore
 from secmw.auth.totp import RedisReplayStore, StepUp, replay_store_from_settings
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.revocation import RedisRevocationStore
-from secmw.settings import SecuritySettings
+from secmw.config.settings import SecuritySettings
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.stores.revocation import RedisRevocationStore
+from secmw.stores.sessions import RedisSessionStore
 from tests.identity_support import FakeClock
 from tests.redis_support import RedisServer
 from tests.support import SECRET, http_scope, make_token

@@ -30,9 +30,9 @@ from secmw.auth._http import (
 from secmw.auth.base import Credential
 from secmw.auth.build import build_chain
 from secmw.auth.introspection import IntrospectionAuthenticator
+from secmw.config.settings import SecuritySettings
+from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.settings import SecuritySettings
 
 pytestmark = pytest.mark.server
 

@@ -52,7 +52,8 @@ def command(server: str, port: int) -> list[str]:
 def served(server: str, settings: dict[str, str]) -> Iterator[str]:
     """Run the server in a subprocess with ``SECMW_RATE_LIMIT__*`` settings; yield its URL."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # This checkout's sources, whatever secmw the environment has installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     env.update({f"SECMW_RATE_LIMIT__{name.upper()}": value for name, value in settings.items()})
     env["SECMW_RATE_LIMIT__EXEMPT__PATHS"] = "/health"
     # Fail closed with roomy timeouts: a storage hiccup on a busy test machine must show as a 503

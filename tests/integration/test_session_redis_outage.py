@@ -15,8 +15,8 @@ from secmw import StoreUnavailable
 from secmw.asgi import AuthenticationMiddleware as ASGIAuth
 from secmw.auth.base import AuthChain
 from secmw.auth.session import SessionAuthenticator, Sessions, _store_key
-from secmw.auth.session_store import RedisSessionStore
-from secmw.principal import Principal
+from secmw.core.principal import Principal
+from secmw.stores.sessions import RedisSessionStore
 from secmw.wsgi import AuthenticationMiddleware as WSGIAuth
 from tests.redis_support import RedisServer
 from tests.support import http_scope, run_asgi

@@ -13,7 +13,7 @@ from typing import Any
 from uvicorn.workers import UvicornWorker
 
 from secmw import audit
-from secmw.audit_settings import AuditSettings
+from secmw.audit import AuditSettings
 from secmw.demo import build
 
 _handler = logging.StreamHandler(sys.stderr)

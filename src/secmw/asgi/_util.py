@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeVar
 
 from secmw import audit
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -15,10 +15,11 @@ from secmw.asgi._util import (
     send_deny,
     with_challenges,
 )
-from secmw.context import csp_nonce_var
-from secmw.headers import INTERNAL_ERROR, SecurityHeaders
-from secmw.request import RequestView, route_path
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.context import csp_nonce_var
+from secmw.core.request import RequestView, route_path
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.policy import INTERNAL_ERROR
 
 
 class SecurityHeadersMiddleware:
@@ -39,7 +40,7 @@ class SecurityHeadersMiddleware:
         app: The ASGI app to wrap (place this layer outermost: it must see every response,
             including the 401, 403 and 429 of the inner layers).
         settings: Settings to build from; default: the environment.
-        policy: A ready :class:`~secmw.headers.SecurityHeaders` (overrides ``settings``).
+        policy: A ready :class:`~secmw.headers.layer.SecurityHeaders` (overrides ``settings``).
         **overrides: Settings sections, for example ``headers={"frame_options": "SAMEORIGIN"}``.
     """
 

@@ -6,10 +6,11 @@ from typing import Any
 
 from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send, malformed, send_deny
-from secmw.netaddr import DENIED, FORWARDED_KEY, IPFilter
-from secmw.problems import Deny
-from secmw.request import RequestView, route_path
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView, route_path
+from secmw.ip.filter import DENIED, IPFilter
+from secmw.ip.forwarded import FORWARDED_KEY
 
 
 class IPFilterMiddleware:
@@ -23,8 +24,8 @@ class IPFilterMiddleware:
 
     Args:
         app: The ASGI app to protect.
-        settings: Settings to build from; default: the environment (``SECMW_IP__*``).
-        ip_filter: A ready :class:`secmw.netaddr.IPFilter` (overrides ``settings``).
+        settings: Settings to build from; default: the environment (``ip.*``).
+        ip_filter: A ready :class:`secmw.ip.filter.IPFilter` (overrides ``settings``).
         **overrides: Settings sections, for example ``ip={"allow": ["10.0.0.0/8"]}``.
 
     Raises:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from secmw import audit
-from secmw._astorage import AsyncLimiter
-from secmw._ratewindow import Outcome
 from secmw.asgi._util import (
     ASGIApp,
     Receive,
@@ -17,17 +15,20 @@ from secmw.asgi._util import (
     send_deny,
     with_fields,
 )
-from secmw.problems import Deny
-from secmw.ratelimit import KeyFunc, Plan, RateLimitPolicy, announce_refusal
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.ratelimit.astorage import AsyncLimiter
+from secmw.ratelimit.plan import Plan, announce_refusal
+from secmw.ratelimit.policy import KeyFunc, RateLimitPolicy
+from secmw.ratelimit.windows import Outcome
 
 
 class RateLimitMiddleware:
     """Rate limits ``http`` requests and ``websocket`` handshakes; pure ASGI.
 
     A request over a limit gets 429 ``application/problem+json`` with ``Retry-After``; every
-    response under a limit carries the rate-limit fields (``SECMW_RATE_LIMIT__HEADERS``), added on
+    response under a limit carries the rate-limit fields (``rate_limit.headers``), added on
     ``http.response.start`` without buffering the body. A websocket over its limit is refused
     before accept. ``lifespan`` passes through; once the app's shutdown completes, the Redis
     client is closed (:meth:`aclose`). Place it after the authentication layer so limits

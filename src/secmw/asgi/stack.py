@@ -21,14 +21,14 @@ from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
-from secmw.layers import Layer, stack_layers
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.ratelimit import Plan
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import AsyncFailedAuthThrottle
+from secmw.auth.throttle import AsyncFailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.layers import Layer, stack_layers
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.ratelimit.plan import Plan
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 
 
 class SecurityStack:
@@ -37,16 +37,16 @@ class SecurityStack:
     1. security headers, so every answer (401, 403, 429, 500) carries them;
     2. client address resolution and the IP filter;
     3. the failed-authentication throttle, then authentication;
-    4. TOTP step-up, when ``secret_for`` is given (``SECMW_TOTP__*`` says where);
+    4. TOTP step-up, when ``secret_for`` is given (``totp.*`` says where);
     5. rate limiting (keyed on the principal, else the resolved address);
     6. the app.
 
-    The request is parsed once (the :class:`~secmw.request.RequestView` is kept in the scope and
-    shared by every layer). An ``http`` request runs the layers in one call, with one send
+    The request is parsed once (the :class:`~secmw.core.request.RequestView` is kept in the scope
+    and shared by every layer). An ``http`` request runs the layers in one call, with one send
     wrapper for the headers, the rate-limit fields and the challenges; websockets, and stacks
     with step-up or metrics, go through the middlewares composed. Both give the same answers,
     from the same layer objects. Each layer can be switched off with its ``enabled`` setting
-    (``SECMW_HEADERS__ENABLED=false``...); the throttle runs with rate limiting. CORS preflights
+    (``headers.enabled=false``...); the throttle runs with rate limiting. CORS preflights
     are neither authenticated nor rate-limited, so the framework's CORS middleware works inside
     or outside the stack. The Redis connections close when the app's lifespan shutdown
     completes (or with :meth:`aclose`).
@@ -78,7 +78,7 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[ASGIApp], ASGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            # Wrong codes have budgets of their own (totp.failures), built by the layer.
             "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation

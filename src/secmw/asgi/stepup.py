@@ -10,18 +10,18 @@ from secmw import audit
 from secmw.asgi._util import ASGIApp, Receive, Scope, Send, refuse_malformed, send_deny
 from secmw.auth.base import AsyncFailureThrottle
 from secmw.auth.stepup import Charge, LookUpSecret, Need, Refund, UseStep, decide
+from secmw.auth.throttle import AsyncFailedAuthThrottle
 from secmw.auth.totp import AsyncReplayStore, StepUp, replay_store_from_settings
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import AsyncFailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 
 SecretLookup = Callable[[Principal], "str | Awaitable[str | None] | None"]
 
 
 class StepUpMiddleware:
-    """Requires ``X-TOTP-Code`` where ``SECMW_TOTP__PATHS`` / ``SECMW_TOTP__SCOPES`` say so.
+    """Requires ``X-TOTP-Code`` where ``totp.paths`` / ``totp.scopes`` say so.
 
     Install it inside ``AuthenticationMiddleware`` (it reads the principal that layer
     published). Answers: 401 ``totp_required`` when the code is missing, 401 ``invalid_totp``
@@ -34,9 +34,9 @@ class StepUpMiddleware:
         secret_for: The principal's base32 TOTP secret, or None when not enrolled (may be async).
         settings: Settings to build from; default: the environment.
         step_up: A ready policy (overrides ``settings``).
-        replay: Replay store (default: memory, or Redis with ``SECMW_TOTP__REDIS_URL``).
-        throttle: Throttle of wrong codes; default: ``SECMW_TOTP__FAILURES`` per principal and
-            per address, on the rate-limit storage (none only with ``SECMW_TOTP__THROTTLE=false``).
+        replay: Replay store (default: memory, or Redis with ``totp.redis_url``).
+        throttle: Throttle of wrong codes; default: ``totp.failures`` per principal and
+            per address, on the rate-limit storage (none only with ``totp.throttle=false``).
         **overrides: Settings sections, for example ``totp={"paths": ["/admin/**"]}``.
     """
 

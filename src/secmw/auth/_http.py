@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field
 
-from secmw._config import Section
 from secmw.auth._deadline import Timeouts, bound_sockets, deadline
+from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -134,17 +134,16 @@ def tls_context(settings: ProviderHTTPSettings, setting: str) -> ssl.SSLContext:
         )
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(
-            f"{setting}__CA_BUNDLE: cannot load {settings.ca_bundle} ({type(exc).__name__})"
+            f"{setting}.ca_bundle: cannot load {settings.ca_bundle} ({type(exc).__name__})"
         ) from None
     if settings.client_key and not settings.client_cert:
-        raise ConfigurationError(f"{setting}__CLIENT_KEY: needs {setting}__CLIENT_CERT")
+        raise ConfigurationError(f"{setting}.client_key: needs {setting}.client_cert")
     if settings.client_cert:
         try:
             context.load_cert_chain(settings.client_cert, settings.client_key)
         except (OSError, ssl.SSLError) as exc:  # the message may quote the file: not echoed
             raise ConfigurationError(
-                f"{setting}__CLIENT_CERT: cannot load the certificate and key"
-                f" ({type(exc).__name__})"
+                f"{setting}.client_cert: cannot load the certificate and key ({type(exc).__name__})"
             ) from None
     return context
 
@@ -179,8 +178,8 @@ class ProviderClient:
             return kind(**self._options)
         except (ImportError, ValueError) as exc:  # an ALL_PROXY=socks5:// without socksio...
             raise ConfigurationError(
-                f"{self._setting}__TRUST_ENV: the proxy from the environment cannot be used"
-                f" ({type(exc).__name__}); fix it or set {self._setting}__TRUST_ENV=false"
+                f"{self._setting}.trust_env: the proxy from the environment cannot be used"
+                f" ({type(exc).__name__}); fix it or set {self._setting}.trust_env=false"
             ) from None
 
     def fetch(

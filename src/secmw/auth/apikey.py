@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from secmw.auth.base import Credential
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
 
 HASH_PREFIX = "sha256:"
 _DUMMY = hashlib.sha256(b"secmw-dummy-key").hexdigest()
@@ -70,7 +70,7 @@ class APIKeyAuthenticator:
         header: str | None = "X-API-Key",
         query_param: str | None = "api_key",
         realm: str = "api",
-        setting: str = "SECMW_API_KEYS__KEYS",
+        setting: str = "api_keys.keys",
     ) -> None:
         if not header and not query_param:
             raise ConfigurationError(f"{setting}: an API key needs a header or a query parameter")

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from secmw.paths import PathSet
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.paths import PathSet
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 
 MAX_AUTHORIZATION_BYTES = 16 * 1024
 

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from secmw.auth.base import Credential
-from secmw.passwords import dummy_hash, verify_password
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
+from secmw.auth.passwords import dummy_hash, verify_password
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 
 @dataclass(frozen=True, slots=True)

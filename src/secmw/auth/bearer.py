@@ -15,9 +15,9 @@ import re
 from typing import TYPE_CHECKING
 
 from secmw.auth.base import Credential
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 if TYPE_CHECKING:
     from secmw.auth.introspection import IntrospectionAuthenticator

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from secmw._config import read_json_file, read_secret_file
 from secmw.auth._http import ProviderClient
 from secmw.auth.apikey import APIKeyAuthenticator, APIKeyRecord
 from secmw.auth.base import AuthChain, Authenticator
@@ -17,10 +16,14 @@ from secmw.auth.introspection import (
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.session import SessionAuthenticator, Sessions
+from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
+from secmw.core.paths import PathSet
+from secmw.core.section import read_json_file, read_secret_file
 from secmw.errors import ConfigurationError
-from secmw.paths import PathSet
-from secmw.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
-from secmw.settings import APIKeyEntry, BasicUserEntry, JWTSettings, SecuritySettings
+from secmw.stores.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 
 def build_jwt_authenticator(
@@ -31,23 +34,23 @@ def build_jwt_authenticator(
 ) -> JWTAuthenticator | None:
     """The JWT authenticator the settings describe, or None when no key is configured.
 
-    ``revocation`` overrides the Redis denylist ``SECMW_JWT__REVOCATION_URL`` would build.
+    ``revocation`` overrides the Redis denylist ``jwt.revocation_url`` would build.
     """
     secret = jwt.secret.get_secret_value() if jwt.secret else None
     if jwt.secret_file:
-        secret = read_secret_file(jwt.secret_file, "SECMW_JWT__SECRET_FILE")
+        secret = read_secret_file(jwt.secret_file, "jwt.secret_file")
     public_key = jwt.public_key
     if jwt.public_key_file:
-        public_key = read_secret_file(jwt.public_key_file, "SECMW_JWT__PUBLIC_KEY_FILE")
+        public_key = read_secret_file(jwt.public_key_file, "jwt.public_key_file")
     if secret and public_key:
         raise ConfigurationError(
-            "SECMW_JWT__SECRET: set either a secret or a public key, not both (key confusion)"
+            "jwt.secret: set either a secret or a public key, not both (key confusion)"
         )
     key = secret or public_key
     source = _jwks_source(jwt)
     if source is not None and key:
         raise ConfigurationError(
-            "SECMW_JWT__JWKS_URL: a JWKS cannot be combined with a secret or a public key"
+            "jwt.jwks_url: a JWKS cannot be combined with a secret or a public key"
         )
     if source is not None:
         algorithms = list(jwt.algorithms or DEFAULT_ALGORITHMS)
@@ -56,7 +59,7 @@ def build_jwt_authenticator(
     else:
         return None
     if revocation is None and jwt.revocation_url:
-        revocation = _redis_store(RedisRevocationStore, jwt.revocation_url, "JWT__REVOCATION_URL")
+        revocation = _redis_store(RedisRevocationStore, jwt.revocation_url, "jwt.revocation_url")
     return JWTAuthenticator(
         key or None,
         key_source=source,
@@ -99,10 +102,10 @@ def _redis_store(kind: Any, url: str, variable: str) -> Any:
         return kind.from_url(url)
     except ImportError:
         raise ConfigurationError(
-            f"SECMW_{variable}: Redis support needs the redis extra (pip install 'secmw[redis]')"
+            f"{variable}: Redis support needs the redis extra (pip install 'secmw[redis]')"
         ) from None
     except ValueError:
-        raise ConfigurationError(f"SECMW_{variable}: not a Redis URL") from None
+        raise ConfigurationError(f"{variable}: not a Redis URL") from None
 
 
 def build_introspection_authenticator(
@@ -113,18 +116,16 @@ def build_introspection_authenticator(
         return None
     secret = settings.client_secret.get_secret_value() if settings.client_secret else None
     if settings.client_secret_file:
-        secret = read_secret_file(
-            settings.client_secret_file, "SECMW_INTROSPECTION__CLIENT_SECRET_FILE"
-        )
+        secret = read_secret_file(settings.client_secret_file, "introspection.client_secret_file")
     certified = settings.auth_method == "tls_client_auth"
     if not settings.client_id or not (secret or certified):
         raise ConfigurationError(
-            "SECMW_INTROSPECTION__CLIENT_ID: introspection needs a client id and a client secret"
+            "introspection.client_id: introspection needs a client id and a client secret"
             " (or a client certificate with tls_client_auth)"
         )
     if certified and secret:
         raise ConfigurationError(
-            "SECMW_INTROSPECTION__CLIENT_SECRET: tls_client_auth sends no secret; remove it"
+            "introspection.client_secret: tls_client_auth sends no secret; remove it"
         )
     return IntrospectionAuthenticator(
         settings.url,
@@ -164,7 +165,7 @@ def _infer_algorithms(pem: str) -> list[str]:
     try:
         key: Any = load_pem_public_key(pem.encode())
     except (ValueError, TypeError):
-        raise ConfigurationError("SECMW_JWT__PUBLIC_KEY: not a PEM public key") from None
+        raise ConfigurationError("jwt.public_key: not a PEM public key") from None
     if isinstance(key, rsa.RSAPublicKey):
         return ["RS256"]
     if isinstance(key, ed25519.Ed25519PublicKey):
@@ -173,19 +174,17 @@ def _infer_algorithms(pem: str) -> list[str]:
         by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
         if key.curve.name in by_curve:
             return [by_curve[key.curve.name]]
-    raise ConfigurationError(
-        "SECMW_JWT__PUBLIC_KEY: unsupported key type; set SECMW_JWT__ALGORITHMS explicitly"
-    )
+    raise ConfigurationError("jwt.public_key: unsupported key type; set jwt.algorithms explicitly")
 
 
 def _api_key_records(settings: SecuritySettings) -> list[APIKeyRecord]:
     entries = list(settings.api_keys.keys)
     if settings.api_keys.file:
-        raw = read_json_file(settings.api_keys.file, "SECMW_API_KEYS__FILE")
+        raw = read_json_file(settings.api_keys.file, "api_keys.file")
         try:
             entries += [APIKeyEntry.model_validate(item) for item in raw]
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"SECMW_API_KEYS__FILE: invalid key list ({exc})") from None
+            raise ConfigurationError(f"api_keys.file: invalid key list ({exc})") from None
     return [
         APIKeyRecord(e.hash, e.id, frozenset(e.scopes), frozenset(e.roles), e.name) for e in entries
     ]
@@ -194,11 +193,11 @@ def _api_key_records(settings: SecuritySettings) -> list[APIKeyRecord]:
 def _basic_users(settings: SecuritySettings) -> list[BasicUser]:
     users = dict(settings.basic.users)
     if settings.basic.users_file:
-        raw = read_json_file(settings.basic.users_file, "SECMW_BASIC__USERS_FILE")
+        raw = read_json_file(settings.basic.users_file, "basic.users_file")
         try:
             users.update({k: BasicUserEntry.model_validate(v) for k, v in dict(raw).items()})
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"SECMW_BASIC__USERS_FILE: invalid users ({exc})") from None
+            raise ConfigurationError(f"basic.users_file: invalid users ({exc})") from None
     return [
         BasicUser(name, u.password_hash, frozenset(u.scopes), frozenset(u.roles))
         for name, u in users.items()
@@ -216,8 +215,8 @@ def build_chain(
     Args:
         settings: The settings.
         sessions: The app's :class:`Sessions` (the same object its login and logout views use);
-            default: built from ``SECMW_SESSION__*`` when ``"session"`` is in the order.
-        revocation: A denylist for JWTs, instead of the one ``SECMW_JWT__REVOCATION_URL`` builds.
+            default: built from ``session.*`` when ``"session"`` is in the order.
+        revocation: A denylist for JWTs, instead of the one ``jwt.revocation_url`` builds.
 
     ``"bearer"`` (JWT) and ``"introspection"`` both own the Bearer scheme: when both are
     configured and listed, one :class:`BearerDispatcher` takes the first of their places and sends
@@ -230,8 +229,7 @@ def build_chain(
     opaque = build_introspection_authenticator(settings.introspection, realm)
     if opaque is not None and "introspection" not in order:
         raise ConfigurationError(
-            "SECMW_AUTH__ORDER: SECMW_INTROSPECTION__URL is set but 'introspection' is not in"
-            " the order"
+            "auth.order: introspection.url is set but 'introspection' is not in the order"
         )
     if jwt and opaque and "bearer" in order:
         first = min(order.index("bearer"), order.index("introspection"))
@@ -261,7 +259,7 @@ def build_chain(
     chain = [available[name] for name in settings.auth.order if name in available]
     return AuthChain(
         chain,
-        required=PathSet(settings.auth.required, setting="SECMW_AUTH__REQUIRED"),
-        public=PathSet(settings.auth.public, setting="SECMW_AUTH__PUBLIC"),
+        required=PathSet(settings.auth.required, setting="auth.required"),
+        public=PathSet(settings.auth.public, setting="auth.public"),
         preflight_anonymous=settings.auth.cors_preflight_anonymous,
     )

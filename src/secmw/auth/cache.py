@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from secmw import metrics
-from secmw.principal import Principal
-from secmw.problems import Deny
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
 
 Entry = tuple[float, int, Principal | Deny]  # (expires_at, generation, result)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.request import RequestView
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
 

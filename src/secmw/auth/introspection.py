@@ -21,7 +21,7 @@ outside RFC 6750's ``b64token``: whitespace, control characters...) is refused w
 any call: it would only cost the authorization server a request.
 
 Coexistence with JWTs: both own the ``Bearer`` scheme. With ``"introspection"`` in
-``SECMW_AUTH__ORDER`` and JWT verification also configured, :class:`BearerDispatcher` sends
+``auth.order`` and JWT verification also configured, :class:`BearerDispatcher` sends
 tokens shaped like a JWS (three segments, a JSON header with ``alg``) to the JWT authenticator
 and every other token to introspection. A JWT that fails local verification is not retried by
 introspection. With introspection alone, every bearer token is introspected.
@@ -41,7 +41,6 @@ from urllib.parse import quote, urlencode
 from pydantic import Field, SecretStr
 
 from secmw import audit
-from secmw._config import Section, StrList
 from secmw.auth._http import (
     FetchError,
     ProviderClient,
@@ -52,18 +51,19 @@ from secmw.auth._http import (
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.bearer import BearerDispatcher, looks_like_jwt, unusable_token
 from secmw.auth.cache import TokenCache
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
 
 MAX_ANSWER_BYTES = 64 * 1024
 CLIENT_REFUSED = "invalid_client"  # RFC 6749 §5.2: our credentials, not the token
 
 
 class IntrospectionSettings(Section):
-    """Token introspection, RFC 7662 (``SECMW_INTROSPECTION__*``). Enabled when ``url`` is set
-    and ``"introspection"`` is in ``SECMW_AUTH__ORDER``."""
+    """Token introspection, RFC 7662 (``introspection.*``). Enabled when ``url`` is set
+    and ``"introspection"`` is in ``auth.order``."""
 
     url: str | None = Field(None, description="The introspection endpoint.")
     client_id: str | None = Field(None, description="This resource server's client id.")
@@ -139,10 +139,8 @@ class IntrospectionAuthenticator:
         http: ProviderHTTPSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.endpoint = parse_endpoint(
-            url, setting="SECMW_INTROSPECTION__URL", allow_http=allow_http
-        )
-        self.http = ProviderClient(http, setting="SECMW_INTROSPECTION__HTTP")
+        self.endpoint = parse_endpoint(url, setting="introspection.url", allow_http=allow_http)
+        self.http = ProviderClient(http, setting="introspection.http")
         self._headers = {
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
@@ -151,13 +149,12 @@ class IntrospectionAuthenticator:
         if auth_method == "tls_client_auth":
             if http is None or http.client_cert is None:
                 raise ConfigurationError(
-                    "SECMW_INTROSPECTION__HTTP__CLIENT_CERT: tls_client_auth needs a client"
-                    " certificate"
+                    "introspection.http.client_cert: tls_client_auth needs a client certificate"
                 )
             self._form["client_id"] = client_id  # RFC 8705 §2: the certificate authenticates
         elif client_secret is None:
             raise ConfigurationError(
-                "SECMW_INTROSPECTION__CLIENT_SECRET: introspection needs a client secret"
+                "introspection.client_secret: introspection needs a client secret"
             )
         elif auth_method == "client_secret_post":
             self._form.update(client_id=client_id, client_secret=client_secret)

@@ -110,24 +110,24 @@ class JWKSKeySource:
         allow_http: bool = False,
         http: ProviderHTTPSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
-        setting: str = "SECMW_JWT",
+        setting: str = "jwt",
     ) -> None:
         self.algorithms = frozenset(algorithms)
         signing = RSA_ALGORITHMS | set(EC_CURVES.values()) | set(OKP_CURVES.values())
         if not self.algorithms or not self.algorithms <= signing:
             raise ConfigurationError(
-                f"{setting}__ALGORITHMS: a JWKS verifies public-key algorithms only"
+                f"{setting}.algorithms: a JWKS verifies public-key algorithms only"
                 f" ({', '.join(sorted(signing))})"
             )
         if (url is None) == (not discovery):
             raise ConfigurationError(
-                f"{setting}__JWKS_URL: set a JWKS URL or turn on {setting}__DISCOVERY, not both"
+                f"{setting}.jwks_url: set a JWKS URL or turn on {setting}.discovery, not both"
             )
         if discovery and not issuer:
-            raise ConfigurationError(f"{setting}__ISSUER: discovery needs the issuer URL")
+            raise ConfigurationError(f"{setting}.issuer: discovery needs the issuer URL")
         if cooldown <= 0 or cache_ttl <= 0 or max_ttl < cache_ttl or timeout <= 0:
             raise ConfigurationError(
-                f"{setting}__JWKS_CACHE_TTL: need 0 < cache_ttl <= max_ttl, cooldown > 0"
+                f"{setting}.jwks_cache_ttl: need 0 < cache_ttl <= max_ttl, cooldown > 0"
             )
         self.issuer = issuer
         self.cache_ttl, self.cooldown, self.max_ttl = cache_ttl, cooldown, max_ttl
@@ -138,15 +138,15 @@ class JWKSKeySource:
         self._discovery: Endpoint | None = None
         if url is not None:
             self._endpoint = parse_endpoint(
-                url, setting=f"{setting}__JWKS_URL", allow_http=allow_http
+                url, setting=f"{setting}.jwks_url", allow_http=allow_http
             )
         elif issuer:
             self._discovery = parse_endpoint(
                 issuer.rstrip("/") + "/.well-known/openid-configuration",
-                setting=f"{setting}__ISSUER",
+                setting=f"{setting}.issuer",
                 allow_http=allow_http,
             )
-        self.http = ProviderClient(http, setting=f"{setting}__JWKS_HTTP")
+        self.http = ProviderClient(http, setting=f"{setting}.jwks_http")
         self._clock = clock
         self._keys: KeySet | None = None
         self.generation = 0

@@ -15,8 +15,8 @@ Keys come from configuration (one HMAC secret or one PEM public key) or from a J
 must be allowed and fit that key's type. A successful check is cached per token until its ``exp``
 (:class:`secmw.auth.cache.TokenCache`), so a client repeating its token pays the signature once;
 the revocation denylist is consulted on every request, cached or not, in one lookup covering the
-token's ``jti`` and its family (``fam``, see :mod:`secmw.revocation`), and an unreachable denylist
-refuses with 503 rather than letting a possibly revoked token through.
+token's ``jti`` and its family (``fam``, see :mod:`secmw.stores.revocation`), and an unreachable
+denylist refuses with 503 rather than letting a possibly revoked token through.
 """
 
 from __future__ import annotations
@@ -31,66 +31,18 @@ import jwt as pyjwt
 from secmw import audit
 from secmw.auth.base import Credential, bearer_credential
 from secmw.auth.cache import TokenCache
+from secmw.auth.claims import (
+    HMAC_ALGORITHMS,
+    check_algorithms,
+    roles_from_claims,
+    scopes_from_claims,
+)
 from secmw.auth.jwks import JWKSKeySource, VerificationKey
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
-
-HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
-PUBLIC_KEY_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512",
-     "EdDSA"}
-)  # fmt: skip
-
-
-def check_algorithms(algorithms: Sequence[str], *, setting: str) -> tuple[str, ...]:
-    """Validate an algorithm allowlist; raise ConfigurationError naming ``setting``."""
-    algs = tuple(algorithms)
-    if not algs:
-        raise ConfigurationError(f"{setting}: at least one algorithm is required")
-    unknown = [a for a in algs if a not in HMAC_ALGORITHMS and a not in PUBLIC_KEY_ALGORITHMS]
-    if unknown:
-        raise ConfigurationError(
-            f"{setting}: unsupported algorithm(s) {', '.join(map(repr, unknown))}"
-            " ('none' is never allowed)"
-        )
-    hmac = [a for a in algs if a in HMAC_ALGORITHMS]
-    if hmac and len(hmac) != len(algs):
-        raise ConfigurationError(
-            f"{setting}: HMAC and public-key algorithms cannot share one key (key confusion)"
-        )
-    return algs
-
-
-def scopes_from_claims(claims: Mapping[str, Any], claim: str | None) -> frozenset[str]:
-    """Scopes from a claim: a space-separated string (OAuth2 ``scope``) or a list of strings.
-
-    With ``claim`` None, ``scope``, then ``scopes``, then ``scp`` are tried.
-    """
-    names = (claim,) if claim else ("scope", "scopes", "scp")
-    for name in names:
-        value = claims.get(name)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            return frozenset(value.split())
-        if isinstance(value, list | tuple):
-            return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
-
-
-def _roles(claims: Mapping[str, Any], claim: str | None) -> frozenset[str]:
-    if not claim:
-        return frozenset()
-    value = claims.get(claim)
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list | tuple):
-        return frozenset(v for v in value if isinstance(v, str))
-    return frozenset()
-
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore, any_of, denylist_ids
 
 _ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (pyjwt.ExpiredSignatureError, "token expired"),
@@ -154,19 +106,19 @@ class JWTAuthenticator:
         negative_ttl: float = 5.0,
         revocation: RevocationStore | AsyncRevocationStore | None = None,
         clock: Callable[[], float] = time.time,
-        setting: str = "SECMW_JWT",
+        setting: str = "jwt",
     ) -> None:
-        self.algorithms = check_algorithms(algorithms, setting=f"{setting}__ALGORITHMS")
+        self.algorithms = check_algorithms(algorithms, setting=f"{setting}.algorithms")
         if (key is None) == (key_source is None):
             raise ConfigurationError(
-                f"{setting}__SECRET: configure exactly one of a secret, a public key or a JWKS URL"
+                f"{setting}.secret: configure exactly one of a secret, a public key or a JWKS URL"
             )
         self.key_source = key_source
         if key_source is not None:
             outside = set(self.algorithms) - key_source.algorithms
             if outside:
                 raise ConfigurationError(
-                    f"{setting}__ALGORITHMS: {', '.join(sorted(outside))} cannot be verified with"
+                    f"{setting}.algorithms: {', '.join(sorted(outside))} cannot be verified with"
                     " JWKS keys (public-key algorithms only)"
                 )
         self._key = self._load_key(key, setting) if key is not None else None
@@ -186,7 +138,7 @@ class JWTAuthenticator:
         ais_revoked = getattr(revocation, "ais_revoked", None)
         if revocation is not None and is_revoked is None and ais_revoked is None:
             raise ConfigurationError(
-                f"{setting}__REVOCATION_URL: the revocation store has no is_revoked/ais_revoked"
+                f"{setting}.revocation_url: the revocation store has no is_revoked/ais_revoked"
             )
         # A store written for one jti per call still answers for a token's jti and family.
         self._is_revoked = any_of(is_revoked) if is_revoked is not None else None
@@ -197,12 +149,12 @@ class JWTAuthenticator:
             raw = key.encode() if isinstance(key, str) else key
             if b"-----BEGIN" in raw:
                 raise ConfigurationError(
-                    f"{setting}__SECRET: a PEM key cannot be an HMAC secret (key confusion)"
+                    f"{setting}.secret: a PEM key cannot be an HMAC secret (key confusion)"
                 )
             needed = max(HMAC_ALGORITHMS[a] for a in self.algorithms)
             if len(raw) < needed:
                 raise ConfigurationError(
-                    f"{setting}__SECRET: HMAC secret must be at least {needed} bytes for"
+                    f"{setting}.secret: HMAC secret must be at least {needed} bytes for"
                     f" {', '.join(self.algorithms)} (got {len(raw)})"
                 )
             return raw
@@ -213,7 +165,7 @@ class JWTAuthenticator:
                 pyjwt.get_algorithm_by_name(name).prepare_key(key)
         except (pyjwt.InvalidKeyError, ValueError, TypeError) as exc:
             raise ConfigurationError(
-                f"{setting}__PUBLIC_KEY: not a usable public key for {', '.join(self.algorithms)}"
+                f"{setting}.public_key: not a usable public key for {', '.join(self.algorithms)}"
                 f" ({type(exc).__name__})"
             ) from None
         return loaded
@@ -372,7 +324,7 @@ class JWTAuthenticator:
             str(subject),
             self.scheme,
             scopes_from_claims(claims, self.scopes_claim),
-            _roles(claims, self.roles_claim),
+            roles_from_claims(claims, self.roles_claim),
             claims,
             name if isinstance(name, str) else None,
         )
@@ -419,4 +371,4 @@ def _describe(exc: Exception) -> str:
     return "token invalid"
 
 
-__all__ = ["JWTAuthenticator", "check_algorithms", "scopes_from_claims"]
+__all__ = ["JWTAuthenticator"]

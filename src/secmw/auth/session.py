@@ -18,8 +18,8 @@
   app's logout (:meth:`Sessions.session_id`): sent twice it is a 400, in ``Cookie`` fields too
   large to read a 431, so the app can never act on a session the middleware did not check.
 
-Stores: :class:`secmw.auth.session_store.MemorySessionStore` (one process, bounded) and
-:class:`secmw.auth.session_store.RedisSessionStore` (shared; each entry's TTL is the session's
+Stores: :class:`secmw.stores.sessions.MemorySessionStore` (one process, bounded) and
+:class:`secmw.stores.sessions.RedisSessionStore` (shared; each entry's TTL is the session's
 remaining life).
 """
 
@@ -38,7 +38,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from secmw import audit
-from secmw._config import Section, StrList
 from secmw.auth.session_auth import (
     REPEATED_COOKIE,
     SESSION_ID,
@@ -47,15 +46,21 @@ from secmw.auth.session_auth import (
     after_failure,
     request_view,
 )
-from secmw.auth.session_store import AsyncSessionStore, SessionStore
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.stores.sessions import (
+    AsyncSessionStore,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+)
 
 
 class SessionSettings(Section):
-    """Cookie sessions (``SECMW_SESSION__*``). Enabled by ``"session"`` in ``SECMW_AUTH__ORDER``."""
+    """Cookie sessions (``session.*``). Enabled by ``"session"`` in ``auth.order``."""
 
     cookie_name: str = Field("__Host-session", min_length=1, description="Session cookie name.")
     secure: bool = Field(True, description="Send the cookie over https only.")
@@ -170,10 +175,10 @@ class Sessions:
     ) -> None:
         if cookie_name.startswith(("__Host-", "__Secure-")) and not secure:
             raise ConfigurationError(
-                "SECMW_SESSION__SECURE: the __Host- and __Secure- cookie prefixes need Secure"
+                "session.secure: the __Host- and __Secure- cookie prefixes need Secure"
             )
         if same_site == "none" and not secure:
-            raise ConfigurationError("SECMW_SESSION__SAME_SITE: SameSite=None needs Secure")
+            raise ConfigurationError("session.same_site: SameSite=None needs Secure")
         self.store: Any = store
         self.cookie_name = cookie_name
         self.idle_timeout = idle_timeout
@@ -190,8 +195,6 @@ class Sessions:
     @classmethod
     def from_settings(cls, settings: SessionSettings) -> Sessions:
         """Sessions as the settings describe them (Redis when ``redis_url`` is set)."""
-        from secmw.auth.session_store import MemorySessionStore, RedisSessionStore
-
         store: SessionStore | AsyncSessionStore
         if settings.redis_url:
             store = RedisSessionStore.from_url(

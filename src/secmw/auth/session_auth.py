@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from secmw import audit
 from secmw.auth.base import Credential
 from secmw.auth.csrf import SAFE_METHODS, cross_site_reason, normalize_origins
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 if TYPE_CHECKING:
     from secmw.auth.session import Sessions
@@ -66,7 +66,7 @@ class SessionAuthenticator:
         self, sessions: Sessions, *, trusted_origins: Iterable[str] = (), realm: str = "api"
     ) -> None:
         self.sessions = sessions
-        self.trusted_origins = normalize_origins(trusted_origins, "SECMW_SESSION__TRUSTED_ORIGINS")
+        self.trusted_origins = normalize_origins(trusted_origins, "session.trusted_origins")
         self.realm = realm
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:

@@ -5,9 +5,9 @@
 exception the step raised; the WSGI driver sends back what a call returned, the ASGI driver what
 an await returned. Every rule of the check lives here once.
 
-Wrong codes are throttled per principal and per client address (``SECMW_TOTP__FAILURES``): each
+Wrong codes are throttled per principal and per client address (``totp.failures``): each
 attempt is charged to the throttle before its secret is looked up and refunded unless the code
-was wrong, so codes in flight never outnumber the budget (see :mod:`secmw.throttle`).
+was wrong, so codes in flight never outnumber the budget (see :mod:`secmw.auth.throttle`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, TypeAlias
 from secmw import audit
 from secmw.auth.base import Credential
 from secmw.auth.totp import StepUp
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 
 @dataclass(frozen=True, slots=True)

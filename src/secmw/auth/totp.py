@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field
 
-from secmw._config import Section, StrList
-from secmw._ratesettings import LimitString
-from secmw._redis import client_pair
-from secmw.paths import PathSet
-from secmw.principal import Principal
-from secmw.problems import Deny, quote_param
-from secmw.request import RequestView
+from secmw.core.deny import Deny, quote_param
+from secmw.core.paths import PathSet
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.core.section import Section, StrList
+from secmw.ratelimit.settings import LimitString
+from secmw.stores.redis import client_pair
 
 if TYPE_CHECKING:
     import redis
@@ -46,7 +46,7 @@ _DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sh
 
 
 class TOTPSettings(Section):
-    """TOTP step-up (``SECMW_TOTP__*``). Active when ``paths`` or ``scopes`` are set."""
+    """TOTP step-up (``totp.*``). Active when ``paths`` or ``scopes`` are set."""
 
     paths: StrList = Field(default_factory=list, description="Path patterns needing a code.")
     methods: StrList = Field(
@@ -103,7 +103,7 @@ class StepUp:
         realm: str = "api",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.paths = PathSet(paths, setting="SECMW_TOTP__PATHS")
+        self.paths = PathSet(paths, setting="totp.paths")
         self.methods = frozenset(m.upper() for m in methods)
         self.scopes = frozenset(scopes)
         self.header = header

@@ -4,6 +4,7 @@ defaults where they are unset."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from secmw.demo.common import DEMO_API_KEY, DEMO_USERS, Demo, banner, demo_settings
@@ -26,13 +27,9 @@ __all__ = [
 def build(framework: str = "starlette", demo: Demo | None = None) -> Any:
     """The demo app for ``framework`` (an ASGI app for starlette, a Flask app for flask)."""
     demo = demo or Demo.create()
-    if framework == "flask":
-        from secmw.demo.flask_app import build_app as build_flask
-
-        return build_flask(demo)
-    from secmw.demo.starlette_app import build_app as build_starlette
-
-    return build_starlette(demo)
+    # Each app needs its framework (an optional dependency): load only the one asked for.
+    name = "flask_app" if framework == "flask" else "starlette_app"
+    return import_module(f"secmw.demo.{name}").build_app(demo)
 
 
 def serve(framework: str = "starlette", host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from secmw.auth.apikey import hash_api_key
 from secmw.auth.build import _redis_store
-from secmw.passwords import dummy_hash, hash_password, verify_password
-from secmw.revocation import MemoryRevocationStore, RedisRevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.auth.passwords import dummy_hash, hash_password, verify_password
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from secmw.tokens import Account, TokenIssuer
 
 DEMO_USERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
@@ -115,7 +115,7 @@ def _revocation_store(settings: SecuritySettings) -> Any:
     if not url and storage.startswith(("redis://", "rediss://")):
         url = storage
     if url:
-        return _redis_store(RedisRevocationStore, url, "JWT__REVOCATION_URL")
+        return _redis_store(RedisRevocationStore, url, "jwt.revocation_url")
     return MemoryRevocationStore()
 
 

@@ -11,10 +11,10 @@ from fastopenapi.routers import FlaskRouter
 from flask import Flask
 from pydantic import BaseModel
 
-from secmw.context import current_request
+from secmw.core.context import current_request
+from secmw.core.principal import Principal
 from secmw.demo.common import Demo, token_form
 from secmw.fastopenapi import SecurityBridge, describe_security, token_response
-from secmw.principal import Principal
 from secmw.wsgi import SecurityStack
 
 

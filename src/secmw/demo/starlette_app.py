@@ -14,10 +14,10 @@ from starlette.applications import Starlette
 
 from secmw.asgi import SecurityStack
 from secmw.asgi._util import ASGIApp
-from secmw.context import current_request
+from secmw.core.context import current_request
+from secmw.core.principal import Principal
 from secmw.demo.common import Demo, token_form
 from secmw.fastopenapi import SecurityBridge, describe_security, token_response
-from secmw.principal import Principal
 
 
 class NewItem(BaseModel):

@@ -3,7 +3,6 @@ revocation, and single-use tokens for password reset and email verification."""
 
 from __future__ import annotations
 
-from secmw.tokens.config import TokenSettings
 from secmw.tokens.issuer import TokenIssuer, family_key, mint_access_token
 from secmw.tokens.model import ACCESS, REFRESH, TOKEN_USE_CLAIM, Account, IssuedTokens
 from secmw.tokens.oauth import (
@@ -22,6 +21,7 @@ from secmw.tokens.onetime import (
     SingleUseTokens,
     TokenStoreError,
 )
+from secmw.tokens.settings import TokenSettings
 
 __all__ = [
     "ACCESS",

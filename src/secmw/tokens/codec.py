@@ -21,7 +21,7 @@ from secmw.tokens.model import (
 from secmw.tokens.oauth import OAuthError, format_scope, grant_scopes, invalid_grant, parse_scope
 
 if TYPE_CHECKING:
-    from secmw.settings import SecuritySettings
+    from secmw.config.settings import SecuritySettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 runs.
 
 Given a failed-attempt throttle, a password grant is charged to it before the password is
-checked and refunded when the password was right (``secmw.throttle``): concurrent guesses never
+checked and refunded when the password was right (``secmw.auth.throttle``): concurrent guesses never
 outnumber the budget. Every answer, a throttled one included, is an RFC 6749 §5.2 error body.
 """
 
@@ -20,9 +20,9 @@ from secmw.auth.base import (
     Credential,
     FailureThrottle,
 )
-from secmw.context import current_request
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.context import current_request
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
 from secmw.tokens.model import Account, IssuedTokens
 from secmw.tokens.oauth import (
     OAuthError,

@@ -1,6 +1,6 @@
 """``TokenIssuer``: access and refresh tokens the configured JWT authenticator accepts.
 
-Tokens are signed with the key the JWT authenticator verifies (``SECMW_JWT__*``: same algorithm,
+Tokens are signed with the key the JWT authenticator verifies (``jwt.*``: same algorithm,
 issuer, audience, subject and scope claims), so whatever the issuer signs the middleware admits.
 
 - Access tokens: ``token_use: "access"``, RFC 9068 header ``typ: at+jwt``, a ``jti``, scopes in
@@ -12,7 +12,7 @@ issuer, audience, subject and scope claims), so whatever the issuer signs the mi
   stolen copy, RFC 6819 §5.2.2.3, RFC 9700 §4.14.2) revokes the whole family. A grant the store
   no longer knows (expired, or dropped by the memory store's cap) is ``invalid_grant`` and
   revokes nothing: only a grant known to be spent is reuse.
-- Revocation writes the ``jti`` and the family into the :mod:`secmw.revocation` denylist the
+- Revocation writes the ``jti`` and the family into the :mod:`secmw.stores.revocation` denylist the
   JWT authenticator consults, until the token would have expired anyway. Revoking any token of a
   login (logout with the access token, RFC 9700 §4.14.2) ends all of them; so does reuse.
 """
@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
-from secmw.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
+from secmw.core.section import settings_or_environment
+from secmw.stores.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
 from secmw.tokens.codec import TokenCodec
 from secmw.tokens.model import (
@@ -50,8 +51,8 @@ from secmw.tokens.onetime import (
 
 if TYPE_CHECKING:
     from secmw.auth.base import AsyncFailureThrottle, FailureThrottle
-    from secmw.request import RequestView
-    from secmw.settings import SecuritySettings
+    from secmw.config.settings import SecuritySettings
+    from secmw.core.request import RequestView
 
 FAMILY_MARGIN = 60  # seconds a revoked family outlives its last possible token
 SPENT = "\x00spent"
@@ -70,13 +71,13 @@ class TokenIssuer:
         settings: Settings to build from; default: the environment.
         revocation: The denylist the JWT authenticator consults (give both the same store; use a
             shared Redis store across processes). Default: a memory store.
-        store: Where live refresh grants are kept. Default: ``SECMW_TOKENS__STORAGE_URI``.
+        store: Where live refresh grants are kept. Default: ``tokens.storage_uri``.
         clock: UNIX time, injectable for tests.
         **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
 
     Raises:
         ConfigurationError: no JWT key, or (public-key algorithms) no private key or one that does
-            not match ``SECMW_JWT__PUBLIC_KEY``.
+            not match ``jwt.public_key``.
     """
 
     def __init__(
@@ -88,10 +89,9 @@ class TokenIssuer:
         clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> None:
-        from secmw.settings import resolve_settings  # settings imports this module
-
-        self.settings = resolve_settings(settings, overrides)
-        tokens = self.settings.tokens
+        resolved: SecuritySettings = settings_or_environment(settings, overrides)
+        self.settings = resolved
+        tokens = resolved.tokens
         self.codec = TokenCodec(self.settings, clock)
         self.access_ttl = tokens.access_ttl
         self.refresh_ttl = tokens.refresh_ttl
@@ -112,7 +112,7 @@ class TokenIssuer:
         self, account: Account, scopes: Iterable[str] | None = None, *, ttl: int | None = None
     ) -> str:
         """A signed access token for ``account`` (all its scopes unless narrowed), valid for
-        ``ttl`` seconds (default ``SECMW_TOKENS__ACCESS_TTL``)."""
+        ``ttl`` seconds (default ``tokens.access_ttl``)."""
         granted = account.scopes if scopes is None else frozenset(scopes)
         return self.codec.access_token(account, granted, self.access_ttl if ttl is None else ttl)
 
@@ -158,7 +158,7 @@ class TokenIssuer:
             form: The request's form fields (RFC 6749 §4.3.2 / §6).
             authenticate: ``authenticate(username, password)``: the :class:`Account` for valid
                 credentials, else None (then ``invalid_grant``). Verify unknown users against
-                ``secmw.passwords.dummy_hash()`` so both cases take the same time.
+                ``secmw.auth.passwords.dummy_hash()`` so both cases take the same time.
             throttle: The failed-attempt throttle (``SecurityStack.throttle``): a password grant
                 is charged before ``authenticate`` runs and refunded when it succeeds; a
                 throttled one is answered 429 ``temporarily_unavailable`` with ``Retry-After``.
@@ -288,13 +288,13 @@ class TokenIssuer:
     # -- single-use tokens --------------------------------------------------------------------
 
     def password_reset_tokens(self) -> SingleUseTokens:
-        """Single-use password-reset tokens in this issuer's store (``SECMW_TOKENS__RESET_TTL``)."""
+        """Single-use password-reset tokens in this issuer's store (``tokens.reset_ttl``)."""
         return SingleUseTokens(
             self.store, purpose="password-reset", ttl=self.settings.tokens.reset_ttl
         )
 
     def verification_tokens(self) -> SingleUseTokens:
-        """Single-use email-verification tokens (``SECMW_TOKENS__VERIFICATION_TTL``)."""
+        """Single-use email-verification tokens (``tokens.verification_ttl``)."""
         return SingleUseTokens(
             self.store, purpose="email-verification", ttl=self.settings.tokens.verification_ttl
         )

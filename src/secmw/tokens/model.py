@@ -6,14 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from secmw.revocation import FAMILY_CLAIM as FAMILY_CLAIM  # where it was defined before
+from secmw.stores.revocation import FAMILY_CLAIM as FAMILY_CLAIM  # where it was defined before
 from secmw.tokens.oauth import NO_STORE, format_scope
 
 TOKEN_USE_CLAIM = "token_use"
 """Claim telling access tokens (``"access"``) from refresh tokens (``"refresh"``)."""
 ACCESS = "access"
 REFRESH = "refresh"
-# FAMILY_CLAIM ("fam", from secmw.revocation): the login a token belongs to, in its refresh
+# FAMILY_CLAIM ("fam", from secmw.stores.revocation): the login a token belongs to, in its refresh
 # tokens and their access tokens alike; revoking the family refuses them all.
 GRANT_CLAIM = "grant"
 """Refresh tokens: scopes, roles and extra claims, kept where no authenticator reads a grant."""

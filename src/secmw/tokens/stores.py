@@ -319,7 +319,7 @@ def _keys(prefix: str, members: Any) -> list[str]:
 
 
 def build_store(uri: str, *, max_entries: int = 100_000, timeout: float = 1.0) -> SingleUseStore:
-    """A store for ``SECMW_TOKENS__STORAGE_URI``: ``memory://`` or a Redis URL."""
+    """A store for ``tokens.storage_uri``: ``memory://`` or a Redis URL."""
     if uri == "memory://":
         return MemorySingleUseStore(max_entries)
     return RedisSingleUseStore(uri, timeout=timeout)

@@ -8,8 +8,8 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from secmw import audit
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]

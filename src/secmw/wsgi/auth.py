@@ -10,12 +10,12 @@ from secmw.auth import AuthChain, Found
 from secmw.auth.base import ChargedAttempt, FailureThrottle
 from secmw.auth.build import build_chain, provider_pools
 from secmw.auth.session import after_failure
-from secmw.context import principal_var, request_var
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.context import principal_var, request_var
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 from secmw.wsgi._util import (
     PRINCIPAL_KEY,
     Environ,

@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from secmw.context import csp_nonce_var
-from secmw.headers import INTERNAL_ERROR, SecurityHeaders
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.context import csp_nonce_var
+from secmw.core.request import RequestView
+from secmw.headers.layer import SecurityHeaders
+from secmw.headers.policy import INTERNAL_ERROR
 from secmw.wsgi._util import (
     Environ,
     ExcInfo,

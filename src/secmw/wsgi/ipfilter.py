@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from secmw import audit
-from secmw.netaddr import DENIED, IPFilter
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.ip.filter import DENIED, IPFilter
 from secmw.wsgi._util import (
     Environ,
     StartResponse,

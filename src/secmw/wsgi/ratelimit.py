@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from secmw import audit
-from secmw._storage import Limiter
-from secmw.problems import Deny
-from secmw.ratelimit import Fields, KeyFunc, RateLimitPolicy, announce_refusal
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.ratelimit.plan import announce_refusal
+from secmw.ratelimit.policy import Fields, KeyFunc, RateLimitPolicy
+from secmw.ratelimit.storage import Limiter
 from secmw.wsgi._util import (
     Environ,
     ExcInfo,

@@ -6,14 +6,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from secmw import audit
-from secmw.context import csp_nonce_var, principal_var, request_var
-from secmw.layers import Layer, stack_layers
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.revocation import AsyncRevocationStore, RevocationStore
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import FailedAuthThrottle
+from secmw.auth.throttle import FailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.context import csp_nonce_var, principal_var, request_var
+from secmw.core.deny import Deny
+from secmw.core.layers import Layer, stack_layers
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 from secmw.wsgi._util import (
     Environ,
     ExcInfo,
@@ -60,7 +60,7 @@ class SecurityStack:
         lookup = secret_for or _no_secret  # only used when secret_for was given
         builders: dict[Layer, Callable[[WSGIApp], WSGIApp]] = {
             "rate_limit": lambda app: RateLimitMiddleware(app, settings=resolved),
-            # Wrong codes have budgets of their own (SECMW_TOTP__FAILURES), built by the layer.
+            # Wrong codes have budgets of their own (totp.failures), built by the layer.
             "step_up": lambda app: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
             "auth": lambda app: AuthenticationMiddleware(
                 app, settings=resolved, throttle=throttle, revocation=revocation

@@ -8,12 +8,12 @@ from typing import Any
 from secmw import audit
 from secmw.auth.base import FailureThrottle
 from secmw.auth.stepup import Charge, LookUpSecret, Need, Refund, UseStep, decide
+from secmw.auth.throttle import FailedAuthThrottle
 from secmw.auth.totp import ReplayStore, StepUp, replay_store_from_settings
-from secmw.principal import ANONYMOUS, Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
-from secmw.throttle import FailedAuthThrottle
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.principal import ANONYMOUS, Principal
+from secmw.core.request import RequestView
 from secmw.wsgi._util import (
     Environ,
     StartResponse,
@@ -26,7 +26,7 @@ SecretLookup = Callable[[Principal], "str | None"]
 
 
 class StepUpMiddleware:
-    """Requires ``X-TOTP-Code`` where ``SECMW_TOTP__PATHS`` / ``SECMW_TOTP__SCOPES`` say so.
+    """Requires ``X-TOTP-Code`` where ``totp.paths`` / ``totp.scopes`` say so.
 
     Wrap it inside ``AuthenticationMiddleware``; same arguments and answers as the ASGI twin
     (``secret_for`` is synchronous here).

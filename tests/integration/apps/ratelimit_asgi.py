@@ -13,7 +13,7 @@ from typing import Any
 
 from secmw import SecuritySettings
 from secmw.asgi.ratelimit import RateLimitMiddleware
-from secmw.request import RequestView
+from secmw.core.request import RequestView
 
 
 def client_key(request: RequestView) -> str | None:

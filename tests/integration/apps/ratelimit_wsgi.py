@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from secmw import SecuritySettings
-from secmw.request import RequestView
+from secmw.core.request import RequestView
 from secmw.wsgi.ratelimit import RateLimitMiddleware
 
 

@@ -14,8 +14,8 @@ from secmw import SecuritySettings
 from secmw.asgi.auth import AuthenticationMiddleware
 from secmw.asgi.stepup import StepUpMiddleware
 from secmw.auth import AuthChain
-from secmw.principal import Principal
-from secmw.throttle import AsyncFailedAuthThrottle
+from secmw.auth.throttle import AsyncFailedAuthThrottle
+from secmw.core.principal import Principal
 from tests.integration.apps.throttle_common import SlowBasic, secret_for
 
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from secmw.auth.base import Credential
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 
 SLOW = 0.05  # seconds per check: long enough for every request of a burst to be in flight
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

@@ -7,7 +7,7 @@ from typing import Any
 
 from secmw import SecuritySettings
 from secmw.auth import AuthChain
-from secmw.throttle import FailedAuthThrottle
+from secmw.auth.throttle import FailedAuthThrottle
 from secmw.wsgi.auth import AuthenticationMiddleware
 from secmw.wsgi.stepup import StepUpMiddleware
 from tests.integration.apps.throttle_common import SlowBasic, secret_for

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from secmw.settings import SecuritySettings
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 Layer = Literal["rate_limit", "step_up", "auth", "ip", "headers", "metrics"]
 

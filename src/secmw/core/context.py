@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import MiddlewareNotInstalled
-from secmw.principal import Principal
-from secmw.request import RequestView
 
 principal_var: ContextVar[Principal] = ContextVar("secmw.principal")
 request_var: ContextVar[RequestView] = ContextVar("secmw.request")

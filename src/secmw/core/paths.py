@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-from secmw._memo import remember
+from secmw.core.memo import remember
 from secmw.errors import ConfigurationError
 
 T = TypeVar("T")

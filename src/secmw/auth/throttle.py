@@ -9,7 +9,7 @@ did not fail. However many requests run at once, no more attempts are checked th
 hold, and only failures stay counted.
 
 Budgets (:class:`FailureBudgets`), for the authentication layer and the token endpoint
-(``SECMW_RATE_LIMIT__*``):
+(``rate_limit.*``):
 
 - ``auth_failures`` (``10/minute``): per client address (IPv6 by prefix), every user name
   together: one address guessing many accounts.
@@ -25,7 +25,7 @@ Budgets (:class:`FailureBudgets`), for the authentication layer and the token en
 User names are case-folded and hashed; a client whose address is unknown is budgeted by user
 name alone, never in a bucket shared with other such clients. Step-up codes have budgets of their
 own (:meth:`FailedAuthThrottle.for_step_up`). Storage, strategy and failure policy are the
-rate-limit layer's (``SECMW_RATE_LIMIT__*``).
+rate-limit layer's (``rate_limit.*``).
 
     throttle = AsyncFailedAuthThrottle()
     app = AuthenticationMiddleware(app, throttle=throttle)
@@ -34,17 +34,21 @@ rate-limit layer's (``SECMW_RATE_LIMIT__*``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from secmw._astorage import AsyncLimiter
-from secmw._ratesettings import Limit, RateLimitSettings, compile_limits, digest, var
-from secmw._ratewindow import LimitHit, Outcome
-from secmw._storage import Limiter
 from secmw.auth.base import Credential
-from secmw.problems import Deny
-from secmw.ratelimit import Plan, RateLimitPolicy
-from secmw.request import RequestView
-from secmw.settings import SecuritySettings, resolve_settings
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.core.section import settings_or_environment
+from secmw.ratelimit.astorage import AsyncLimiter
+from secmw.ratelimit.plan import Plan
+from secmw.ratelimit.policy import RateLimitPolicy
+from secmw.ratelimit.settings import Limit, RateLimitSettings, compile_limits, digest, var
+from secmw.ratelimit.storage import Limiter
+from secmw.ratelimit.windows import LimitHit, Outcome
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 _DETAIL = "Too many failed authentication attempts."
 _CODE = "too_many_failures"
@@ -68,7 +72,7 @@ class FailureBudgets:
 
     @classmethod
     def for_authentication(cls, settings: RateLimitSettings) -> FailureBudgets:
-        """The budgets of passwords and other credentials (``SECMW_RATE_LIMIT__AUTH_FAILURES*``)."""
+        """The budgets of passwords and other credentials (``rate_limit.auth_failures*``)."""
 
         def limits(name: str, setting: str) -> tuple[Limit, ...]:
             return compile_limits(getattr(settings, setting), (), name, var(setting)).base
@@ -172,7 +176,7 @@ class _Budgeted:
         budgets: FailureBudgets | None,
         overrides: dict[str, Any],
     ) -> None:
-        limits = resolve_settings(settings, overrides).rate_limit
+        limits = settings_or_environment(settings, overrides).rate_limit
         self.settings = limits
         self.policy = RateLimitPolicy(limits)
         self.budgets = budgets or FailureBudgets.for_authentication(limits)
@@ -187,7 +191,7 @@ class FailedAuthThrottle(_Budgeted):
 
     Args:
         settings: Settings to build from; default: the environment.
-        budgets: The budgets to charge; default: ``SECMW_RATE_LIMIT__AUTH_FAILURES*``.
+        budgets: The budgets to charge; default: ``rate_limit.auth_failures*``.
         **overrides: Settings sections, for example ``rate_limit={"auth_failures": "5/minute"}``.
     """
 
@@ -203,7 +207,7 @@ class FailedAuthThrottle(_Budgeted):
 
     @classmethod
     def for_step_up(cls, settings: SecuritySettings) -> FailedAuthThrottle:
-        """The throttle of wrong step-up codes (``SECMW_TOTP__FAILURES``)."""
+        """The throttle of wrong step-up codes (``totp.failures``)."""
         limit = settings.totp.failures
         return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
 
@@ -239,7 +243,7 @@ class AsyncFailedAuthThrottle(_Budgeted):
 
     @classmethod
     def for_step_up(cls, settings: SecuritySettings) -> AsyncFailedAuthThrottle:
-        """The throttle of wrong step-up codes (``SECMW_TOTP__FAILURES``)."""
+        """The throttle of wrong step-up codes (``totp.failures``)."""
         limit = settings.totp.failures
         return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
 
@@ -258,4 +262,4 @@ class AsyncFailedAuthThrottle(_Budgeted):
         await self.limiter.aclose()
 
 
-_TOTP_FAILURES = "SECMW_TOTP__FAILURES"
+_TOTP_FAILURES = "totp.failures"

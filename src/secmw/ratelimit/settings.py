@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 from limits import RateLimitItem, parse_many
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
-from secmw._config import Section, StrList
-from secmw._ratewindow import HeaderStyle, Strategy
+from secmw.core.principal import Principal
+from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
-from secmw.principal import Principal
+from secmw.ratelimit.windows import HeaderStyle, Strategy
 
 KeyKind: TypeAlias = Literal["principal-or-ip", "ip", "apikey", "principal"]
 StorageErrorPolicy: TypeAlias = Literal["memory", "allow", "deny"]
@@ -59,9 +59,11 @@ class RateLimitOverride(Section):
 
 
 class RateLimitRule(Section):
-    """One per-route rule (an item of ``SECMW_RATE_LIMIT__RULES``)."""
+    """One per-route rule (an item of ``rate_limit.rules``)."""
 
-    path: str = Field(description="Path pattern (secmw.paths syntax): `/items/{id}`, `/api/*`.")
+    path: str = Field(
+        description="Path pattern (secmw.core.paths syntax): `/items/{id}`, `/api/*`."
+    )
     methods: StrList = Field(default_factory=list, description="Methods; empty for all.")
     limit: LimitString | None = Field(None, description="Own limits; none: charge the default.")
     cost: int = Field(1, ge=1, le=1_000_000, description="Units per request.")
@@ -86,7 +88,7 @@ class RateLimitRule(Section):
 
 
 class RateLimitExempt(Section):
-    """Requests never limited (``SECMW_RATE_LIMIT__EXEMPT``, a JSON object, or ``__PATHS`` ...)."""
+    """Requests never limited (``rate_limit.exempt``, a JSON object, or ``__PATHS`` ...)."""
 
     paths: StrList = Field(default_factory=list, description="Path patterns (`/health`).")
     networks: StrList = Field(default_factory=list, description="Client networks (`10.0.0.0/8`).")
@@ -94,7 +96,7 @@ class RateLimitExempt(Section):
 
 
 class RateLimitSettings(Section):
-    """The rate-limit layer (``SECMW_RATE_LIMIT__*``).
+    """The rate-limit layer (``rate_limit.*``).
 
     The default strategy is the moving window: it is exact (never more than the limit in any
     window-long span), at the price of one stored timestamp per unit. The fixed window stores one
@@ -253,7 +255,7 @@ def compile_limits(
 
 def var(*loc: str) -> str:
     """The environment variable of a rate-limit setting: ``var("rules")``."""
-    return "SECMW_RATE_LIMIT__" + "__".join(part.upper() for part in loc)
+    return "rate_limit." + ".".join(loc)
 
 
 def compile_rules(

@@ -1,36 +1,18 @@
-"""One settings object for every layer: ``SecuritySettings``, read from ``SECMW_*`` variables.
-
-Nested sections use ``__`` (``SECMW_JWT__SECRET``), a ``.env`` file in the working directory is
-read, list settings take JSON or comma-separated values, and secrets can come from files
-(``SECMW_JWT__SECRET_FILE``). An invalid value raises :class:`ConfigurationError` naming the
-variable, when the settings are built: at app start, never at the first request.
-"""
+"""The authentication sections of the settings: the layer, JWT, API keys and HTTP Basic."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
 
-from secmw._config import Section, StrList, variable_name
-from secmw.audit_settings import AuditSettings
 from secmw.auth._http import ProviderHTTPSettings
-from secmw.auth.introspection import IntrospectionSettings
-from secmw.auth.session import SessionSettings
-from secmw.auth.totp import TOTPSettings
-from secmw.authz import AuthzSettings
-from secmw.errors import ConfigurationError
-from secmw.headers import HeadersSettings
-from secmw.metrics import MetricsSettings
-from secmw.netaddr import IPSettings
-from secmw.ratelimit import RateLimitSettings
-from secmw.tokens import TokenSettings
+from secmw.core.section import Section, StrList
 
 
 class JWTSettings(Section):
-    """Bearer JWT verification (``SECMW_JWT__*``).
+    """Bearer JWT verification (``jwt.*``).
 
     Enabled when a secret, a public key, a JWKS URL or discovery (with ``issuer``) is set.
     """
@@ -94,7 +76,7 @@ class APIKeyEntry(Section):
 
 
 class APIKeySettings(Section):
-    """API keys (``SECMW_API_KEYS__*``). Enabled when any key is configured."""
+    """API keys (``api_keys.*``). Enabled when any key is configured."""
 
     header: str | None = Field("X-API-Key", description="Header carrying the key; empty for none.")
     query_param: str | None = Field(
@@ -118,7 +100,7 @@ class BasicUserEntry(Section):
 
 
 class BasicSettings(Section):
-    """HTTP Basic (``SECMW_BASIC__*``). Enabled when any user is configured."""
+    """HTTP Basic (``basic.*``). Enabled when any user is configured."""
 
     users: dict[str, BasicUserEntry] = Field(
         default_factory=dict, description="JSON object: user name to {password_hash, scopes}."
@@ -127,7 +109,7 @@ class BasicSettings(Section):
 
 
 class AuthSettings(Section):
-    """The authentication layer as a whole (``SECMW_AUTH__*``)."""
+    """The authentication layer as a whole (``auth.*``)."""
 
     enabled: bool = Field(True, description="Run the authentication layer.")
     realm: str = Field("api", description="`realm` of every challenge.")
@@ -152,64 +134,3 @@ class AuthSettings(Section):
         if unknown:
             raise ValueError(f"unknown scheme(s): {', '.join(sorted(unknown))}")
         return value
-
-
-class SecuritySettings(BaseSettings):
-    """Every secmw setting, one section per layer.
-
-    Build it with no arguments to read the environment, or pass sections (as objects or dicts) to
-    override it: ``SecuritySettings(jwt={"secret": "..."})``.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="SECMW_",
-        env_nested_delimiter="__",
-        env_file=".env",
-        extra="ignore",
-        frozen=True,
-    )
-
-    auth: AuthSettings = AuthSettings()
-    jwt: JWTSettings = JWTSettings()
-    api_keys: APIKeySettings = APIKeySettings()
-    basic: BasicSettings = BasicSettings()
-    introspection: IntrospectionSettings = IntrospectionSettings()
-    session: SessionSettings = SessionSettings()
-    totp: TOTPSettings = TOTPSettings()
-    ip: IPSettings = IPSettings()
-    rate_limit: RateLimitSettings = RateLimitSettings()
-    headers: HeadersSettings = HeadersSettings()
-    authz: AuthzSettings = AuthzSettings()
-    tokens: TokenSettings = TokenSettings()
-    audit: AuditSettings = AuditSettings()
-    metrics: MetricsSettings = MetricsSettings()
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise ConfigurationError(_explain(exc)) from None
-
-
-def resolve_settings(
-    settings: SecuritySettings | None, overrides: dict[str, Any]
-) -> SecuritySettings:
-    """The settings a middleware runs on: explicit settings, else the environment, plus overrides.
-
-    ``overrides`` are whole sections as dicts or section objects, for example
-    ``{"jwt": {"secret": "..."}}``; given with ``settings``, they replace those sections.
-    """
-    if settings is None:
-        return SecuritySettings(**overrides)
-    if not overrides:
-        return settings
-    merged = {name: getattr(settings, name) for name in type(settings).model_fields}
-    merged.update(overrides)
-    return SecuritySettings(**merged)
-
-
-def _explain(exc: ValidationError) -> str:
-    messages = []
-    for error in exc.errors(include_url=False, include_input=False):
-        messages.append(f"{variable_name(*error['loc'])}: {error['msg']}")
-    return "invalid configuration: " + "; ".join(messages)

@@ -1,8 +1,8 @@
-"""The rate-limit storage edge (async twin of :mod:`secmw._storage`) for the ASGI adapters.
+"""The rate-limit storage edge (async twin of :mod:`secmw.ratelimit.storage`) for the ASGI adapters.
 
 Redis is reached through ``limits.aio`` (redis-py's asyncio client), so no call blocks the event
 loop; each call is also capped by ``connect_timeout + command_timeout``. The in-memory storage is
-the same object as on the sync side: its operations are microseconds of CPU under a lock never
+the same object as on the sync side: its operations are short, pure CPU work under a lock never
 held across an ``await``, so they run inline.
 """
 
@@ -16,11 +16,10 @@ from typing import Any
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
-from secmw._ratewindow import LimitHit, Outcome, Strategy
-from secmw._storage import (
+from secmw.core.deny import Deny
+from secmw.ratelimit.script import (
     LUA,
     Direct,
-    Fallback,
     clients_of,
     direct,
     groups,
@@ -33,8 +32,9 @@ from secmw._storage import (
     scheme_of,
     script_call,
 )
-from secmw.problems import Deny
-from secmw.ratelimit import RateLimitSettings
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.storage import Fallback
+from secmw.ratelimit.windows import LimitHit, Outcome, Strategy
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -47,9 +47,9 @@ class AsyncRedisWindows:
     With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
     connection of the client's pool, packed once per distinct call (``packed_call``). redis-py's
     command layer (retries, which are off here) and its per-command timeouts (which ``apply``'s
-    deadline replaces) cost a fifth of the rate limiter's CPU on Redis: 131 against 107 µs per
-    request, measured in process. Cluster and valkey clients go through the library's
-    ``Script`` object."""
+    deadline replaces) would be a large share of the rate limiter's CPU on Redis
+    (docs/performance.md). Cluster and valkey clients go through the library's ``Script``
+    object."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         import limits.aio.storage  # noqa: F401  (registers the async+ schemes)
@@ -61,7 +61,7 @@ class AsyncRedisWindows:
         self._clustered = scheme_of(uri).endswith("+cluster")
         if not self._clustered:
             # ``apply`` bounds every call with one deadline; redis-py's own command timeout would
-            # add a task (``wait_for``) and two timers per command (about 10 µs of CPU).
+            # add a task (``wait_for``) and two timers per command, for nothing.
             # The cluster client keeps it: its slot-map read runs in a task outside the deadline.
             self._options["socket_timeout"] = None
         self._deadline = settings.connect_timeout + settings.command_timeout
@@ -174,7 +174,8 @@ class AsyncRedisWindows:
 
 
 class AsyncLimiter(Fallback):
-    """The storage behind the ASGI adapters; same answers as :class:`secmw._storage.Limiter`."""
+    """The storage behind the ASGI adapters; same answers as
+    :class:`secmw.ratelimit.storage.Limiter`."""
 
     def __init__(
         self, settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic

@@ -1,4 +1,4 @@
-"""``TokenSettings``: lifetimes, known scopes, signing key and stores (``SECMW_TOKENS__*``)."""
+"""``TokenSettings``: lifetimes, known scopes, signing key and stores (``tokens.*``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from secmw._config import Section, parse_list
+from secmw.core.section import Section, parse_list
 
 
 class TokenSettings(Section):
-    """Issuing tokens (``SECMW_TOKENS__*``): lifetimes, known scopes, stores."""
+    """Issuing tokens (``tokens.*``): lifetimes, known scopes, stores."""
 
     access_ttl: int = Field(900, ge=1, le=86_400, description="Access-token lifetime, seconds.")
     refresh_ttl: int = Field(
@@ -28,7 +28,7 @@ class TokenSettings(Section):
         " for other scopes get `invalid_scope`.",
     )
     private_key: SecretStr | None = Field(
-        None, description="PEM private key matching SECMW_JWT__PUBLIC_KEY, to sign tokens."
+        None, description="PEM private key matching jwt.public_key, to sign tokens."
     )
     private_key_file: Path | None = Field(None, description="File holding the PEM private key.")
     storage_uri: str = Field(

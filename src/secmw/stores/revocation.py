@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from secmw._redis import client_pair
+from secmw.stores.redis import client_pair
 
 if TYPE_CHECKING:
     import redis

@@ -1,7 +1,7 @@
 """Rate-limit rules and keys: the pure core of the rate-limit layer, and the audit of a refusal
 that both adapters announce alike.
 
-A request is charged against the **default** limits (``SECMW_RATE_LIMIT__DEFAULT``) and against
+A request is charged against the **default** limits (``rate_limit.default``) and against
 the first **rule** whose path pattern and method match it. A rule may carry its own limits, a
 **cost** (units per request, charged to every limit the request is under), a shared **bucket**
 several rules draw from, a **key** choice, and **overrides** that give principals holding a scope
@@ -22,106 +22,46 @@ rather than charged to a bucket every such client would share.
 
 from __future__ import annotations
 
-import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeAlias
 
-from secmw import audit
-from secmw._memo import remember
-from secmw._ratesettings import (
+from secmw.core.deny import Deny
+from secmw.core.memo import remember
+from secmw.core.paths import PathSet, PathTable
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.errors import ConfigurationError
+from secmw.ip.addresses import IPAddress, NetworkSet, parse_address
+from secmw.ratelimit.plan import UNIDENTIFIED, Plan
+from secmw.ratelimit.settings import (
     CompiledRule,
     KeyKind,
     Limit,
-    RateLimitExempt,
-    RateLimitOverride,
     RateLimitRule,
     RateLimitSettings,
-    StorageErrorPolicy,
     bounded,
     compile_limits,
     compile_rules,
     digest,
     var,
 )
-from secmw._ratewindow import (
+from secmw.ratelimit.windows import (
     LimitHit,
     Outcome,
     Strategy,
     admits,
     current_field,
-    policy_field,
     rate_limit_fields,
     window_stats,
 )
-from secmw.errors import ConfigurationError
-from secmw.netaddr import IPAddress, NetworkSet, parse_address
-from secmw.paths import PathSet, PathTable
-from secmw.principal import Principal
-from secmw.problems import Deny
-from secmw.request import RequestView
 
-__all__ = [
-    "UNIDENTIFIED",
-    "KeyFunc",
-    "KeyKind",
-    "Plan",
-    "RateLimitExempt",
-    "RateLimitOverride",
-    "RateLimitPolicy",
-    "RateLimitRule",
-    "RateLimitSettings",
-    "StorageErrorPolicy",
-    "announce_refusal",
-    "storage_unavailable",
-]
+__all__ = ["KeyFunc", "RateLimitPolicy"]
 
 KeyFunc: TypeAlias = Callable[[RequestView], "str | None"]
 Fields: TypeAlias = list[tuple[str, str]]
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WEBSOCKET")
-UNIDENTIFIED = Deny(
-    403, "The client cannot be identified for rate limiting.", "client_unidentified"
-)
-
-
-def announce_refusal(request: RequestView, plan: Plan, refusal: Deny) -> None:
-    """Audit a request a limit refused (429, ``ratelimit.exceeded``) or the storage could not
-    decide (503, ``ratelimit.unavailable``); the adapters call it with what they answer."""
-    audit.emit(
-        "ratelimit.exceeded" if refusal.status == 429 else "ratelimit.unavailable",
-        refusal.detail,
-        request=request,
-        rule=plan.rule,
-        level=logging.INFO,
-    )
-
-
-def storage_unavailable(retry_after: float) -> Deny:
-    """503 while the storage is down under ``on_storage_error=deny`` (fail closed, RFC 9110
-    §15.6.4)."""
-    seconds = str(max(1, math.ceil(retry_after)))
-    return Deny(
-        503, "Rate limiting is unavailable.", "rate_limit_unavailable", (("retry-after", seconds),)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The limits one request is charged against, in a fixed order."""
-
-    hits: tuple[LimitHit, ...]
-    rule: str
-    policy_field: str = field(init=False, repr=False, compare=False)
-    """The ``RateLimit-Policy`` value (plans are reused, so it is rendered once)."""
-    raw_policy_field: bytes = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        value = policy_field(self.hits)
-        object.__setattr__(self, "policy_field", value)
-        object.__setattr__(self, "raw_policy_field", value.encode("latin-1"))
 
 
 class RateLimitPolicy:
@@ -340,8 +280,8 @@ class RateLimitPolicy:
     def conclude_raw(self, plan: Plan, outcome: Outcome) -> Deny | list[tuple[bytes, bytes]]:
         """``conclude`` with the fields as ASGI's byte pairs.
 
-        The admitted case is rendered here straight to bytes: encoding ``conclude``'s strings
-        instead costs 0.15x bare Starlette on the whole stack (3.96x -> 4.11x measured)."""
+        The admitted case, the one on every request, is rendered here straight to bytes rather
+        than by encoding ``conclude``'s strings (docs/performance.md)."""
         if outcome.admitted and self._ietf:
             current = current_field(self.strategy, plan.hits, outcome.states)
             return [(b"ratelimit-policy", plan.raw_policy_field), (b"ratelimit", current.encode())]

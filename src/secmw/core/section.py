@@ -1,8 +1,9 @@
-"""Building blocks for settings sections: list parsing, secret files, variable names."""
+"""Building blocks for settings sections: the section base, list parsing, secret files."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +11,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_settings import NoDecode
 
 from secmw.errors import ConfigurationError
-
-ENV_PREFIX = "SECMW_"
 
 
 def parse_list(value: Any) -> Any:
@@ -34,11 +33,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def variable_name(*loc: object) -> str:
-    """The environment variable for a settings location: ``("jwt", "secret")`` ->
-    ``SECMW_JWT__SECRET``."""
-    parts = [str(part).upper() for part in loc if not isinstance(part, int)]
-    return ENV_PREFIX + "__".join(parts)
+SettingsSource = Callable[[Any, dict[str, Any]], Any]
+"""Builds the settings a component runs on from the settings it was given (or None) and
+section overrides."""
+
+_sources: list[SettingsSource] = []
+
+
+def provide_settings(source: SettingsSource) -> None:
+    """Install where components find settings they were not handed.
+
+    ``secmw.config`` installs the environment reader when it is imported, which importing
+    ``secmw`` always does: features read their settings through :func:`settings_or_environment`
+    and never import ``secmw.config``, which imports every feature's section.
+    """
+    _sources[:] = [source]
+
+
+def settings_or_environment(settings: Any, overrides: dict[str, Any]) -> Any:
+    """``settings`` as given; without them, or with section overrides, what the installed
+    source builds (the environment, then the overrides)."""
+    if settings is not None and not overrides:
+        return settings
+    return _sources[0](settings, overrides)
 
 
 def read_secret_file(path: Path, setting: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from secmw.settings import SecuritySettings
+from secmw.asgi.stack import SecurityStack
+from secmw.config.settings import SecuritySettings
 
 MASK = "**********"
 _SECRET_WORDS = ("secret", "password", "private_key")
@@ -75,8 +76,6 @@ def check_settings(settings: SecuritySettings | None = None) -> ConfigReport:
     Building the whole ASGI stack is the check: every section is parsed exactly as the middleware
     would parse it at start-up, and nothing connects to storage.
     """
-    from secmw.asgi.stack import SecurityStack
-
     settings = settings or SecuritySettings()
     SecurityStack(_noop_app, settings=settings)
     effective = _mask(settings.model_dump(mode="json"))

@@ -8,22 +8,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secmw.config.settings import SecuritySettings
+from secmw.core.fields import Headers
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
-from secmw.netaddr import (
+from secmw.ip.addresses import NetworkSet, address_text, parse_address, parse_network
+from secmw.ip.filter import IPFilter, IPPolicy
+from secmw.ip.forwarded import (
     MAX_HOPS,
     ClientAddressResolver,
-    IPFilter,
-    IPPolicy,
-    IPSettings,
-    NetworkSet,
-    address_text,
-    parse_address,
-    parse_network,
     request_client_address,
     resolve_request_client,
 )
-from secmw.request import Headers, RequestView
-from secmw.settings import SecuritySettings
+from secmw.ip.settings import IPSettings
 
 PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)
 TRUSTED = ["10.0.0.0/8", "fd00::/8"]

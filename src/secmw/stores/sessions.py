@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from secmw._redis import client_pair
 from secmw.errors import StoreUnavailable
+from secmw.stores.redis import client_pair
 
 if TYPE_CHECKING:
     import redis

@@ -1,0 +1,1 @@
+"""What every layer shares: the request view, principals, denials, path patterns, sections."""

@@ -1,0 +1,248 @@
+"""One header policy, validated and encoded once: the header blocks a response gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, AnyStr
+
+from secmw.core.deny import Deny
+from secmw.core.request import RequestView
+from secmw.headers.csp import ContentSecurityPolicy
+
+_Triple = tuple[AnyStr, AnyStr, AnyStr]  # (lower-case name, name as sent, value)
+INTERNAL_ERROR = Deny(500, "the server could not complete the request", "internal_error")
+"""What the adapters answer, with the headers, when the app raised before responding."""
+
+
+class _Block:
+    """One encoding of a policy: ``str`` with canonical casing (WSGI) or lower-case ``bytes``."""
+
+    __slots__ = (
+        "added",
+        "cache",
+        "csp_name",
+        "multi",
+        "plain",
+        "plain_pairs",
+        "replace",
+        "secure",
+        "secure_pairs",
+        "singletons",
+        "watched",
+    )
+
+    def __init__(self, policy: HeaderPolicy, encode: Any, *, lower: bool) -> None:
+        def field(name: str, value: str) -> Any:
+            return (encode(name.lower()), encode(name.lower() if lower else name), encode(value))
+
+        fixed = [field(name, value) for name, value in policy.fixed]
+        hsts = [field("Strict-Transport-Security", policy.hsts)] if policy.hsts else []
+        self.secure = tuple(hsts + fixed)
+        self.plain = tuple((hsts if policy.hsts_on_http else []) + fixed)
+        csp = policy.csp
+        self.csp_name = field(csp.header_name if csp else "", "")[:2]
+        self.cache = field("Cache-Control", policy.cache_control) if policy.cache_control else None
+        managed = {encode(name.lower()) for name in policy.managed}
+        self.multi = frozenset(
+            encode(n) for n in ("content-security-policy", "content-security-policy-report-only")
+        )
+        self.singletons = frozenset(managed - self.multi)
+        replace = set(managed) if policy.override else set()
+        server = encode("server")
+        if policy.server is not None:
+            replace.add(server)
+            if policy.server:
+                self.secure += (field("Server", policy.server),)
+                self.plain += (field("Server", policy.server),)
+        self.replace = frozenset(replace)
+        self.watched = frozenset(managed | replace | {encode("cache-control")})
+        self.secure_pairs = tuple((name, value) for _, name, value in self.secure)
+        self.plain_pairs = tuple((name, value) for _, name, value in self.plain)
+        cached = (self.cache[1:],) if self.cache else ()
+        # What a response that set none of the watched fields gets, by (secure, authenticated):
+        # ``added[secure + 2 * authenticated]``.
+        self.added = (
+            self.plain_pairs,
+            self.secure_pairs,
+            self.plain_pairs + cached,
+            self.secure_pairs + cached,
+        )
+
+
+class HeaderPolicy:
+    """The headers for one class of responses, validated and encoded once.
+
+    Build it with :func:`build_policy`; :class:`SecurityHeaders` picks one per request.
+    """
+
+    __slots__ = (
+        "bytes_block",
+        "cache_control",
+        "csp",
+        "fixed",
+        "hsts",
+        "hsts_on_http",
+        "managed",
+        "nonced",
+        "override",
+        "server",
+        "str_block",
+    )
+
+    def __init__(
+        self,
+        fixed: Sequence[tuple[str, str]],
+        *,
+        hsts: str | None = None,
+        hsts_on_http: bool = False,
+        csp: ContentSecurityPolicy | None = None,
+        cache_control: str | None = None,
+        server: str | None = None,
+        override: bool = False,
+    ) -> None:
+        self.csp = csp
+        if csp is not None and not csp.uses_nonce:
+            fixed = [*fixed, (csp.header_name, csp.render())]
+        if csp is not None and csp.report_to:
+            fixed = [*fixed, ("Reporting-Endpoints", f'csp-endpoint="{csp.report_to}"')]
+        self.fixed = tuple(fixed)
+        self.hsts = hsts
+        self.hsts_on_http = hsts_on_http
+        self.cache_control = cache_control
+        self.server = server
+        self.override = override
+        names = [name for name, _ in self.fixed]
+        names += ["Strict-Transport-Security"] if hsts else []
+        names += [csp.header_name] if csp else []
+        self.managed = frozenset(name.lower() for name in names)
+        self.nonced = csp is not None and csp.uses_nonce
+        self.str_block = _Block(self, str, lower=False)
+        self.bytes_block = _Block(self, lambda text: text.encode("latin-1"), lower=True)
+
+    def apply_bytes(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        secure: bool,
+        authenticated: bool,
+        queued: Sequence[tuple[bytes, bytes]] = (),
+    ) -> list[tuple[bytes, bytes]]:
+        """ASGI, for a policy without a nonce: the response headers, then ``queued`` (fields of
+        the inner layers), with the policy merged in (what a :class:`HeaderPass` does, without
+        making one)."""
+        block = self.bytes_block
+        out = [*headers, *queued]
+        watched = block.watched
+        for name, _ in out:
+            if name.lower() in watched:
+                extra = [block.cache] if block.cache and authenticated else []
+                return _merge_managed(out, block, secure, extra)
+        out += block.added[secure + 2 * authenticated]  # the common case: none of them set
+        return out
+
+    def headers(self, *, secure: bool = True, authenticated: bool = False) -> list[tuple[str, str]]:
+        """Every header this policy adds to a response that set none (no nonce: a preview)."""
+        return HeaderPass(self, None, secure=secure).apply_str([], authenticated=authenticated)
+
+
+class HeaderPass:
+    """The header pass of one response: merges the policy into the app's headers.
+
+    The app's own security headers are kept (the app knows its pages) unless the policy
+    overrides; a managed header the app sent twice, in any casing, leaves once; ``Cache-Control``
+    is added for authenticated requests only when the app set none.
+    """
+
+    __slots__ = ("nonce", "policy", "request", "secure")
+
+    def __init__(
+        self,
+        policy: HeaderPolicy,
+        nonce: str | None,
+        *,
+        secure: bool,
+        request: RequestView | None = None,
+    ) -> None:
+        self.policy = policy
+        self.nonce = nonce
+        self.secure = secure
+        self.request = request
+
+    def apply(
+        self, headers: Iterable[tuple[bytes, bytes]], *, authenticated: bool | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """ASGI: the response headers (lower-case bytes names) with the policy merged in."""
+        block = self.policy.bytes_block
+        extra: list[_Triple[bytes]] = []
+        csp = self.policy.csp
+        if csp is not None and csp.uses_nonce:
+            extra.append((block.csp_name[0], block.csp_name[1], csp.encode(self.nonce)))
+        if block.cache is not None and self._authenticated(authenticated):
+            extra.append(block.cache)
+        return _merge(headers, block, self.secure, extra)
+
+    def apply_str(
+        self, headers: Iterable[tuple[str, str]], *, authenticated: bool | None = None
+    ) -> list[tuple[str, str]]:
+        """WSGI: the response headers (native strings) with the policy merged in."""
+        block = self.policy.str_block
+        extra: list[_Triple[str]] = []
+        csp = self.policy.csp
+        if csp is not None and csp.uses_nonce:
+            value = csp.encode(self.nonce).decode("ascii")
+            extra.append((block.csp_name[0], block.csp_name[1], value))
+        if block.cache is not None and self._authenticated(authenticated):
+            extra.append(block.cache)
+        return _merge(headers, block, self.secure, extra)
+
+    def _authenticated(self, given: bool | None) -> bool:
+        if given is not None:
+            return given
+        # Read when the response starts: the authentication layer runs inside this one.
+        principal = self.request.state.get("principal") if self.request else None
+        return bool(getattr(principal, "is_authenticated", False))
+
+
+def _merge(
+    headers: Iterable[tuple[AnyStr, AnyStr]],
+    block: _Block,
+    secure: bool,
+    extra: list[_Triple[AnyStr]],
+) -> list[tuple[AnyStr, AnyStr]]:
+    out = list(headers)
+    watched = block.watched
+    for name, _ in out:
+        if name.lower() in watched:
+            return _merge_managed(out, block, secure, extra)
+    # The common case: the app set none of these headers.
+    out.extend(block.secure_pairs if secure else block.plain_pairs)
+    for _, name, value in extra:
+        out.append((name, value))
+    return out
+
+
+def _merge_managed(
+    headers: list[tuple[AnyStr, AnyStr]],
+    block: _Block,
+    secure: bool,
+    extra: list[_Triple[AnyStr]],
+) -> list[tuple[AnyStr, AnyStr]]:
+    out: list[tuple[AnyStr, AnyStr]] = []
+    seen: set[Any] = set()
+    for name, value in headers:
+        key = name.lower()
+        if key in block.watched:
+            if key in block.replace:
+                continue
+            if key in block.singletons:
+                if key in seen:
+                    continue
+            elif key in block.multi:
+                if (key, value) in seen:
+                    continue
+                seen.add((key, value))
+            seen.add(key)
+        out.append((name, value))
+    fixed: tuple[_Triple[AnyStr], ...] = block.secure if secure else block.plain
+    out.extend((name, value) for key, name, value in fixed if key not in seen)
+    out.extend((name, value) for key, name, value in extra if key not in seen)
+    return out

@@ -1,0 +1,1 @@
+"""Client addresses behind trusted proxies, and allow/deny lists by address and path."""

@@ -1,0 +1,1 @@
+"""Rate limiting: settings, rules, windows and the memory and Redis storages."""

@@ -1,0 +1,206 @@
+"""Rate-limit windows in process memory: ``limits``' semantics, lazy expiry, a key cap.
+
+``limits``' own ``MemoryStorage`` starts a timer thread after writes to expire keys, each run
+scanning every key; these windows expire lazily when a key is read, need no thread, and are capped
+(``memory_max_keys``) with LRU eviction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from secmw import audit
+from secmw.ratelimit.windows import LimitHit, Outcome, State, Strategy, admits, charge
+
+
+class MemoryWindows:
+    """Rate-limit windows in this process: plain dicts, no timer threads, a hard cap on keys.
+
+    The windows follow ``limits``' semantics (and ``ratelimit.lua``'s): a fixed window counts
+    units until it resets; a moving window keeps one timestamp per unit and counts those younger
+    than the window; a sliding-window counter keeps this period's and the previous period's
+    counts and weighs the previous one by how much of it still overlaps the window. Expired
+    state is dropped when its key is next touched, so nothing runs in the background (``limits``'
+    ``MemoryStorage`` starts timer threads while traffic flows, each scanning every key).
+
+    Every limit of a request is checked, then charged, under one lock: a request refused by one
+    limit costs nothing on the others and threads never over-admit.
+
+    Args:
+        strategy: The windowing strategy.
+        max_keys: Cap on stored keys. Past it the least recently used key is forgotten (its
+            client starts afresh) and one ``ratelimit.memory_full`` event is emitted per episode:
+            memory stays bounded and new clients are still served. Share counters in Redis when
+            one process sees more clients than that.
+        clock: Seconds, monotonic; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        max_keys: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.strategy: Strategy = strategy
+        self.max_keys = max_keys
+        self._clock = clock
+        self._windows: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._full = False
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Check every limit, then charge them all when each has room (and ``charging``)."""
+        now = self._clock()
+        with self._lock:
+            if self.strategy == "fixed-window":
+                return self._apply_fixed(hits, now, charging)
+            states = [self._state(hit, now) for hit in hits]
+            admitted = all(admits(self.strategy, h, s) for h, s in zip(hits, states, strict=True))
+            if admitted and charging:
+                for hit in hits:
+                    self._charge(hit, now)
+                states = [charge(self.strategy, h, s) for h, s in zip(hits, states, strict=True)]
+        return Outcome(admitted, tuple(states))
+
+    def _apply_fixed(self, hits: Sequence[LimitHit], now: float, charging: bool) -> Outcome:
+        """``apply`` for fixed windows, the cheapest strategy, kept cheap: one pass to check, one
+        to charge (the same arithmetic as ``_state``, ``admits`` and ``charge``)."""
+        windows = self._windows
+        # The usual request has one limit: this branch skips the lists of the loop below, on the
+        # path every request takes (docs/performance.md).
+        if len(hits) == 1:
+            hit = hits[0]
+            key = hit.key
+            entry = windows.get(key)
+            if entry is None or entry[1] <= now:
+                entry, count, ttl = None, 0, 0
+            else:
+                count, ttl = entry[0], int((entry[1] - now) * 1000)
+            total = count + hit.cost
+            if total > hit.amount or not charging:
+                return Outcome(total <= hit.amount, ((count, ttl),))
+            if entry is None:
+                entry = windows[key] = [0, now + hit.window]
+            entry[0] = total  # under the lock: the stored count is still ``count``
+            windows.move_to_end(key)
+            if len(windows) > self.max_keys:
+                self._evict()
+            return Outcome(True, ((total, ttl if count else hit.window_ms),))
+        entries = []
+        states: list[State] = []
+        admitted = True
+        for hit in hits:
+            entry = windows.get(hit.key)
+            if entry is None or entry[1] <= now:
+                entry, state = None, (0, 0)
+            else:
+                state = (entry[0], int((entry[1] - now) * 1000))
+            if state[0] + hit.cost > hit.amount:
+                admitted = False
+            entries.append(entry)
+            states.append(state)
+        if admitted and charging:
+            for index, hit in enumerate(hits):
+                entry = entries[index]
+                if entry is None:
+                    entry = windows[hit.key] = [0, now + hit.window]
+                entry[0] += hit.cost
+                windows.move_to_end(hit.key)
+                count, ttl = states[index]
+                states[index] = (count + hit.cost, ttl if count else hit.window_ms)
+            if len(windows) > self.max_keys:
+                self._evict()
+        return Outcome(admitted, tuple(states))
+
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back ``hit.cost`` units of each limit (never below zero): an attempt charged
+        before it was checked that turned out not to count (see ``secmw.auth.throttle``).
+
+        The moving window gives back its newest entries, which may be a concurrent request's
+        rather than this one's: the same number of units, freed a little later at most."""
+        now = self._clock()
+        with self._lock:
+            for hit in hits:
+                entry = self._windows.get(hit.key)
+                if entry is None:
+                    continue
+                if self.strategy == "fixed-window":
+                    if entry[1] > now:
+                        entry[0] = max(0, entry[0] - hit.cost)
+                elif self.strategy == "moving-window":
+                    for _ in range(min(hit.cost, len(entry))):
+                        entry.pop()
+                else:
+                    period = int(now // hit.window)
+                    previous, current = _sliding_counts(entry, period)
+                    taken = min(hit.cost, current)
+                    previous = max(0, previous - (hit.cost - taken))
+                    self._windows[hit.key] = (period, previous, current - taken)
+
+    def _state(self, hit: LimitHit, now: float) -> State:
+        entry = self._windows.get(hit.key)
+        window = hit.window
+        if self.strategy == "moving-window":
+            if not entry:
+                return (0, 0)
+            horizon = now - window
+            while entry and entry[0] <= horizon:
+                entry.popleft()
+            return (len(entry), int((now - entry[0]) * 1000)) if entry else (0, 0)
+        period = int(now // window)
+        previous, current = _sliding_counts(entry, period)
+        current_ttl = int(((period + 2) * window - now) * 1000)
+        previous_ttl = current_ttl - window * 1000
+        return (previous, previous_ttl if previous else 0, current, current_ttl if current else 0)
+
+    def _charge(self, hit: LimitHit, now: float) -> None:
+        windows, key = self._windows, hit.key
+        entry = windows.get(key)
+        window = hit.window
+        if self.strategy == "moving-window":
+            if entry is None:
+                entry = deque()
+            entry.extend([now] * hit.cost)
+        else:
+            period = int(now // window)
+            previous, current = _sliding_counts(entry, period)
+            entry = (period, previous, current + hit.cost)
+        windows[key] = entry
+        windows.move_to_end(key)
+        if len(windows) > self.max_keys:
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._windows) > self.max_keys:
+            self._windows.popitem(last=False)
+        if not self._full:
+            self._full = True
+            audit.emit(
+                "ratelimit.memory_full",
+                f"in-memory store reached {self.max_keys} keys; forgetting the least recent",
+            )
+        elif len(self._windows) < self.max_keys * 0.9:
+            self._full = False
+
+
+def _sliding_counts(entry: tuple[int, int, int] | None, period: int) -> tuple[int, int]:
+    """(previous, current) counts for ``period`` from a stored (period, previous, current)."""
+    if entry is None:
+        return 0, 0
+    stored_period, previous, current = entry
+    if stored_period == period:
+        return previous, current
+    if stored_period == period - 1:
+        return current, 0
+    return 0, 0
+
+
+# -- Redis -----------------------------------------------------------------------------------

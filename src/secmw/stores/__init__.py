@@ -1,0 +1,1 @@
+"""Stores shared by the layers: the Redis client factory, the JWT denylist, sessions."""
