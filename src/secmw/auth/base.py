@@ -157,6 +157,9 @@ class AuthChain:
     - An ``Authorization`` header whose scheme no authenticator owns: 401 (closed by default).
     - A CORS preflight is anonymous (unless ``preflight_anonymous`` is off), so the app's CORS
       middleware answers it wherever it sits.
+    - On the token endpoint (``token_endpoint``, routed paths) the ``Authorization`` field is an
+      OAuth client's credential (RFC 6749 §2.3.1), not a user's: the chain leaves it to the
+      endpoint, which authenticates the client, and reads only the other schemes there.
     """
 
     def __init__(
@@ -166,8 +169,10 @@ class AuthChain:
         required: PathSet | None = None,
         public: PathSet | None = None,
         preflight_anonymous: bool = True,
+        token_endpoint: PathSet | None = None,
     ) -> None:
         self.authenticators = tuple(authenticators)
+        self.token_endpoint = token_endpoint or PathSet(())
         self._by_authorization = {
             a.authorization_scheme: a for a in self.authenticators if a.authorization_scheme
         }
@@ -204,7 +209,10 @@ class AuthChain:
         principal = self.cached_principal(request)
         if principal is not None:
             return principal
-        authorization = self._authorization(request)
+        if request.normalized_path in self.token_endpoint:
+            authorization = None  # the OAuth client's credential: the endpoint checks it
+        else:
+            authorization = self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization
         owner, param = None, None
@@ -241,6 +249,8 @@ class AuthChain:
         the digest of its text; a field with other octets (repeated, padded, too long) misses."""
         if self._cached is None:  # the first scheme has no such cache
             return None
+        if request.normalized_path in self.token_endpoint:
+            return None  # there the field is the OAuth client's: see ``find``
         value = request.single_raw(b"authorization")
         prefix = self._cached_prefix
         if value is None or len(value) > self._cached_max or value[: len(prefix)].lower() != prefix:

@@ -262,4 +262,8 @@ def build_chain(
         required=PathSet(settings.auth.required, setting="auth.required"),
         public=PathSet(settings.auth.public, setting="auth.public"),
         preflight_anonymous=settings.auth.cors_preflight_anonymous,
+        token_endpoint=PathSet(
+            [settings.tokens.endpoint_path] if settings.tokens.endpoint_path else [],
+            setting="tokens.endpoint_path",
+        ),
     )
