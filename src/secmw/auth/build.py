@@ -76,6 +76,7 @@ def build_jwt_authenticator(
         roles_claim=jwt.roles_claim,
         realm=realm,
         max_token_bytes=jwt.max_token_bytes,
+        typ=jwt.typ,
     )
 
 

@@ -60,3 +60,14 @@ def roles_from_claims(claims: Mapping[str, Any], claim: str | None) -> frozenset
     if isinstance(value, list | tuple):
         return frozenset(v for v in value if isinstance(v, str))
     return frozenset()
+
+
+def token_type(typ: object) -> str | None:
+    """A JOSE ``typ`` header in the form it is compared in: lower case, without the
+    ``application/`` prefix RFC 7515 §4.1.9 lets a media type drop (``application/at+jwt`` is
+    ``at+jwt``); None when it is not a string."""
+    if not isinstance(typ, str):
+        return None
+    lowered = typ.strip().lower()
+    rest = lowered.removeprefix("application/")
+    return rest if "/" not in rest else lowered

@@ -36,6 +36,7 @@ from secmw.auth.claims import (
     check_algorithms,
     roles_from_claims,
     scopes_from_claims,
+    token_type,
 )
 from secmw.auth.jwks import JWKSKeySource, VerificationKey
 from secmw.core.deny import Deny, quote_param
@@ -80,6 +81,10 @@ class JWTAuthenticator:
             token's ``jti`` and its ``fam`` claim. Tokens without ``jti`` cannot be revoked one
             by one: add ``"jti"`` to ``require`` to refuse them.
         clock: UNIX time source of the cache (injected in tests).
+        typ: Accepted ``typ`` header values (``["at+jwt"]``: RFC 9068 §4 access tokens only, so
+            an ID token cannot be replayed as an access token); empty: not checked. Compared
+            case-insensitively, ``application/at+jwt`` as ``at+jwt``; a token without ``typ``
+            is refused when it is set.
     """
 
     scheme = "bearer"
@@ -107,6 +112,7 @@ class JWTAuthenticator:
         revocation: RevocationStore | AsyncRevocationStore | None = None,
         clock: Callable[[], float] = time.time,
         setting: str = "jwt",
+        typ: Iterable[str] = (),
     ) -> None:
         self.algorithms = check_algorithms(algorithms, setting=f"{setting}.algorithms")
         if (key is None) == (key_source is None):
@@ -122,6 +128,7 @@ class JWTAuthenticator:
                     " JWKS keys (public-key algorithms only)"
                 )
         self._key = self._load_key(key, setting) if key is not None else None
+        self.typ = frozenset(filter(None, map(token_type, typ)))
         self.issuer = issuer
         self.audience = audience if isinstance(audience, str | None) else list(audience)
         self.leeway = leeway
@@ -283,17 +290,24 @@ class JWTAuthenticator:
         return result
 
     def _decode(self, token: str, key: _Keyed) -> Principal | Deny:
+        options = {
+            "jwt": token,
+            "key": key.key,
+            "algorithms": key.algorithms,
+            "audience": self.audience,
+            "issuer": self.issuer,
+            "leeway": self.leeway,
+        }
         try:
-            claims = self._decoder.decode(
-                token,
-                key.key,
-                algorithms=key.algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-            )
+            if not self.typ:
+                claims: dict[str, Any] = self._decoder.decode(**options)
+                return self.principal_from_claims(claims)
+            decoded = self._decoder.decode_complete(**options)
         except pyjwt.PyJWTError as exc:
             return self._deny(401, _describe(exc), "invalid_token")
+        if token_type(decoded["header"].get("typ")) not in self.typ:
+            return self._deny(401, "token type not accepted", "invalid_token")
+        claims = decoded["payload"]
         return self.principal_from_claims(claims)
 
     def _is_revoked_sync(self, ids: tuple[str, ...]) -> bool:

@@ -25,6 +25,11 @@ class JWTSettings(Section):
         None,
         description="Allowed algorithms; default HS256 with a secret, inferred from a public key.",
     )
+    typ: StrList = Field(
+        default_factory=list,
+        description="Accepted `typ` headers, e.g. `at+jwt` (RFC 9068 access tokens only, so an ID"
+        " token cannot be replayed); empty: not checked. `application/at+jwt` counts as `at+jwt`.",
+    )
     issuer: str | None = Field(None, description="Required `iss` claim.")
     audience: StrList | None = Field(None, description="Accepted `aud` values.")
     leeway: float = Field(0, ge=0, le=300, description="Clock skew tolerated, in seconds.")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 
+from secmw.auth.claims import token_type
 from secmw.tokens.keys import signing_keys
 from secmw.tokens.model import (
     ACCESS,
@@ -22,6 +23,9 @@ from secmw.tokens.oauth import OAuthError, format_scope, grant_scopes, invalid_g
 
 if TYPE_CHECKING:
     from secmw.config.settings import SecuritySettings
+
+ACCESS_TYP = "at+jwt"
+"""The ``typ`` header of access tokens (RFC 9068 §2.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ class TokenCodec:
             )
         if self.roles_claim and account.roles:
             claims[self.roles_claim] = sorted(account.roles)
-        return self._encode(claims, {"typ": "at+jwt"})
+        return self._encode(claims, {"typ": ACCESS_TYP})
 
     def refresh_token(
         self, account: Account, scopes: frozenset[str], family: str, ttl: int
@@ -97,7 +101,7 @@ class TokenCodec:
         if not isinstance(token, str) or len(token) > self.max_token_bytes:
             return None
         try:
-            claims: dict[str, Any] = pyjwt.decode(
+            decoded = pyjwt.decode_complete(
                 token,
                 self._verify_key,
                 algorithms=[self.algorithm],
@@ -108,6 +112,11 @@ class TokenCodec:
                 options={"verify_exp": False, "require": ["exp", "jti", self.subject_claim]},
             )
         except pyjwt.PyJWTError:
+            return None
+        claims: dict[str, Any] = decoded["payload"]
+        # RFC 9068 §4: an access token says so in its header, and only an access token does.
+        is_access = token_type(decoded["header"].get("typ")) == ACCESS_TYP
+        if is_access != (claims.get(TOKEN_USE_CLAIM) == ACCESS):
             return None
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp + self.leeway <= self.clock():
