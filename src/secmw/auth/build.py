@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw.auth._http import ProviderClient
@@ -15,6 +16,7 @@ from secmw.auth.introspection import (
 )
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.auth.keyring import load_ring, ring_entries
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
 from secmw.core.paths import PathSet
@@ -31,10 +33,14 @@ def build_jwt_authenticator(
     realm: str = "api",
     *,
     revocation: RevocationStore | AsyncRevocationStore | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> JWTAuthenticator | None:
     """The JWT authenticator the settings describe, or None when no key is configured.
 
-    ``revocation`` overrides the Redis denylist ``jwt.revocation_url`` would build.
+    ``revocation`` overrides the Redis denylist ``jwt.revocation_url`` would build. ``keys``
+    (``kid`` -> secret or PEM public key, the active one first, from :func:`verification_keys`)
+    are the keys of tokens the app issues itself; without ``jwt.secret`` or ``jwt.public_key``
+    the active one is the key of tokens without a known ``kid``.
     """
     secret = jwt.secret.get_secret_value() if jwt.secret else None
     if jwt.secret_file:
@@ -47,6 +53,14 @@ def build_jwt_authenticator(
             "jwt.secret: set either a secret or a public key, not both (key confusion)"
         )
     key = secret or public_key
+    ring = dict(keys or {})
+    if ring and source_configured(jwt):
+        raise ConfigurationError(
+            "tokens.keys: the identity provider issues the tokens, not this app"
+        )
+    if ring and not key:
+        key = next(iter(ring.values()))
+        secret = None if key.startswith("-----BEGIN") else key
     source = _jwks_source(jwt)
     if source is not None and key:
         raise ConfigurationError(
@@ -77,11 +91,24 @@ def build_jwt_authenticator(
         realm=realm,
         max_token_bytes=jwt.max_token_bytes,
         typ=jwt.typ,
+        verification_keys=ring,
     )
 
 
+def source_configured(jwt: JWTSettings) -> bool:
+    """Whether keys come from a JWKS URL or discovery."""
+    return bool(jwt.jwks_url or jwt.discovery)
+
+
+def verification_keys(settings: SecuritySettings) -> dict[str, str]:
+    """``kid`` -> secret or PEM public key of ``tokens.keys`` and ``tokens.keys_file``."""
+    tokens = settings.tokens
+    ring = load_ring(ring_entries(tokens.keys, tokens.keys_file))
+    return {key.kid: key.verification_text() for key in ring}
+
+
 def _jwks_source(jwt: JWTSettings) -> JWKSKeySource | None:
-    if not jwt.jwks_url and not jwt.discovery:
+    if not source_configured(jwt):
         return None
     return JWKSKeySource(
         jwt.jwks_url,
@@ -226,7 +253,9 @@ def build_chain(
     realm = settings.auth.realm
     order = settings.auth.order
     available: dict[str, Authenticator] = {}
-    jwt = build_jwt_authenticator(settings.jwt, realm, revocation=revocation)
+    jwt = build_jwt_authenticator(
+        settings.jwt, realm, revocation=revocation, keys=verification_keys(settings)
+    )
     opaque = build_introspection_authenticator(settings.introspection, realm)
     if opaque is not None and "introspection" not in order:
         raise ConfigurationError(

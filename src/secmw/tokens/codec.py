@@ -49,7 +49,8 @@ class TokenCodec:
 
     def __init__(self, settings: SecuritySettings, clock: Callable[[], float]) -> None:
         jwt = settings.jwt
-        self.algorithm, self._sign_key, self._verify_key = signing_keys(settings)
+        self.keys = signing_keys(settings)
+        self.algorithm = self.keys.algorithm
         self.issuer = jwt.issuer
         audience = list(jwt.audience or ())
         self.audience: str | list[str] | None = (
@@ -101,9 +102,12 @@ class TokenCodec:
         if not isinstance(token, str) or len(token) > self.max_token_bytes:
             return None
         try:
+            key = self.keys.verification_key(pyjwt.get_unverified_header(token).get("kid"))
+            if key is None:
+                return None
             decoded = pyjwt.decode_complete(
                 token,
-                self._verify_key,
+                key,
                 algorithms=[self.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -169,5 +173,8 @@ class TokenCodec:
 
     def _encode(self, claims: dict[str, Any], headers: dict[str, Any]) -> str:
         return pyjwt.encode(
-            claims, self._sign_key, algorithm=self.algorithm, headers=headers or None
+            claims,
+            self.keys.signing,
+            algorithm=self.algorithm,
+            headers={**headers, "kid": self.keys.kid},
         )

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
+from secmw.auth.keyring import public_jwks
 from secmw.core.section import settings_or_environment
 from secmw.stores.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
@@ -145,6 +146,17 @@ class TokenIssuer:
         family, jti, token = self._new_family(account, granted)
         await self.store.aput(_grant_key(jti), account.subject, self.refresh_ttl)
         return self._issued(account, granted, family, token)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys of the tokens this issuer signs, as a JWKS document (RFC 7517 §5):
+        serve it (at ``/.well-known/jwks.json``, say) so other services verify these tokens with
+        their own JWKS client. Every key of ``tokens.keys`` is listed, so a token signed with a
+        previous key still verifies there until that key is removed.
+
+        Raises:
+            ConfigurationError: the keys are HMAC secrets, which are never published.
+        """
+        return public_jwks(self.codec.keys.public())
 
     # -- the token endpoint --------------------------------------------------------------------
 

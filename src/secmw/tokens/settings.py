@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from secmw.auth.keyring import SigningKeyEntry
 from secmw.core.section import Section, StrList, parse_list
 
 
@@ -69,6 +70,14 @@ class TokenSettings(Section):
         None, description="PEM private key matching jwt.public_key, to sign tokens."
     )
     private_key_file: Path | None = Field(None, description="File holding the PEM private key.")
+    keys: list[SigningKeyEntry] = Field(
+        default_factory=list,
+        description="Signing keys for rotation, active first: JSON list of {kid, secret} or {kid,"
+        " private_key}. The first signs; every listed key verifies the tokens carrying its kid.",
+    )
+    keys_file: Path | None = Field(
+        None, description="JSON file with more keys of the same form, after `keys`."
+    )
     storage_uri: str = Field(
         "memory://",
         description="Refresh grants and single-use tokens: `memory://` or a Redis URL.",
