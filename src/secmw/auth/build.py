@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secmw.auth._http import ProviderClient
@@ -17,6 +18,7 @@ from secmw.auth.introspection import (
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.keyring import load_ring, ring_entries
+from secmw.auth.reload import WatchedFile
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
 from secmw.core.paths import PathSet
@@ -205,31 +207,35 @@ def _infer_algorithms(pem: str) -> list[str]:
     raise ConfigurationError("jwt.public_key: unsupported key type; set jwt.algorithms explicitly")
 
 
-def _api_key_records(settings: SecuritySettings) -> list[APIKeyRecord]:
-    entries = list(settings.api_keys.keys)
-    if settings.api_keys.file:
-        raw = read_json_file(settings.api_keys.file, "api_keys.file")
-        try:
-            entries += [APIKeyEntry.model_validate(item) for item in raw]
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"api_keys.file: invalid key list ({exc})") from None
+def _api_key_records(entries: Iterable[APIKeyEntry]) -> list[APIKeyRecord]:
     return [
         APIKeyRecord(e.hash, e.id, frozenset(e.scopes), frozenset(e.roles), e.name) for e in entries
     ]
 
 
-def _basic_users(settings: SecuritySettings) -> list[BasicUser]:
-    users = dict(settings.basic.users)
-    if settings.basic.users_file:
-        raw = read_json_file(settings.basic.users_file, "basic.users_file")
-        try:
-            users.update({k: BasicUserEntry.model_validate(v) for k, v in dict(raw).items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"basic.users_file: invalid users ({exc})") from None
+def _api_key_file(path: Path) -> list[APIKeyRecord]:
+    raw = read_json_file(path, "api_keys.file")
+    try:
+        records = _api_key_records(APIKeyEntry.model_validate(item) for item in raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"api_keys.file: invalid key list ({exc})") from None
+    APIKeyAuthenticator(records, setting="api_keys.file")  # every hash well-formed, or refused
+    return records
+
+
+def _basic_users(users: Mapping[str, BasicUserEntry]) -> list[BasicUser]:
     return [
         BasicUser(name, u.password_hash, frozenset(u.scopes), frozenset(u.roles))
         for name, u in users.items()
     ]
+
+
+def _basic_users_file(path: Path) -> list[BasicUser]:
+    raw = read_json_file(path, "basic.users_file")
+    try:
+        return _basic_users({k: BasicUserEntry.model_validate(v) for k, v in dict(raw).items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"basic.users_file: invalid users ({exc})") from None
 
 
 def build_chain(
@@ -275,17 +281,26 @@ def build_chain(
             trusted_origins=settings.session.trusted_origins,
             realm=realm,
         )
-    records = _api_key_records(settings)
-    if records:
+    keys = settings.api_keys
+    if keys.keys or keys.file:
         available["apikey"] = APIKeyAuthenticator(
-            records,
-            header=settings.api_keys.header,
-            query_param=settings.api_keys.query_param,
+            _api_key_records(keys.keys),
+            header=keys.header,
+            query_param=keys.query_param,
             realm=realm,
+            watched=WatchedFile(keys.file, _api_key_file, setting="api_keys.file")
+            if keys.file
+            else None,
         )
-    users = _basic_users(settings)
-    if users:
-        available["basic"] = BasicAuthenticator(users, realm=realm)
+    basic = settings.basic
+    if basic.users or basic.users_file:
+        available["basic"] = BasicAuthenticator(
+            _basic_users(basic.users),
+            realm=realm,
+            watched=WatchedFile(basic.users_file, _basic_users_file, setting="basic.users_file")
+            if basic.users_file
+            else None,
+        )
     chain = [available[name] for name in settings.auth.order if name in available]
     return AuthChain(
         chain,

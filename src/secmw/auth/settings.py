@@ -88,7 +88,9 @@ class APIKeySettings(Section):
         "api_key", description="Query parameter carrying the key; empty for none."
     )
     keys: list[APIKeyEntry] = Field(default_factory=list, description="Keys as a JSON list.")
-    file: Path | None = Field(None, description="JSON file with a list of keys.")
+    file: Path | None = Field(
+        None, description="JSON file with a list of keys, re-read when it changes."
+    )
 
     @field_validator("header", "query_param", mode="before")
     @classmethod
@@ -110,7 +112,9 @@ class BasicSettings(Section):
     users: dict[str, BasicUserEntry] = Field(
         default_factory=dict, description="JSON object: user name to {password_hash, scopes}."
     )
-    users_file: Path | None = Field(None, description="JSON file with the same object.")
+    users_file: Path | None = Field(
+        None, description="JSON file with the same object, re-read when it changes."
+    )
 
 
 class AuthSettings(Section):
