@@ -66,7 +66,9 @@ class JWTSettings(Section):
     )
     negative_ttl: float = Field(5, ge=0, le=60, description="Seconds a refused token is cached.")
     revocation_url: str | None = Field(
-        None, description="Redis URL of the `jti` denylist (redis://, rediss://, unix://)."
+        None,
+        description="Redis URL of the `jti` denylist (redis://, rediss://, unix://,"
+        " redis+cluster://, redis+sentinel://, valkey://).",
     )
 
 

@@ -125,10 +125,10 @@ class Demo:
 
 
 def _revocation_store(settings: SecuritySettings) -> Any:
-    """Redis when the rate limiter (or the denylist setting) points at Redis, else memory."""
+    """Redis (any deployment) when the rate limiter or the denylist setting points at one."""
     url = settings.jwt.revocation_url
     storage = settings.rate_limit.storage_uri.get_secret_value()
-    if not url and storage.startswith(("redis://", "rediss://")):
+    if not url and not storage.startswith("memory"):
         url = storage
     if url:
         return _redis_store(RedisRevocationStore, url, "jwt.revocation_url")

@@ -11,6 +11,8 @@ from pydantic_settings import NoDecode
 
 from secmw.auth.keyring import SigningKeyEntry
 from secmw.core.section import Section, StrList, parse_list
+from secmw.errors import ConfigurationError
+from secmw.stores.redis import parse_url
 
 
 class ClientEntry(Section):
@@ -80,7 +82,8 @@ class TokenSettings(Section):
     )
     storage_uri: str = Field(
         "memory://",
-        description="Refresh grants and single-use tokens: `memory://` or a Redis URL.",
+        description="Refresh grants and single-use tokens: `memory://` or a Redis URL (also"
+        " `redis+cluster://`, `redis+sentinel://`, `valkey://`).",
     )
     storage_timeout: float = Field(1.0, gt=0, le=30, description="Redis timeout, seconds.")
     max_entries: int = Field(
@@ -110,6 +113,12 @@ class TokenSettings(Section):
     @field_validator("storage_uri")
     @classmethod
     def _known_storage(cls, value: str) -> str:
-        if value != "memory://" and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be memory:// or a redis://, rediss:// or unix:// URL")
+        if value != "memory://":
+            try:
+                parse_url(value)
+            except ConfigurationError:
+                raise ValueError(
+                    "must be memory:// or a Redis URL (redis://, rediss://,"
+                    " unix://, redis+cluster://, redis+sentinel://, valkey://)"
+                ) from None
         return value
