@@ -213,3 +213,15 @@ def test_chain_endpoint_path_can_be_switched_off() -> None:
     result = build_chain(settings).authenticate(view("/token", basic("service", "x")))
     assert not isinstance(result, Principal)
     assert result.status == 401
+
+
+def test_a_refresh_token_works_only_for_its_client(issuer: TokenIssuer) -> None:
+    """RFC 6749 §6: a confidential client's refresh token is refused to anyone else."""
+    form = {"grant_type": "password", "username": "alice", "password": "pw"}
+    issued = exchange(issuer, form, basic("web", "web-secret"))
+    assert isinstance(issued, IssuedTokens)
+    refresh = {"grant_type": "refresh_token", "refresh_token": issued.refresh_token}
+    stolen = exchange(issuer, refresh)
+    assert isinstance(stolen, OAuthError)
+    assert stolen.error == "invalid_grant"
+    assert isinstance(exchange(issuer, refresh, basic("web", "web-secret")), IssuedTokens)

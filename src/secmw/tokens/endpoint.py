@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
@@ -173,13 +173,17 @@ def _decide(issuer: TokenIssuer, form: Mapping[str, Any], request: RequestView |
         issued: IssuedTokens | OAuthError = yield _Need("issue", (account, scopes, False))
         return issued
     if isinstance(parsed, RefreshRequest):
+        bound = _bound_client(issuer, parsed)
+        if bound is not None and (client is None or client.id != bound):
+            # RFC 6749 §6 / §10.4: a refresh token works only for the client it was issued to.
+            return invalid_grant("refresh token was issued to another client")
         refreshed: IssuedTokens | OAuthError = yield _Need(
             "refresh", (parsed.refresh_token, parsed.scope)
         )
         return refreshed
     if not issuer.password_grant:
         return unsupported_grant_type("the password grant is not enabled")
-    return (yield from _password(issuer, view, parsed))
+    return (yield from _password(issuer, view, parsed, client))
 
 
 def _authenticate_client(
@@ -201,7 +205,9 @@ def _authenticate_client(
     return client
 
 
-def _password(issuer: TokenIssuer, view: RequestView | None, request: PasswordRequest) -> Decision:
+def _password(
+    issuer: TokenIssuer, view: RequestView | None, request: PasswordRequest, client: Client | None
+) -> Decision:
     """A password grant: charged, checked, refunded when right, issued."""
     attempt = yield _Need("charge", (view, Credential("password", "", request.username)))
     if isinstance(attempt, Deny):
@@ -215,8 +221,19 @@ def _password(issuer: TokenIssuer, view: RequestView | None, request: PasswordRe
     scopes = grant_scopes(request.scopes, found.scopes, issuer.known_scopes)
     if isinstance(scopes, OAuthError):
         return scopes
+    if client is not None:  # RFC 9068 §2.2 client_id; it binds the refresh token too
+        found = replace(found, claims={**found.claims, "client_id": client.id})
     issued: IssuedTokens | OAuthError = yield _Need("issue", (found, scopes, True))
     return issued
+
+
+def _bound_client(issuer: TokenIssuer, request: RefreshRequest) -> str | None:
+    """The client a refresh token was issued to, if any (an invalid token: the refresh says)."""
+    grant = issuer.codec.read_refresh(request.refresh_token, request.scope)
+    if isinstance(grant, OAuthError):
+        return None
+    bound = grant.account.claims.get("client_id")
+    return bound if isinstance(bound, str) else None
 
 
 def _grant_type(parsed: PasswordRequest | RefreshRequest | ClientCredentialsRequest) -> str:
