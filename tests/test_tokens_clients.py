@@ -225,3 +225,12 @@ def test_a_refresh_token_works_only_for_its_client(issuer: TokenIssuer) -> None:
     assert isinstance(stolen, OAuthError)
     assert stolen.error == "invalid_grant"
     assert isinstance(exchange(issuer, refresh, basic("web", "web-secret")), IssuedTokens)
+
+
+def test_config_check_questions_the_password_grant() -> None:
+    """`secmw config` names the password grant when it is on, and only then."""
+    from secmw.config.check import risky_choices
+
+    assert any("PASSWORD_GRANT" in w for w in risky_choices(SETTINGS))
+    quiet = SecuritySettings(jwt={"secret": SECRET})
+    assert not any("PASSWORD_GRANT" in w for w in risky_choices(quiet))
