@@ -234,3 +234,16 @@ def test_config_check_questions_the_password_grant() -> None:
     assert any("PASSWORD_GRANT" in w for w in risky_choices(SETTINGS))
     quiet = SecuritySettings(jwt={"secret": SECRET})
     assert not any("PASSWORD_GRANT" in w for w in risky_choices(quiet))
+
+
+def test_required_paths_do_not_close_the_token_endpoint() -> None:
+    """auth.required=/* still lets a client reach /token with its own Basic credential."""
+    settings = SETTINGS.model_copy(
+        update={"auth": SETTINGS.auth.model_copy(update={"required": ["/*"]})}
+    )
+    chain = build_chain(settings)
+    at_token = chain.authenticate(view("/token", basic("service", SERVICE_SECRET)))
+    assert isinstance(at_token, Principal)
+    elsewhere = chain.authenticate(view("/items"))
+    assert not isinstance(elsewhere, Principal)
+    assert elsewhere.status == 401

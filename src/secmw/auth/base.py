@@ -159,7 +159,8 @@ class AuthChain:
       middleware answers it wherever it sits.
     - On the token endpoint (``token_endpoint``, routed paths) the ``Authorization`` field is an
       OAuth client's credential (RFC 6749 §2.3.1), not a user's: the chain leaves it to the
-      endpoint, which authenticates the client, and reads only the other schemes there.
+      endpoint, which authenticates the client, and reads only the other schemes there; a path
+      of ``required`` does not make it ask for a user's credential.
     """
 
     def __init__(
@@ -209,10 +210,10 @@ class AuthChain:
         principal = self.cached_principal(request)
         if principal is not None:
             return principal
-        if request.normalized_path in self.token_endpoint:
-            authorization = None  # the OAuth client's credential: the endpoint checks it
-        else:
-            authorization = self._authorization(request)
+        path = request.normalized_path
+        at_token_endpoint = path in self.token_endpoint
+        # There the field is the OAuth client's credential, which the endpoint checks.
+        authorization = None if at_token_endpoint else self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization
         owner, param = None, None
@@ -228,7 +229,8 @@ class AuthChain:
             if isinstance(result, Credential):
                 return Found(authenticator, result)
             return result
-        if request.normalized_path in self.required and request.normalized_path not in self.public:
+        # The token endpoint authenticates its clients itself: never "authentication required".
+        if path in self.required and path not in self.public and not at_token_endpoint:
             return self.deny(401, "authentication required", "authentication_required")
         return ANONYMOUS
 
