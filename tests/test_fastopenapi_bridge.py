@@ -35,7 +35,11 @@ from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
 SETTINGS = SecuritySettings(
     jwt={"secret": SECRET},
     authz={"roles": {"admin": ["users:*", "@staff"], "staff": ["reports:read"]}},
-    tokens={"token_url": "/token", "scopes": {"items:read": "Read items"}},
+    tokens={
+        "token_url": "/token",
+        "password_grant": True,
+        "scopes": {"items:read": "Read items"},
+    },
 )
 BRIDGE = SecurityBridge(settings=SETTINGS)
 CONCURRENCY = 50
@@ -344,7 +348,7 @@ BASIC = {"users": {"ann": {"password_hash": "$argon2id$x"}}}
             {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         ),
         (
-            {"jwt": {"secret": SECRET}, "tokens": {"token_url": "/t"}},
+            {"jwt": {"secret": SECRET}, "tokens": {"token_url": "/t", "password_grant": True}},
             None,
             {
                 "type": "oauth2",
@@ -352,7 +356,7 @@ BASIC = {"users": {"ann": {"password_hash": "$argon2id$x"}}}
             },
         ),
         (
-            {"jwt": {"secret": SECRET}, "tokens": {"token_url": "/t"}},
+            {"jwt": {"secret": SECRET}, "tokens": {"token_url": "/t", "password_grant": True}},
             "bearer",
             {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         ),
@@ -409,7 +413,9 @@ def test_security_scheme_refuses_what_is_not_configured(monkeypatch: pytest.Monk
 def test_describe_security_lists_every_configured_scheme() -> None:
     """Several schemes on one router: each secured operation accepts any of them."""
     settings = SecuritySettings(
-        jwt={"secret": SECRET}, api_keys=API_KEYS, tokens={"token_url": "/token"}
+        jwt={"secret": SECRET},
+        api_keys=API_KEYS,
+        tokens={"token_url": "/token", "password_grant": True},
     )
     assert list(security_schemes(settings)) == ["oauth2", "bearer", "apikey", "apikey-query"]
     app = Starlette()
@@ -471,3 +477,16 @@ def test_dependency_factories_refuse_bad_arguments(make: Any) -> None:
     """Bad role or permission arguments fail when the route is declared."""
     with pytest.raises(ConfigurationError):
         make()
+
+
+def test_oauth2_flows_follow_the_token_endpoint() -> None:
+    """The password flow only when the password grant is on; client credentials with clients."""
+    clients = {"svc": {"secret_hash": "sha256:" + "0" * 64}}
+    only_clients = SecuritySettings(
+        jwt={"secret": SECRET}, tokens={"token_url": "/token", "clients": clients}
+    )
+    flows = security_schemes(only_clients)["oauth2"]["flows"]
+    assert list(flows) == ["clientCredentials"]
+    assert flows["clientCredentials"]["tokenUrl"] == "/token"
+    nothing = SecuritySettings(jwt={"secret": SECRET}, tokens={"token_url": "/token"})
+    assert "oauth2" not in security_schemes(nothing)

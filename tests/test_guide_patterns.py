@@ -38,6 +38,7 @@ settings = SecuritySettings(
     authz={"roles": PERMISSION_HIERARCHY},
     tokens={
         "token_url": "/token",
+        "password_grant": True,
         "scopes": {"items:read": "Read items", "items:write": "Write items", "admin:read": "Admin"},
     },
 )

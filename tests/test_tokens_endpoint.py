@@ -32,7 +32,7 @@ USERS = {
 }
 SETTINGS = SecuritySettings(
     jwt={"secret": SECRET},
-    tokens={"scopes": ["items:read", "items:write", "admin:read"]},
+    tokens={"scopes": ["items:read", "items:write", "admin:read"], "password_grant": True},
 )
 
 

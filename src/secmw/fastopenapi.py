@@ -299,10 +299,9 @@ def security_schemes(
     for name in settings.auth.order:
         if name == "bearer" and _has_jwt(settings):
             url = token_url or settings.tokens.token_url
-            if url:
-                known = {**settings.tokens.scopes, **(scopes or {})}
-                flow = {"tokenUrl": url, "refreshUrl": url, "scopes": known}
-                found["oauth2"] = {"type": "oauth2", "flows": {"password": flow}}
+            flows = _oauth2_flows(settings, url, scopes) if url else {}
+            if flows:
+                found["oauth2"] = {"type": "oauth2", "flows": flows}
             found["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         elif name == "apikey" and (settings.api_keys.keys or settings.api_keys.file):
             if settings.api_keys.header:
@@ -320,6 +319,20 @@ def security_schemes(
         elif name == "basic" and (settings.basic.users or settings.basic.users_file):
             found["basic"] = {"type": "http", "scheme": "basic"}
     return found
+
+
+def _oauth2_flows(
+    settings: Any, url: str, scopes: Mapping[str, str] | None
+) -> dict[str, dict[str, Any]]:
+    """The OAuth2 flows the token endpoint answers: password (when ``tokens.password_grant`` is
+    on), client credentials (when ``tokens.clients`` lists a client)."""
+    known = {**settings.tokens.scopes, **(scopes or {})}
+    flows: dict[str, dict[str, Any]] = {}
+    if settings.tokens.password_grant:
+        flows["password"] = {"tokenUrl": url, "refreshUrl": url, "scopes": known}
+    if settings.tokens.clients:
+        flows["clientCredentials"] = {"tokenUrl": url, "scopes": known}
+    return flows
 
 
 _SCHEME_NAMES = {

@@ -128,8 +128,10 @@ def test_token_endpoint_errors(framework: str) -> None:
         assert unknown.json() == wrong.json()
         scope = login(client, "bob", "bob-password", scope="admin:read")
         assert scope.json()["error"] == "invalid_scope"
-        grant = client.post("/token", data={"grant_type": "client_credentials"})
+        grant = client.post("/token", data={"grant_type": "authorization_code", "code": "x"})
         assert (grant.status_code, grant.json()["error"]) == (400, "unsupported_grant_type")
+        anonymous = client.post("/token", data={"grant_type": "client_credentials"})
+        assert (anonymous.status_code, anonymous.json()["error"]) == (400, "invalid_client")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -213,14 +215,16 @@ def test_docs_pages_and_headers(framework: str) -> None:
 
 
 def test_banner_lists_address_users_and_curl_lines() -> None:
-    """The start-up text shows the address, both users, the key and three curl lines."""
+    """The start-up text shows the address, both users, the key, the client and four curl
+    lines."""
     demo: Any = Demo.create()
     text = banner(demo, "starlette", "127.0.0.1", 8000)
     assert "http://127.0.0.1:8000" in text
     assert "alice / alice-password" in text
     assert "bob / bob-password" in text
     assert DEMO_API_KEY in text
-    assert text.count("curl ") == 3
+    assert "demo-client / demo-client-secret" in text
+    assert text.count("curl ") == 4
     assert "SECMW_JWT__SECRET is unset" in text
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from secmw.auth.base import Credential
+from secmw.auth.reload import WatchedFile
 from secmw.core.deny import Deny, quote_param
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
@@ -71,12 +72,17 @@ class APIKeyAuthenticator:
         query_param: str | None = "api_key",
         realm: str = "api",
         setting: str = "api_keys.keys",
+        watched: WatchedFile[list[APIKeyRecord]] | None = None,
     ) -> None:
         if not header and not query_param:
             raise ConfigurationError(f"{setting}: an API key needs a header or a query parameter")
-        self._by_digest: Mapping[str, APIKeyRecord] = {
+        self._inline: Mapping[str, APIKeyRecord] = {
             _digest(r.key_hash, setting): r for r in records
         }
+        self._by_digest = self._inline
+        # ``api_keys.file``, re-read when it changes; its keys join the inline ones.
+        self._watched = watched
+        self._built_from: object = None
         self.header = header
         self.query_param = query_param
         self.realm = realm
@@ -106,13 +112,22 @@ class APIKeyAuthenticator:
         digest = hashlib.sha256(credential.secret.encode("utf-8", "surrogatepass")).hexdigest()
         # The lookup is keyed by the hash, so its timing can only leak bits of the hash of the
         # guess, which say nothing about stored keys; the final comparison is constant-time.
-        record = self._by_digest.get(digest)
+        record = self._table().get(digest)
         expected = digest if record is not None else _DUMMY
         if not hmac.compare_digest(expected, digest) or record is None:
             return self._deny(401, "API key invalid", "invalid_credentials")
         return Principal(
             record.id, self.scheme, record.scopes, record.roles, {"key_id": record.id}, record.name
         )
+
+    def _table(self) -> Mapping[str, APIKeyRecord]:
+        if self._watched is None:
+            return self._by_digest
+        records = self._watched.current()
+        if records is not self._built_from:
+            table = {_digest(r.key_hash, "api_keys.file"): r for r in records}
+            self._by_digest, self._built_from = {**table, **self._inline}, records
+        return self._by_digest
 
     def challenge(self, error: str | None = None, description: str | None = None) -> str:
         """A non-standard but widespread ``APIKey`` challenge naming where the key goes."""

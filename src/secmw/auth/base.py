@@ -157,6 +157,10 @@ class AuthChain:
     - An ``Authorization`` header whose scheme no authenticator owns: 401 (closed by default).
     - A CORS preflight is anonymous (unless ``preflight_anonymous`` is off), so the app's CORS
       middleware answers it wherever it sits.
+    - On the token endpoint (``token_endpoint``, routed paths) the ``Authorization`` field is an
+      OAuth client's credential (RFC 6749 §2.3.1), not a user's: the chain leaves it to the
+      endpoint, which authenticates the client, and reads only the other schemes there; a path
+      of ``required`` does not make it ask for a user's credential.
     """
 
     def __init__(
@@ -166,8 +170,10 @@ class AuthChain:
         required: PathSet | None = None,
         public: PathSet | None = None,
         preflight_anonymous: bool = True,
+        token_endpoint: PathSet | None = None,
     ) -> None:
         self.authenticators = tuple(authenticators)
+        self.token_endpoint = token_endpoint or PathSet(())
         self._by_authorization = {
             a.authorization_scheme: a for a in self.authenticators if a.authorization_scheme
         }
@@ -204,7 +210,10 @@ class AuthChain:
         principal = self.cached_principal(request)
         if principal is not None:
             return principal
-        authorization = self._authorization(request)
+        path = request.normalized_path
+        at_token_endpoint = path in self.token_endpoint
+        # There the field is the OAuth client's credential, which the endpoint checks.
+        authorization = None if at_token_endpoint else self._authorization(request)
         if isinstance(authorization, Deny):
             return authorization
         owner, param = None, None
@@ -220,7 +229,8 @@ class AuthChain:
             if isinstance(result, Credential):
                 return Found(authenticator, result)
             return result
-        if request.normalized_path in self.required and request.normalized_path not in self.public:
+        # The token endpoint authenticates its clients itself: never "authentication required".
+        if path in self.required and path not in self.public and not at_token_endpoint:
             return self.deny(401, "authentication required", "authentication_required")
         return ANONYMOUS
 
@@ -241,6 +251,8 @@ class AuthChain:
         the digest of its text; a field with other octets (repeated, padded, too long) misses."""
         if self._cached is None:  # the first scheme has no such cache
             return None
+        if request.normalized_path in self.token_endpoint:
+            return None  # there the field is the OAuth client's: see ``find``
         value = request.single_raw(b"authorization")
         prefix = self._cached_prefix
         if value is None or len(value) > self._cached_max or value[: len(prefix)].lower() != prefix:

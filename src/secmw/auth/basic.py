@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from secmw.auth.base import Credential
 from secmw.auth.passwords import dummy_hash, verify_password
+from secmw.auth.reload import WatchedFile
 from secmw.core.deny import Deny, quote_param
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
@@ -40,13 +41,34 @@ class BasicAuthenticator:
     authorization_scheme = "basic"
     blocking = True
 
-    def __init__(self, users: Iterable[BasicUser], *, realm: str = "api") -> None:
-        self.users = {u.username: u for u in users}
+    def __init__(
+        self,
+        users: Iterable[BasicUser],
+        *,
+        realm: str = "api",
+        watched: WatchedFile[list[BasicUser]] | None = None,
+    ) -> None:
+        self._inline = {u.username: u for u in users}
         self.realm = realm
+        self._decoy_key = secrets.token_bytes(16)
+        # ``basic.users_file``, re-read when it changes; inline users win over the file's.
+        self._watched = watched
+        self._built_from: object = None
+        self._use({})
+
+    def _use(self, from_file: dict[str, BasicUser]) -> None:
+        self.users = {**from_file, **self._inline}
         # An unknown name is checked against one of the configured hashes, picked by a keyed hash
         # of the name: the same cost as a real user whatever algorithm and cost the hashes use.
         self._decoys = sorted(u.password_hash for u in self.users.values()) or [dummy_hash()]
-        self._decoy_key = secrets.token_bytes(16)
+
+    def _current(self) -> dict[str, BasicUser]:
+        if self._watched is not None:
+            users = self._watched.current()
+            if users is not self._built_from:
+                self._use({u.username: u for u in users})
+                self._built_from = users
+        return self.users
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """Decode the user-pass; bad base64, non-UTF-8 or a missing colon is a 400."""
@@ -70,7 +92,7 @@ class BasicAuthenticator:
     def verify(self, credential: Credential) -> Principal | Deny:
         """Check the password; an unknown user costs the same hash verification as a known one."""
         name = credential.username or ""
-        user = self.users.get(name)
+        user = self._current().get(name)
         ok = verify_password(credential.secret, user.password_hash if user else self._decoy(name))
         if not ok or user is None:
             return self._deny(401, "invalid user name or password", "invalid_credentials")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secmw.auth._http import ProviderClient
@@ -15,6 +17,8 @@ from secmw.auth.introspection import (
 )
 from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
+from secmw.auth.keyring import load_ring, ring_entries
+from secmw.auth.reload import WatchedFile
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
 from secmw.core.paths import PathSet
@@ -31,10 +35,14 @@ def build_jwt_authenticator(
     realm: str = "api",
     *,
     revocation: RevocationStore | AsyncRevocationStore | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> JWTAuthenticator | None:
     """The JWT authenticator the settings describe, or None when no key is configured.
 
-    ``revocation`` overrides the Redis denylist ``jwt.revocation_url`` would build.
+    ``revocation`` overrides the Redis denylist ``jwt.revocation_url`` would build. ``keys``
+    (``kid`` -> secret or PEM public key, the active one first, from :func:`verification_keys`)
+    are the keys of tokens the app issues itself; without ``jwt.secret`` or ``jwt.public_key``
+    the active one is the key of tokens without a known ``kid``.
     """
     secret = jwt.secret.get_secret_value() if jwt.secret else None
     if jwt.secret_file:
@@ -47,6 +55,14 @@ def build_jwt_authenticator(
             "jwt.secret: set either a secret or a public key, not both (key confusion)"
         )
     key = secret or public_key
+    ring = dict(keys or {})
+    if ring and source_configured(jwt):
+        raise ConfigurationError(
+            "tokens.keys: the identity provider issues the tokens, not this app"
+        )
+    if ring and not key:
+        key = next(iter(ring.values()))
+        secret = None if key.startswith("-----BEGIN") else key
     source = _jwks_source(jwt)
     if source is not None and key:
         raise ConfigurationError(
@@ -76,11 +92,25 @@ def build_jwt_authenticator(
         roles_claim=jwt.roles_claim,
         realm=realm,
         max_token_bytes=jwt.max_token_bytes,
+        typ=jwt.typ,
+        verification_keys=ring,
     )
 
 
+def source_configured(jwt: JWTSettings) -> bool:
+    """Whether keys come from a JWKS URL or discovery."""
+    return bool(jwt.jwks_url or jwt.discovery)
+
+
+def verification_keys(settings: SecuritySettings) -> dict[str, str]:
+    """``kid`` -> secret or PEM public key of ``tokens.keys`` and ``tokens.keys_file``."""
+    tokens = settings.tokens
+    ring = load_ring(ring_entries(tokens.keys, tokens.keys_file))
+    return {key.kid: key.verification_text() for key in ring}
+
+
 def _jwks_source(jwt: JWTSettings) -> JWKSKeySource | None:
-    if not jwt.jwks_url and not jwt.discovery:
+    if not source_configured(jwt):
         return None
     return JWKSKeySource(
         jwt.jwks_url,
@@ -177,31 +207,35 @@ def _infer_algorithms(pem: str) -> list[str]:
     raise ConfigurationError("jwt.public_key: unsupported key type; set jwt.algorithms explicitly")
 
 
-def _api_key_records(settings: SecuritySettings) -> list[APIKeyRecord]:
-    entries = list(settings.api_keys.keys)
-    if settings.api_keys.file:
-        raw = read_json_file(settings.api_keys.file, "api_keys.file")
-        try:
-            entries += [APIKeyEntry.model_validate(item) for item in raw]
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"api_keys.file: invalid key list ({exc})") from None
+def _api_key_records(entries: Iterable[APIKeyEntry]) -> list[APIKeyRecord]:
     return [
         APIKeyRecord(e.hash, e.id, frozenset(e.scopes), frozenset(e.roles), e.name) for e in entries
     ]
 
 
-def _basic_users(settings: SecuritySettings) -> list[BasicUser]:
-    users = dict(settings.basic.users)
-    if settings.basic.users_file:
-        raw = read_json_file(settings.basic.users_file, "basic.users_file")
-        try:
-            users.update({k: BasicUserEntry.model_validate(v) for k, v in dict(raw).items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"basic.users_file: invalid users ({exc})") from None
+def _api_key_file(path: Path) -> list[APIKeyRecord]:
+    raw = read_json_file(path, "api_keys.file")
+    try:
+        records = _api_key_records(APIKeyEntry.model_validate(item) for item in raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"api_keys.file: invalid key list ({exc})") from None
+    APIKeyAuthenticator(records, setting="api_keys.file")  # every hash well-formed, or refused
+    return records
+
+
+def _basic_users(users: Mapping[str, BasicUserEntry]) -> list[BasicUser]:
     return [
         BasicUser(name, u.password_hash, frozenset(u.scopes), frozenset(u.roles))
         for name, u in users.items()
     ]
+
+
+def _basic_users_file(path: Path) -> list[BasicUser]:
+    raw = read_json_file(path, "basic.users_file")
+    try:
+        return _basic_users({k: BasicUserEntry.model_validate(v) for k, v in dict(raw).items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"basic.users_file: invalid users ({exc})") from None
 
 
 def build_chain(
@@ -225,7 +259,9 @@ def build_chain(
     realm = settings.auth.realm
     order = settings.auth.order
     available: dict[str, Authenticator] = {}
-    jwt = build_jwt_authenticator(settings.jwt, realm, revocation=revocation)
+    jwt = build_jwt_authenticator(
+        settings.jwt, realm, revocation=revocation, keys=verification_keys(settings)
+    )
     opaque = build_introspection_authenticator(settings.introspection, realm)
     if opaque is not None and "introspection" not in order:
         raise ConfigurationError(
@@ -245,21 +281,34 @@ def build_chain(
             trusted_origins=settings.session.trusted_origins,
             realm=realm,
         )
-    records = _api_key_records(settings)
-    if records:
+    keys = settings.api_keys
+    if keys.keys or keys.file:
         available["apikey"] = APIKeyAuthenticator(
-            records,
-            header=settings.api_keys.header,
-            query_param=settings.api_keys.query_param,
+            _api_key_records(keys.keys),
+            header=keys.header,
+            query_param=keys.query_param,
             realm=realm,
+            watched=WatchedFile(keys.file, _api_key_file, setting="api_keys.file")
+            if keys.file
+            else None,
         )
-    users = _basic_users(settings)
-    if users:
-        available["basic"] = BasicAuthenticator(users, realm=realm)
+    basic = settings.basic
+    if basic.users or basic.users_file:
+        available["basic"] = BasicAuthenticator(
+            _basic_users(basic.users),
+            realm=realm,
+            watched=WatchedFile(basic.users_file, _basic_users_file, setting="basic.users_file")
+            if basic.users_file
+            else None,
+        )
     chain = [available[name] for name in settings.auth.order if name in available]
     return AuthChain(
         chain,
         required=PathSet(settings.auth.required, setting="auth.required"),
         public=PathSet(settings.auth.public, setting="auth.public"),
         preflight_anonymous=settings.auth.cors_preflight_anonymous,
+        token_endpoint=PathSet(
+            [settings.tokens.endpoint_path] if settings.tokens.endpoint_path else [],
+            setting="tokens.endpoint_path",
+        ),
     )

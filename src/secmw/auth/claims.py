@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jwt as pyjwt
+
 from secmw.errors import ConfigurationError
 
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -60,3 +62,35 @@ def roles_from_claims(claims: Mapping[str, Any], claim: str | None) -> frozenset
     if isinstance(value, list | tuple):
         return frozenset(v for v in value if isinstance(v, str))
     return frozenset()
+
+
+def token_type(typ: object) -> str | None:
+    """A JOSE ``typ`` header in the form it is compared in: lower case, without the
+    ``application/`` prefix RFC 7515 §4.1.9 lets a media type drop (``application/at+jwt`` is
+    ``at+jwt``); None when it is not a string."""
+    if not isinstance(typ, str):
+        return None
+    lowered = typ.strip().lower()
+    rest = lowered.removeprefix("application/")
+    return rest if "/" not in rest else lowered
+
+
+JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (pyjwt.ExpiredSignatureError, "token expired"),
+    (pyjwt.ImmatureSignatureError, "token not yet valid"),
+    (pyjwt.InvalidAudienceError, "token audience not accepted"),
+    (pyjwt.InvalidIssuerError, "token issuer not accepted"),
+    (pyjwt.MissingRequiredClaimError, "token lacks a required claim"),
+    (pyjwt.exceptions.InvalidSubjectError, "token subject invalid"),
+    (pyjwt.InvalidSignatureError, "signature invalid"),
+    (pyjwt.InvalidAlgorithmError, "token algorithm not allowed"),
+    (pyjwt.DecodeError, "malformed token"),
+)
+
+
+def describe_error(exc: Exception) -> str:
+    """The refusal text for a PyJWT error (never the token, never the library's message)."""
+    for kind, text in JWT_ERRORS:
+        if isinstance(exc, kind):
+            return text
+    return "token invalid"

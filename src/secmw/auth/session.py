@@ -51,6 +51,7 @@ from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.core.section import Section, StrList
 from secmw.errors import ConfigurationError
+from secmw.stores.redis import client_pair
 from secmw.stores.sessions import (
     AsyncSessionStore,
     MemorySessionStore,
@@ -74,7 +75,9 @@ class SessionSettings(Section):
     max_sessions: int = Field(
         100_000, ge=1, description="Memory store cap (oldest idle sessions dropped first)."
     )
-    redis_url: str | None = Field(None, description="Redis URL of a shared session store.")
+    redis_url: str | None = Field(
+        None, description="Redis URL of a shared session store (Cluster, Sentinel, Valkey too)."
+    )
     redis_timeout: float = Field(0.5, gt=0, le=10, description="Seconds per Redis call.")
     key_prefix: str = Field("secmw:session:", description="Redis key prefix.")
     trusted_origins: StrList = Field(
@@ -197,8 +200,9 @@ class Sessions:
         """Sessions as the settings describe them (Redis when ``redis_url`` is set)."""
         store: SessionStore | AsyncSessionStore
         if settings.redis_url:
-            store = RedisSessionStore.from_url(
-                settings.redis_url, timeout=settings.redis_timeout, prefix=settings.key_prefix
+            store = RedisSessionStore(
+                *client_pair(settings.redis_url, settings.redis_timeout, "session.redis_url"),
+                prefix=settings.key_prefix,
             )
         else:
             store = MemorySessionStore(settings.max_sessions)

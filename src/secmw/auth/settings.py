@@ -25,6 +25,11 @@ class JWTSettings(Section):
         None,
         description="Allowed algorithms; default HS256 with a secret, inferred from a public key.",
     )
+    typ: StrList = Field(
+        default_factory=list,
+        description="Accepted `typ` headers, e.g. `at+jwt` (RFC 9068 access tokens only, so an ID"
+        " token cannot be replayed); empty: not checked. `application/at+jwt` counts as `at+jwt`.",
+    )
     issuer: str | None = Field(None, description="Required `iss` claim.")
     audience: StrList | None = Field(None, description="Accepted `aud` values.")
     leeway: float = Field(0, ge=0, le=300, description="Clock skew tolerated, in seconds.")
@@ -61,7 +66,9 @@ class JWTSettings(Section):
     )
     negative_ttl: float = Field(5, ge=0, le=60, description="Seconds a refused token is cached.")
     revocation_url: str | None = Field(
-        None, description="Redis URL of the `jti` denylist (redis://, rediss://, unix://)."
+        None,
+        description="Redis URL of the `jti` denylist (redis://, rediss://, unix://,"
+        " redis+cluster://, redis+sentinel://, valkey://).",
     )
 
 
@@ -83,7 +90,9 @@ class APIKeySettings(Section):
         "api_key", description="Query parameter carrying the key; empty for none."
     )
     keys: list[APIKeyEntry] = Field(default_factory=list, description="Keys as a JSON list.")
-    file: Path | None = Field(None, description="JSON file with a list of keys.")
+    file: Path | None = Field(
+        None, description="JSON file with a list of keys, re-read when it changes."
+    )
 
     @field_validator("header", "query_param", mode="before")
     @classmethod
@@ -105,7 +114,9 @@ class BasicSettings(Section):
     users: dict[str, BasicUserEntry] = Field(
         default_factory=dict, description="JSON object: user name to {password_hash, scopes}."
     )
-    users_file: Path | None = Field(None, description="JSON file with the same object.")
+    users_file: Path | None = Field(
+        None, description="JSON file with the same object, re-read when it changes."
+    )
 
 
 class AuthSettings(Section):

@@ -60,7 +60,9 @@ class TOTPSettings(Section):
     interval: int = Field(30, ge=15, le=120, description="Seconds per time step.")
     window: int = Field(1, ge=0, le=3, description="Steps of clock drift tolerated each way.")
     digest: Literal["sha1", "sha256", "sha512"] = Field("sha1", description="HMAC hash.")
-    redis_url: str | None = Field(None, description="Redis URL for replay protection.")
+    redis_url: str | None = Field(
+        None, description="Redis URL for replay protection (Cluster, Sentinel, Valkey too)."
+    )
     redis_timeout: float = Field(0.5, gt=0, le=10, description="Seconds per Redis call.")
     max_entries: int = Field(100_000, ge=1, description="Memory replay store cap.")
     throttle: bool = Field(
@@ -299,7 +301,9 @@ class RedisReplayStore:
 def replay_store_from_settings(settings: TOTPSettings) -> MemoryReplayStore | RedisReplayStore:
     """Redis when ``redis_url`` is set, else memory."""
     if settings.redis_url:
-        return RedisReplayStore.from_url(settings.redis_url, timeout=settings.redis_timeout)
+        return RedisReplayStore(
+            *client_pair(settings.redis_url, settings.redis_timeout, "totp.redis_url")
+        )
     return MemoryReplayStore(settings.max_entries)
 
 

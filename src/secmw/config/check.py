@@ -61,7 +61,18 @@ def risky_choices(settings: SecuritySettings) -> list[str]:
             "SECMW_IP__TRUSTED_PROXIES: every address is trusted as a proxy, so any client can"
             " choose its own address"
         )
-    if not settings.jwt.require_exp:
+    jwt = settings.jwt
+    if (jwt.jwks_url or jwt.discovery) and not jwt.typ:
+        warnings.append(
+            "SECMW_JWT__TYP: unset, so any token the provider signs is accepted, an ID token too;"
+            " set at+jwt if its access tokens carry that type (RFC 9068 §4)"
+        )
+    if settings.tokens.password_grant:
+        warnings.append(
+            "SECMW_TOKENS__PASSWORD_GRANT=true: the password grant passes users' passwords through"
+            " the client (deprecated by RFC 9700 §2.4); prefer client_credentials for services"
+        )
+    if not jwt.require_exp:
         warnings.append("SECMW_JWT__REQUIRE_EXP=false: tokens without expiry are accepted")
     if (settings.api_keys.keys or settings.api_keys.file) and settings.api_keys.query_param:
         warnings.append(

@@ -22,6 +22,8 @@ DEMO_USERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "bob": ("bob-password", ("items:read",)),
 }
 DEMO_API_KEY = "demo-key-0001"
+DEMO_CLIENT = ("demo-client", "demo-client-secret")
+"""A confidential OAuth client (client_credentials grant, scope items:read)."""
 DEMO_KEY_OWNER = "svc-reporting"
 SCOPES = {
     "items:read": "Read items",
@@ -65,9 +67,23 @@ def demo_settings(base: SecuritySettings | None = None) -> tuple[SecuritySetting
         exempt = {**rate.exempt.model_dump(), "paths": ["/health"]}
         sections["rate_limit"] = rate.model_validate({**rate.model_dump(), "exempt": exempt})
     tokens = base.tokens
-    if not tokens.scopes or not tokens.token_url:
-        update = {"scopes": tokens.scopes or SCOPES, "token_url": tokens.token_url or "/token"}
-        sections["tokens"] = tokens.model_validate({**tokens.model_dump(), **update})
+    update: dict[str, Any] = {
+        "scopes": tokens.scopes or SCOPES,
+        "token_url": tokens.token_url or "/token",
+        # The demo's /token shows the password grant (the FastOpenAPI guide uses it); it is off
+        # by default elsewhere (RFC 9700 §2.4).
+        "password_grant": True,
+    }
+    if not tokens.clients:
+        client_id, secret = DEMO_CLIENT
+        update["clients"] = {
+            client_id: {
+                "secret_hash": hash_password(secret),
+                "grants": ["client_credentials"],
+                "scopes": ["items:read"],
+            }
+        }
+    sections["tokens"] = tokens.model_validate({**tokens.model_dump(), **update})
     return resolve_settings(base, sections), notes
 
 
@@ -109,10 +125,10 @@ class Demo:
 
 
 def _revocation_store(settings: SecuritySettings) -> Any:
-    """Redis when the rate limiter (or the denylist setting) points at Redis, else memory."""
+    """Redis (any deployment) when the rate limiter or the denylist setting points at one."""
     url = settings.jwt.revocation_url
     storage = settings.rate_limit.storage_uri.get_secret_value()
-    if not url and storage.startswith(("redis://", "rediss://")):
+    if not url and not storage.startswith("memory"):
         url = storage
     if url:
         return _redis_store(RedisRevocationStore, url, "jwt.revocation_url")
@@ -125,6 +141,8 @@ def token_form(
     password: str | None,
     scope: str | None,
     refresh: str | None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
 ) -> dict[str, Any]:
     """The token request as a mapping, as ``TokenIssuer.exchange`` reads it."""
     return {
@@ -133,6 +151,8 @@ def token_form(
         "password": password,
         "scope": scope,
         "refresh_token": refresh,
+        "client_id": client_id,
+        "client_secret": client_secret,
     }
 
 
@@ -146,6 +166,10 @@ def banner(demo: Demo, framework: str, host: str, port: int) -> str:
     for name, (password, scopes) in DEMO_USERS.items():
         lines.append(f"  {name} / {password}  scopes: {' '.join(scopes)}")
     lines.append(f"API key: {DEMO_API_KEY} (principal {DEMO_KEY_OWNER}, scope items:read)")
+    client_id, client_secret = DEMO_CLIENT
+    lines.append(
+        f"OAuth client: {client_id} / {client_secret} (client_credentials grant, scope items:read)"
+    )
     lines += [
         "",
         "try:",
@@ -153,5 +177,7 @@ def banner(demo: Demo, framework: str, host: str, port: int) -> str:
         f"  curl -s -X POST {base}/token -d grant_type=password -d username=alice"
         " -d password=alice-password",
         f"  curl -s {base}/me -u bob:bob-password",
+        f"  curl -s -X POST {base}/token -u {client_id}:{client_secret}"
+        " -d grant_type=client_credentials",
     ]
     return "\n".join(lines)

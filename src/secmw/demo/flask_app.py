@@ -46,8 +46,12 @@ def build_app(demo: Demo) -> Flask:
         password: Annotated[str | None, Form()] = None,
         scope: Annotated[str | None, Form()] = None,
         refresh_token: Annotated[str | None, Form()] = None,
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form()] = None,
     ) -> Any:
-        form = token_form(grant_type, username, password, scope, refresh_token)
+        form = token_form(
+            grant_type, username, password, scope, refresh_token, client_id, client_secret
+        )
         return token_response(
             demo.issuer.exchange(form, demo.authenticate, throttle=stack.throttle)
         )

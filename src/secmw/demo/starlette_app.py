@@ -48,8 +48,12 @@ def build_app(demo: Demo) -> ASGIApp:
         password: Annotated[str | None, Form()] = None,
         scope: Annotated[str | None, Form()] = None,
         refresh_token: Annotated[str | None, Form()] = None,
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form()] = None,
     ) -> Any:
-        form = token_form(grant_type, username, password, scope, refresh_token)
+        form = token_form(
+            grant_type, username, password, scope, refresh_token, client_id, client_secret
+        )
         result = await demo.issuer.aexchange(
             form, _in_thread(demo.authenticate), throttle=stack["app"].throttle
         )

@@ -173,7 +173,7 @@ class RedisRevocationStore:
     def from_url(
         cls, url: str, *, timeout: float = 0.5, prefix: str = DEFAULT_PREFIX
     ) -> RedisRevocationStore:
-        """Both clients for ``url`` (``redis://``, ``rediss://``, ``unix://``), bounded timeouts."""
+        """Both clients for ``url`` (any scheme of :mod:`secmw.stores.redis`), bounded timeouts."""
         return cls(*client_pair(url, timeout), prefix=prefix)
 
     def _ttl(self, until: float) -> int:

@@ -7,7 +7,6 @@ security state that needs the same shape.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -17,18 +16,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from secmw.errors import StoreUnavailable
-from secmw.stores.redis import client_pair
+from secmw.stores.redis import REDIS_ERRORS, client_pair
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-try:
-    from redis import RedisError as _RedisError
-
-    _REDIS_ERRORS: tuple[type[Exception], ...] = (_RedisError, OSError, asyncio.TimeoutError)
-except ImportError:  # pragma: no cover - redis is an optional extra
-    _REDIS_ERRORS = (OSError, asyncio.TimeoutError)
+_REDIS_ERRORS = REDIS_ERRORS
 
 
 class SessionStore(Protocol):

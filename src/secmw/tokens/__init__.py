@@ -6,11 +6,14 @@ from __future__ import annotations
 from secmw.tokens.issuer import TokenIssuer, family_key, mint_access_token
 from secmw.tokens.model import ACCESS, REFRESH, TOKEN_USE_CLAIM, Account, IssuedTokens
 from secmw.tokens.oauth import (
+    ClientCredentialsRequest,
     OAuthError,
+    invalid_client,
     invalid_grant,
     invalid_request,
     invalid_scope,
     parse_token_request,
+    unauthorized_client,
     unsupported_grant_type,
 )
 from secmw.tokens.onetime import (
@@ -29,6 +32,7 @@ __all__ = [
     "REQUEST_ACCEPTED",
     "TOKEN_USE_CLAIM",
     "Account",
+    "ClientCredentialsRequest",
     "IssuedTokens",
     "MemorySingleUseStore",
     "OAuthError",
@@ -39,10 +43,12 @@ __all__ = [
     "TokenSettings",
     "TokenStoreError",
     "family_key",
+    "invalid_client",
     "invalid_grant",
     "invalid_request",
     "invalid_scope",
     "mint_access_token",
     "parse_token_request",
+    "unauthorized_client",
     "unsupported_grant_type",
 ]

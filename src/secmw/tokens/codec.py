@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 
+from secmw.auth.claims import token_type
 from secmw.tokens.keys import signing_keys
 from secmw.tokens.model import (
     ACCESS,
@@ -22,6 +23,9 @@ from secmw.tokens.oauth import OAuthError, format_scope, grant_scopes, invalid_g
 
 if TYPE_CHECKING:
     from secmw.config.settings import SecuritySettings
+
+ACCESS_TYP = "at+jwt"
+"""The ``typ`` header of access tokens (RFC 9068 §2.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,8 @@ class TokenCodec:
 
     def __init__(self, settings: SecuritySettings, clock: Callable[[], float]) -> None:
         jwt = settings.jwt
-        self.algorithm, self._sign_key, self._verify_key = signing_keys(settings)
+        self.keys = signing_keys(settings)
+        self.algorithm = self.keys.algorithm
         self.issuer = jwt.issuer
         audience = list(jwt.audience or ())
         self.audience: str | list[str] | None = (
@@ -74,7 +79,7 @@ class TokenCodec:
             )
         if self.roles_claim and account.roles:
             claims[self.roles_claim] = sorted(account.roles)
-        return self._encode(claims, {"typ": "at+jwt"})
+        return self._encode(claims, {"typ": ACCESS_TYP})
 
     def refresh_token(
         self, account: Account, scopes: frozenset[str], family: str, ttl: int
@@ -97,9 +102,12 @@ class TokenCodec:
         if not isinstance(token, str) or len(token) > self.max_token_bytes:
             return None
         try:
-            claims: dict[str, Any] = pyjwt.decode(
+            key = self.keys.verification_key(pyjwt.get_unverified_header(token).get("kid"))
+            if key is None:
+                return None
+            decoded = pyjwt.decode_complete(
                 token,
-                self._verify_key,
+                key,
                 algorithms=[self.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -108,6 +116,11 @@ class TokenCodec:
                 options={"verify_exp": False, "require": ["exp", "jti", self.subject_claim]},
             )
         except pyjwt.PyJWTError:
+            return None
+        claims: dict[str, Any] = decoded["payload"]
+        # RFC 9068 §4: an access token says so in its header, and only an access token does.
+        is_access = token_type(decoded["header"].get("typ")) == ACCESS_TYP
+        if is_access != (claims.get(TOKEN_USE_CLAIM) == ACCESS):
             return None
         exp = claims.get("exp")
         if not isinstance(exp, int | float) or exp + self.leeway <= self.clock():
@@ -160,5 +173,8 @@ class TokenCodec:
 
     def _encode(self, claims: dict[str, Any], headers: dict[str, Any]) -> str:
         return pyjwt.encode(
-            claims, self._sign_key, algorithm=self.algorithm, headers=headers or None
+            claims,
+            self.keys.signing,
+            algorithm=self.algorithm,
+            headers={**headers, "kid": self.keys.kid},
         )

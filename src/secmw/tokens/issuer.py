@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from secmw import audit
+from secmw.auth.keyring import public_jwks
 from secmw.core.section import settings_or_environment
 from secmw.stores.revocation import FAMILY_CLAIM, MemoryRevocationStore, RevocationStore, family_key
 from secmw.tokens import endpoint
+from secmw.tokens.clients import build_clients
 from secmw.tokens.codec import TokenCodec
 from secmw.tokens.model import (
     REFRESH,
@@ -96,6 +98,9 @@ class TokenIssuer:
         self.access_ttl = tokens.access_ttl
         self.refresh_ttl = tokens.refresh_ttl
         self.known_scopes = frozenset(tokens.scopes)
+        self.clients = build_clients(tokens.clients)
+        self.password_grant = tokens.password_grant
+        self.realm = resolved.auth.realm
         self.revocation: Any = revocation if revocation is not None else MemoryRevocationStore()
         self.store = (
             store
@@ -142,6 +147,17 @@ class TokenIssuer:
         await self.store.aput(_grant_key(jti), account.subject, self.refresh_ttl)
         return self._issued(account, granted, family, token)
 
+    def jwks(self) -> dict[str, Any]:
+        """The public keys of the tokens this issuer signs, as a JWKS document (RFC 7517 §5):
+        serve it (at ``/.well-known/jwks.json``, say) so other services verify these tokens with
+        their own JWKS client. Every key of ``tokens.keys`` is listed, so a token signed with a
+        previous key still verifies there until that key is removed.
+
+        Raises:
+            ConfigurationError: the keys are HMAC secrets, which are never published.
+        """
+        return public_jwks(self.codec.keys.public())
+
     # -- the token endpoint --------------------------------------------------------------------
 
     def exchange(
@@ -152,22 +168,30 @@ class TokenIssuer:
         throttle: FailureThrottle | None = None,
         request: RequestView | None = None,
     ) -> IssuedTokens | OAuthError:
-        """Answer a token request: ``grant_type=password`` or ``grant_type=refresh_token``.
+        """Answer a token request: ``client_credentials``, ``refresh_token``, or ``password``
+        (when ``tokens.password_grant`` is on: RFC 9700 §2.4 deprecates it).
+
+        Clients registered in ``tokens.clients`` authenticate with ``Authorization: Basic``
+        (``client_secret_basic``) or ``client_id`` / ``client_secret`` in the form
+        (``client_secret_post``); a ``client_credentials`` token is issued to the client itself
+        (its id is the subject and ``client_id``), with its scopes, and no refresh token.
 
         Args:
-            form: The request's form fields (RFC 6749 §4.3.2 / §6).
+            form: The request's form fields (RFC 6749 §4.4.2 / §4.3.2 / §6).
             authenticate: ``authenticate(username, password)``: the :class:`Account` for valid
                 credentials, else None (then ``invalid_grant``). Verify unknown users against
                 ``secmw.auth.passwords.dummy_hash()`` so both cases take the same time.
-            throttle: The failed-attempt throttle (``SecurityStack.throttle``): a password grant
-                is charged before ``authenticate`` runs and refunded when it succeeds; a
+            throttle: The failed-attempt throttle (``SecurityStack.throttle``): a client secret
+                or a password is charged before it is checked and refunded when it was right; a
                 throttled one is answered 429 ``temporarily_unavailable`` with ``Retry-After``.
-            request: The request, for the client address; default: ``current_request()``.
+            request: The request, for the client address and ``Authorization``; default:
+                ``current_request()``.
 
         Returns:
             The tokens, or the RFC 6749 §5.2 error to send (``invalid_request``,
-            ``invalid_grant``, ``invalid_scope``, ``unsupported_grant_type``; 503
-            ``temporarily_unavailable`` when a store is down).
+            ``invalid_client``: 401 with ``WWW-Authenticate: Basic`` when Basic was used, 400
+            otherwise; ``invalid_grant``, ``invalid_scope``, ``unauthorized_client``,
+            ``unsupported_grant_type``; 503 ``temporarily_unavailable`` when a store is down).
         """
         return endpoint.exchange(self, form, authenticate, throttle, request)
 

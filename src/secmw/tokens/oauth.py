@@ -26,12 +26,14 @@ class OAuthError:
         status: HTTP status: 400 for §5.2 errors, 429 when throttled, 503 when a store is
             unavailable.
         retry_after: Seconds for ``Retry-After`` (on a 429 or a 503), else None.
+        challenge: ``WWW-Authenticate`` of a 401 ``invalid_client``, else None.
     """
 
     error: str
     description: str | None = None
     status: int = 400
     retry_after: str | None = None
+    challenge: str | None = None
 
     def body(self) -> dict[str, str]:
         """The JSON object to send: ``{"error": ..., "error_description": ...}``."""
@@ -47,10 +49,13 @@ class OAuthError:
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """Response headers besides the content type (``Cache-Control: no-store``, and
-        ``Retry-After`` when set)."""
-        if self.retry_after is None:
-            return NO_STORE
-        return (*NO_STORE, ("retry-after", self.retry_after))
+        ``Retry-After`` or ``WWW-Authenticate`` when set)."""
+        headers = NO_STORE
+        if self.retry_after is not None:
+            headers = (*headers, ("retry-after", self.retry_after))
+        if self.challenge is not None:
+            headers = (*headers, ("www-authenticate", self.challenge))
+        return headers
 
 
 def invalid_request(description: str = "malformed token request") -> OAuthError:
@@ -66,6 +71,22 @@ def invalid_grant(description: str = "invalid credentials or grant") -> OAuthErr
 def invalid_scope(description: str = "requested scope is invalid or not granted") -> OAuthError:
     """A requested scope that is unknown, malformed, or beyond what the account holds."""
     return OAuthError("invalid_scope", description)
+
+
+def invalid_client(
+    description: str = "client authentication failed", challenge: str | None = None
+) -> OAuthError:
+    """Unknown client, wrong secret, or no client authentication where one is needed.
+
+    RFC 6749 §5.2: with a ``challenge`` (the client used ``Authorization: Basic``) the answer is
+    401 carrying it; without (``client_secret_post``), 400, which the RFC also allows and which
+    needs no challenge (a 401 must carry one, RFC 9110 §15.5.2)."""
+    return OAuthError("invalid_client", description, 401 if challenge else 400, None, challenge)
+
+
+def unauthorized_client(description: str = "client may not use this grant") -> OAuthError:
+    """An authenticated client asking for a grant type it is not registered for."""
+    return OAuthError("unauthorized_client", description)
 
 
 def unsupported_grant_type(description: str = "grant type not supported") -> OAuthError:
@@ -145,6 +166,13 @@ class PasswordRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCredentialsRequest:
+    """A client-credentials grant (RFC 6749 §4.4.2): the client is the principal."""
+
+    scopes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshRequest:
     """A refresh grant (RFC 6749 §6)."""
 
@@ -154,12 +182,13 @@ class RefreshRequest:
 
 def parse_token_request(
     form: Mapping[str, Any], known_scopes: Iterable[str] = ()
-) -> PasswordRequest | RefreshRequest | OAuthError:
+) -> PasswordRequest | RefreshRequest | ClientCredentialsRequest | OAuthError:
     """Read a token request's form fields; the error to answer when they are not acceptable.
 
-    Grant types other than ``password`` and ``refresh_token`` get ``unsupported_grant_type``;
-    unknown scopes (when ``known_scopes`` is non-empty) get ``invalid_scope`` before any password
-    is checked.
+    Grant types other than ``password``, ``client_credentials`` and ``refresh_token`` get
+    ``unsupported_grant_type``; unknown scopes (when ``known_scopes`` is non-empty) get
+    ``invalid_scope`` before any secret is checked. Whether the endpoint accepts the password
+    grant at all (``tokens.password_grant``) is the endpoint's decision, not the parser's.
     """
     values: dict[str, str | None] = {}
     for name in ("grant_type", "username", "password", "refresh_token", "scope"):
@@ -174,17 +203,19 @@ def parse_token_request(
         if not values["refresh_token"]:
             return invalid_request("refresh_token is required")
         return RefreshRequest(values["refresh_token"], values["scope"])
-    if grant_type != "password":
+    if grant_type not in ("password", "client_credentials"):
         return unsupported_grant_type()
-    username, password = values["username"], values["password"]
-    if not username or password is None:
-        return invalid_request("username and password are required")
     scopes = parse_scope(values["scope"])
     if isinstance(scopes, OAuthError):
         return scopes
     known = frozenset(known_scopes)
     if known and not scopes <= known:
         return invalid_scope("unknown scope requested")
+    if grant_type == "client_credentials":
+        return ClientCredentialsRequest(scopes)
+    username, password = values["username"], values["password"]
+    if not username or password is None:
+        return invalid_request("username and password are required")
     return PasswordRequest(username, password, scopes)
 
 
@@ -195,12 +226,14 @@ def format_scope(scopes: Iterable[str]) -> str:
 
 __all__ = [
     "NO_STORE",
+    "ClientCredentialsRequest",
     "OAuthError",
     "PasswordRequest",
     "RefreshRequest",
     "form_value",
     "format_scope",
     "grant_scopes",
+    "invalid_client",
     "invalid_grant",
     "invalid_request",
     "invalid_scope",
@@ -208,5 +241,6 @@ __all__ = [
     "parse_token_request",
     "refused",
     "temporarily_unavailable",
+    "unauthorized_client",
     "unsupported_grant_type",
 ]

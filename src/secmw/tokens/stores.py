@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from secmw.errors import StoreUnavailable
+from secmw.stores.redis import REDIS_ERRORS, async_client, sync_client
 
 T = TypeVar("T")
 
@@ -28,12 +29,8 @@ class TokenStoreError(StoreUnavailable):
     """
 
 
-try:  # a store backed by redis-py (a revocation store, say) fails with redis-py's errors
-    from redis import RedisError as _RedisError
-
-    STORE_ERRORS: tuple[type[Exception], ...] = (TokenStoreError, OSError, _RedisError)
-except ImportError:  # pragma: no cover - redis is an optional extra
-    STORE_ERRORS = (TokenStoreError, OSError)
+# A store backed by redis-py (a revocation store, say) fails with redis-py's errors.
+STORE_ERRORS: tuple[type[Exception], ...] = (TokenStoreError, *REDIS_ERRORS)
 """Exceptions that mean "a store is unavailable" (answer 503, never 500)."""
 
 
@@ -169,6 +166,20 @@ class MemorySingleUseStore:
         self.discard_group(group)
 
 
+# A group is a set on one key: adding a member and moving its expiry, or reading and dropping
+# it, is one script on that key (one hash slot in a Cluster), atomic on every deployment.
+_JOIN = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+_POP = """
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
+"""
+
+
 class RedisSingleUseStore:
     """A store in Redis (>= 6.2 for ``GETDEL``; Valkey works), shared by every process.
 
@@ -177,48 +188,39 @@ class RedisSingleUseStore:
     at most the tokens issued to one account within one lifetime.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        url: A store URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+            ``redis+sentinel://``, ``valkey://``: :mod:`secmw.stores.redis`).
         prefix: Key prefix, so the store can share a database.
         timeout: Connect and socket timeout in seconds: a stalled Redis fails the request (503),
             it never hangs it.
     """
 
     def __init__(self, url: str, *, prefix: str = "secmw:once:", timeout: float = 1.0) -> None:
-        import redis
-
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
-        self._sync = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._sync = sync_client(url, timeout, "tokens.storage_uri")
+        self._join, self._pop = (self._sync.register_script(lua) for lua in (_JOIN, _POP))
         self._async: Any = None
 
     def _aclient(self) -> Any:
         if self._async is None:  # created on first use, inside the serving event loop
-            import redis.asyncio
-
-            self._async = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-            )
+            self._async = async_client(self.url, self.timeout, "tokens.storage_uri")
+            self._ajoin, self._apop = (self._async.register_script(lua) for lua in (_JOIN, _POP))
         return self._async
 
-    def _queue_put(self, pipe: Any, key: str, value: str, ttl: float, group: str | None) -> None:
-        pipe.set(self.prefix + key, value, px=_millis(ttl))
-        if group is not None:
-            pipe.sadd(self.prefix + group, key)
-            pipe.pexpire(self.prefix + group, _millis(ttl))
-
     def put(self, key: str, value: str, ttl: float, *, group: str | None = None) -> None:
-        """``SET key value PX ttl`` (with the group: ``SADD`` and ``PEXPIRE`` in one
-        transaction, one round trip)."""
+        """``SET key value PX ttl``; with a group, ``SADD`` and ``PEXPIRE`` on the group first.
 
-        if group is None:
-            self._call(lambda: self._sync.set(self.prefix + key, value, px=_millis(ttl)))
-            return
-        pipe = self._sync.pipeline(transaction=True)
-        self._queue_put(pipe, key, value, ttl, group)
-        self._call(pipe.execute)
+        The group and its members live in different hash slots (a token's key comes from the
+        token alone), so the two steps are not one transaction, and their order keeps it safe:
+        if the group cannot be written nothing is issued; a group naming a token whose ``SET``
+        then failed only names a key that does not exist.
+        """
+        if group is not None:  # the group first: see above
+            keys, args = [self.prefix + group], [key, _millis(ttl)]
+            self._call(lambda: self._join(keys=keys, args=args))
+        self._call(lambda: self._sync.set(self.prefix + key, value, px=_millis(ttl)))
 
     def consume(self, key: str) -> str | None:
         """``GETDEL key``: one atomic step, so a token is honoured once."""
@@ -235,25 +237,21 @@ class RedisSingleUseStore:
     def discard_group(self, group: str) -> None:
         """Read and delete the group's set in one transaction, then delete its members.
 
-        Two round trips: a member consumed between them was used before the group was dropped
-        (the same outcome as a use just before the call); a member added after it stays.
+        Two round trips (the first a script on the group's key alone, so that it runs in one
+        hash slot): a member consumed between them was used before the group was dropped
+        (the same outcome as a use just before the call); a member added after it stays. In a
+        Cluster the members' ``DEL`` is split by hash slot.
         """
-        pipe = self._sync.pipeline(transaction=True)
-        pipe.smembers(self.prefix + group)
-        pipe.delete(self.prefix + group)
-        members = self._call(pipe.execute)[0]
+        members = self._call(lambda: self._pop(keys=[self.prefix + group]))
         if members:
             self._call(lambda: self._sync.delete(*_keys(self.prefix, members)))
 
     async def aput(self, key: str, value: str, ttl: float, *, group: str | None = None) -> None:
         """Async twin of :meth:`put`."""
         client = self._aclient()
-        if group is None:
-            await self._acall(client.set(self.prefix + key, value, px=_millis(ttl)))
-            return
-        pipe = client.pipeline(transaction=True)
-        self._queue_put(pipe, key, value, ttl, group)
-        await self._acall(pipe.execute())
+        if group is not None:
+            await self._acall(self._ajoin(keys=[self.prefix + group], args=[key, _millis(ttl)]))
+        await self._acall(client.set(self.prefix + key, value, px=_millis(ttl)))
 
     async def aconsume(self, key: str) -> str | None:
         """Async twin of :meth:`consume`."""
@@ -268,10 +266,7 @@ class RedisSingleUseStore:
     async def adiscard_group(self, group: str) -> None:
         """Async twin of :meth:`discard_group`."""
         client = self._aclient()
-        pipe = client.pipeline(transaction=True)
-        pipe.smembers(self.prefix + group)
-        pipe.delete(self.prefix + group)
-        members = (await self._acall(pipe.execute()))[0]
+        members = await self._acall(self._apop(keys=[self.prefix + group]))
         if members:
             await self._acall(client.delete(*_keys(self.prefix, members)))
 
@@ -287,20 +282,16 @@ class RedisSingleUseStore:
 
     @staticmethod
     def _call(func: Callable[[], T]) -> T:
-        import redis
-
         try:
             return func()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise TokenStoreError(f"redis unavailable ({type(exc).__name__})") from None
 
     @staticmethod
     async def _acall(awaitable: Awaitable[T]) -> T:
-        import redis
-
         try:
             return await awaitable
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise TokenStoreError(f"redis unavailable ({type(exc).__name__})") from None
 
 
