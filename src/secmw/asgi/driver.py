@@ -1,0 +1,155 @@
+"""The ASGI driver: runs a list of gates on ``http`` and ``websocket`` scopes.
+
+It builds the request view once (kept in the scope), runs each gate's ``check`` in order and
+awaits the I/O a gate needs, renders a denial (problem+json; a websocket is refused before
+accept), publishes what the gates found (principal, client address, CSP nonce) and merges every
+passed gate's fields into ``http.response.start`` with one ``send`` wrapper. A request whose
+gates need no I/O awaits nothing but the app.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from contextvars import Token
+from typing import Any
+
+from secmw.asgi._util import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    closing_on_shutdown,
+    publish_principal,
+    run_blocking,
+    send_deny,
+)
+from secmw.core.context import csp_nonce_var, principal_var, request_var
+from secmw.core.gate import PASS, Need, Plain, Raised, with_rejection
+from secmw.core.request import RequestView
+from secmw.headers.policy import INTERNAL_ERROR
+from secmw.ip.forwarded import FORWARDED_KEY
+
+
+class Driver:
+    """Runs ``gates`` (outermost first) before ``app``; pure ASGI. ``lifespan`` passes through,
+    calling :meth:`aclose` once the app's shutdown completed when ``closes`` says there is
+    something to close."""
+
+    def __init__(self, app: ASGIApp, gates: Sequence[Any], *, closes: bool = False) -> None:
+        self.app = app
+        self.gates = gates = tuple(with_rejection(list(gates)))
+        self._closes = closes
+        self._publishes = any(getattr(g, "publishes", False) for g in gates)
+        self._rewrites = any(getattr(g, "rewrites_client", False) for g in gates)
+        self._nonces = any(getattr(g, "makes_nonce", False) for g in gates)
+        self._publishing = self._publishes or self._rewrites or self._nonces
+        # The fields of the gates a response went past, innermost first, by how many passed.
+        self._fielders = [
+            tuple(g for g in reversed(gates[:n]) if _adds_fields(g)) for n in range(len(gates) + 1)
+        ]
+        answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
+        self._error_depth = answering[0] + 1 if answering else -1
+
+    async def aclose(self) -> None:
+        """Close the gates' connections (the subclasses know them)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or not self.gates:
+            if kind == "lifespan" and self._closes:
+                send = closing_on_shutdown(send, self.aclose)
+            await self.app(scope, receive, send)
+            return
+        view = RequestView.from_scope(scope)
+        fielders = self._fielders
+        depth = 0
+        started = False
+
+        async def send_with_fields(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = message.get("headers", ())
+                for gate in fielders[depth]:
+                    headers = gate.fields(view, status, headers)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        respond = send_with_fields if kind == "http" and fielders[-1] else send
+        try:
+            for gate in self.gates:
+                verdict = gate.check(view)
+                while verdict.__class__ is Need:
+                    verdict = gate.resume(verdict, await _perform(verdict))
+                if verdict is not PASS:
+                    await send_deny(scope, respond, verdict)
+                    return
+                depth += 1
+            tokens = self._publish(scope, view) if self._publishing else None
+            try:
+                await self.app(scope, receive, respond)
+            finally:
+                if tokens is not None:
+                    _reset(tokens)
+        except Exception:
+            if self._error_depth < 0 or started or kind != "http":
+                raise
+            depth = self._error_depth  # the 500 is the headers gate's own answer
+            await send_deny(scope, respond, INTERNAL_ERROR)
+            raise
+
+    def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...]:
+        """Make what the gates found visible to the app; the context variables' tokens."""
+        tokens: tuple[Token[Any], ...] = ()
+        state = view.state
+        if self._rewrites and view.client != view.peer:
+            _rewrite_client(scope, view)
+        nonce = state.get("csp_nonce")
+        if nonce is not None and self._nonces:
+            scope.setdefault("state", {})["csp_nonce"] = nonce
+            tokens = (csp_nonce_var.set(nonce),)
+        principal = state.get("principal")
+        if principal is not None and self._publishes:
+            publish_principal(scope, principal)
+            tokens += (principal_var.set(principal), request_var.set(view))
+        return tokens
+
+
+def _reset(tokens: tuple[Token[Any], ...]) -> None:
+    for token in reversed(tokens):
+        token.var.reset(token)
+
+
+async def _perform(need: Need) -> Any:
+    """Do the I/O ``need`` names: ``acall`` awaited, a blocking ``call`` in a thread, else
+    ``call`` (awaiting what it returns when awaitable). A failure is the answer (:class:`Raised`):
+    the gate says what it means."""
+    try:
+        if need.acall is not None:
+            return await need.acall(*need.args)
+        if need.blocking:
+            return await run_blocking(need.call, *need.args)
+        result = need.call(*need.args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except Exception as exc:
+        return Raised(exc)
+
+
+def _adds_fields(gate: Any) -> bool:
+    return type(gate).fields is not Plain.fields
+
+
+def _rewrite_client(scope: Scope, view: RequestView) -> None:
+    if view.client is None:
+        scope["client"] = None
+        return
+    # A header entry's port belongs to a hop we never talked to; keep the peer's port only when
+    # the address is the peer's own (rewritten to canonical form, for example ::ffff:a.b.c.d).
+    original = scope.get("client")
+    port = 0 if view.state.get(FORWARDED_KEY) or not original else original[1]
+    scope["client"] = (view.client, port)

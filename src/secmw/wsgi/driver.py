@@ -1,0 +1,135 @@
+"""The WSGI driver: runs a list of gates before the app (PEP 3333).
+
+It builds the request view once (kept in the environ), runs each gate's ``check`` in order and
+calls the I/O a gate needs, renders a denial (problem+json, no body for ``HEAD``), publishes what
+the gates found (principal, client address, CSP nonce) and merges every passed gate's fields in
+one ``start_response`` wrapper. The body iterable is returned as the app made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import Token
+from typing import Any
+
+from secmw.core.context import csp_nonce_var, principal_var, request_var
+from secmw.core.gate import PASS, Need, Plain, Raised, with_rejection
+from secmw.core.principal import Principal
+from secmw.core.request import RequestView
+from secmw.headers.policy import INTERNAL_ERROR
+from secmw.wsgi._util import (
+    PRINCIPAL_KEY,
+    Environ,
+    ExcInfo,
+    Headers,
+    StartResponse,
+    WSGIApp,
+    respond_deny,
+    status_line,
+)
+
+NONCE_KEY = "secmw.csp_nonce"
+logger = logging.getLogger("secmw.headers")
+_INTERNAL_ERROR_STATUS = status_line(INTERNAL_ERROR.status)
+
+
+def principal_of(environ: Environ) -> Principal | None:
+    """The principal secmw published for this request (None when no authentication ran)."""
+    principal = environ.get(PRINCIPAL_KEY)
+    return principal if isinstance(principal, Principal) else None
+
+
+class Driver:
+    """Runs ``gates`` (outermost first) before ``app``; PEP 3333 compliant."""
+
+    def __init__(self, app: WSGIApp, gates: Sequence[Any]) -> None:
+        self.app = app
+        self.gates = gates = tuple(with_rejection(list(gates)))
+        self._publishes = any(getattr(g, "publishes", False) for g in gates)
+        self._rewrites = any(getattr(g, "rewrites_client", False) for g in gates)
+        self._nonces = any(getattr(g, "makes_nonce", False) for g in gates)
+        self._publishing = self._publishes or self._rewrites or self._nonces
+        # The fields of the gates a response went past, innermost first, by how many passed.
+        self._fielders = [
+            tuple(g for g in reversed(gates[:n]) if type(g).fields is not Plain.fields)
+            for n in range(len(gates) + 1)
+        ]
+        answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
+        self._error_depth = answering[0] + 1 if answering else -1
+
+    def close(self) -> None:
+        """Close the gates' connections (the subclasses know them)."""
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.gates:
+            return self.app(environ, start_response)
+        view = RequestView.from_environ(environ)
+        fielders = self._fielders
+        depth = 0
+        started = False
+
+        def start(
+            status: str, headers: Headers, exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            nonlocal started
+            started = True
+            code = int(status[:3])
+            for gate in fielders[depth]:
+                headers = gate.fields(view, code, headers)
+            return start_response(status, headers, exc_info)
+
+        respond = start if fielders[-1] else start_response
+        try:
+            for gate in self.gates:
+                verdict = gate.check(view)
+                while verdict.__class__ is Need:
+                    try:
+                        answer = verdict.call(*verdict.args)
+                    except Exception as exc:  # the gate says what a failure means
+                        answer = Raised(exc)
+                    verdict = gate.resume(verdict, answer)
+                if verdict is not PASS:
+                    return respond_deny(respond, verdict, view.method)
+                depth += 1
+            tokens = self._publish(environ, view) if self._publishing else ()
+            try:
+                return self.app(environ, respond)
+            finally:
+                for token in reversed(tokens):
+                    token.var.reset(token)
+        except Exception:
+            if self._error_depth < 0:
+                raise
+            depth = self._error_depth  # the 500 is the headers gate's own answer
+            return _internal_error(respond, started, view.method)
+
+    def _publish(self, environ: Environ, view: RequestView) -> tuple[Token[Any], ...]:
+        """Make what the gates found visible to the app; the context variables' tokens."""
+        tokens: tuple[Token[Any], ...] = ()
+        state = view.state
+        if self._rewrites and view.client != view.peer:
+            # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
+            environ["REMOTE_ADDR"] = view.client or ""
+        nonce = state.get("csp_nonce")
+        if nonce is not None and self._nonces:
+            environ[NONCE_KEY] = nonce
+            tokens = (csp_nonce_var.set(nonce),)
+        principal = state.get("principal")
+        if principal is not None and self._publishes:
+            environ[PRINCIPAL_KEY] = principal
+            tokens += (principal_var.set(principal), request_var.set(view))
+        return tokens
+
+
+def _internal_error(start: StartResponse, started: bool, method: str) -> list[bytes]:
+    """Log the exception being handled and answer 500 problem+json through ``start`` (which
+    adds the headers); no body for ``HEAD``."""
+    logger.exception("unhandled error in the WSGI app; answering 500")
+    headers, body = INTERNAL_ERROR.rendered(method)
+    # A second start_response must carry exc_info: the server then replaces the status if
+    # nothing went out yet and re-raises otherwise (PEP 3333), so no error is ever sent after a
+    # started response.
+    start(_INTERNAL_ERROR_STATUS, headers, sys.exc_info() if started else None)
+    return [body]
