@@ -64,58 +64,79 @@ class Driver:
             return
         view = RequestView.from_scope(scope)
         fielders = self._fielders
+        # One wrapper merges the fields: an outer driver's when there is one (ours are handed to
+        # it through view.fielders), else ours; None: nobody adds fields to this response.
+        outer = view.fielders
+        respond = send
+        if outer is None and kind == "http" and fielders[-1]:
+            respond, outer = _merging(send, view), ()
         depth = 0
-        started = False
-
-        async def send_with_fields(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                headers = message.get("headers", ())
-                for gate in fielders[depth]:
-                    headers = gate.fields(view, status, headers)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        respond = send_with_fields if kind == "http" and fielders[-1] else send
         try:
             for gate in self.gates:
                 verdict = gate.check(view)
                 while verdict.__class__ is Need:
                     verdict = gate.resume(verdict, await _perform(verdict))
                 if verdict is not PASS:
+                    if outer is not None:
+                        view.fielders = fielders[depth] + outer
                     await send_deny(scope, respond, verdict)
                     return
                 depth += 1
             tokens = self._publish(scope, view) if self._publishing else None
+            if outer is not None:
+                view.fielders = fielders[depth] + outer
             try:
                 await self.app(scope, receive, respond)
             finally:
                 if tokens is not None:
                     _reset(tokens)
         except Exception:
-            if self._error_depth < 0 or started or kind != "http":
+            if self._error_depth < 0 or outer is None:
                 raise
-            depth = self._error_depth  # the 500 is the headers gate's own answer
-            await send_deny(scope, respond, INTERNAL_ERROR)
+            if view.fielders is not _STARTED:
+                # The headers gate's own answer: its fields and those of the drivers outside.
+                view.fielders = fielders[self._error_depth] + outer
+                await send_deny(scope, respond, INTERNAL_ERROR)
             raise
 
-    def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...]:
-        """Make what the gates found visible to the app; the context variables' tokens."""
-        tokens: tuple[Token[Any], ...] = ()
-        state = view.state
+    def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...] | None:
+        """Make what the gates found visible to the app; the context variables' tokens (None
+        when none was set)."""
         if self._rewrites and view.client != view.peer:
             _rewrite_client(scope, view)
-        nonce = state.get("csp_nonce")
-        if nonce is not None and self._nonces:
+        state = view.state
+        nonce = state.get("csp_nonce") if self._nonces else None
+        principal = state.get("principal") if self._publishes else None
+        if nonce is None and principal is None:
+            return None
+        tokens: tuple[Token[Any], ...] = ()
+        if nonce is not None:
             scope.setdefault("state", {})["csp_nonce"] = nonce
             tokens = (csp_nonce_var.set(nonce),)
-        principal = state.get("principal")
-        if principal is not None and self._publishes:
+        if principal is not None:
             publish_principal(scope, principal)
             tokens += (principal_var.set(principal), request_var.set(view))
         return tokens
+
+
+_STARTED: tuple[Any, ...] = (None,)
+"""``view.fielders`` once the response started (a tuple of its own: nothing more is sent)."""
+
+
+def _merging(send: Send, view: RequestView) -> Send:
+    """``send``, merging the fields of ``view.fielders`` into the response start (once)."""
+
+    async def send_with_fields(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = message.get("headers", ())
+            for gate in view.fielders or ():
+                headers = gate.fields(view, status, headers)
+            view.fielders = _STARTED
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_fields
 
 
 def _reset(tokens: tuple[Token[Any], ...]) -> None:

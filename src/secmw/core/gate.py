@@ -165,7 +165,9 @@ REJECT = Rejection()
 
 
 def with_rejection(gates: list[Any]) -> list[Any]:
-    """``gates`` with :data:`REJECT` placed before the first gate that refuses requests."""
+    """``gates`` with :data:`REJECT` placed once, before the first gate that refuses requests
+    (gates gathered from several middlewares may hold it already)."""
+    gates = [gate for gate in gates if gate is not REJECT]
     for index, gate in enumerate(gates):
         if gate.guards:
             return [*gates[:index], REJECT, *gates[index:]]

@@ -67,20 +67,13 @@ class Driver:
             return self.app(environ, start_response)
         view = RequestView.from_environ(environ)
         fielders = self._fielders
+        # One wrapper merges the fields: an outer driver's when there is one (ours are handed to
+        # it through view.fielders), else ours; None: nobody adds fields to this response.
+        outer = view.fielders
+        respond = start_response
+        if outer is None and fielders[-1]:
+            respond, outer = _merging(start_response, view), ()
         depth = 0
-        started = False
-
-        def start(
-            status: str, headers: Headers, exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            nonlocal started
-            started = True
-            code = int(status[:3])
-            for gate in fielders[depth]:
-                headers = gate.fields(view, code, headers)
-            return start_response(status, headers, exc_info)
-
-        respond = start if fielders[-1] else start_response
         try:
             for gate in self.gates:
                 verdict = gate.check(view)
@@ -91,36 +84,67 @@ class Driver:
                         answer = Raised(exc)
                     verdict = gate.resume(verdict, answer)
                 if verdict is not PASS:
+                    if outer is not None:
+                        view.fielders = fielders[depth] + outer
                     return respond_deny(respond, verdict, view.method)
                 depth += 1
-            tokens = self._publish(environ, view) if self._publishing else ()
+            tokens = self._publish(environ, view) if self._publishing else None
+            if outer is not None:
+                view.fielders = fielders[depth] + outer
             try:
                 return self.app(environ, respond)
             finally:
-                for token in reversed(tokens):
-                    token.var.reset(token)
+                if tokens is not None:
+                    for token in reversed(tokens):
+                        token.var.reset(token)
         except Exception:
-            if self._error_depth < 0:
+            if self._error_depth < 0 or outer is None:
                 raise
-            depth = self._error_depth  # the 500 is the headers gate's own answer
+            started = view.fielders is _STARTED
+            # The headers gate's own answer: its fields and those of the drivers outside.
+            view.fielders = fielders[self._error_depth] + outer
             return _internal_error(respond, started, view.method)
 
-    def _publish(self, environ: Environ, view: RequestView) -> tuple[Token[Any], ...]:
-        """Make what the gates found visible to the app; the context variables' tokens."""
-        tokens: tuple[Token[Any], ...] = ()
-        state = view.state
+    def _publish(self, environ: Environ, view: RequestView) -> tuple[Token[Any], ...] | None:
+        """Make what the gates found visible to the app; the context variables' tokens (None
+        when none was set)."""
         if self._rewrites and view.client != view.peer:
             # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
             environ["REMOTE_ADDR"] = view.client or ""
-        nonce = state.get("csp_nonce")
-        if nonce is not None and self._nonces:
+        state = view.state
+        nonce = state.get("csp_nonce") if self._nonces else None
+        principal = state.get("principal") if self._publishes else None
+        if nonce is None and principal is None:
+            return None
+        tokens: tuple[Token[Any], ...] = ()
+        if nonce is not None:
             environ[NONCE_KEY] = nonce
             tokens = (csp_nonce_var.set(nonce),)
-        principal = state.get("principal")
-        if principal is not None and self._publishes:
+        if principal is not None:
             environ[PRINCIPAL_KEY] = principal
             tokens += (principal_var.set(principal), request_var.set(view))
         return tokens
+
+
+_STARTED: tuple[Any, ...] = (None,)
+"""``view.fielders`` once the response started (a tuple of its own)."""
+
+
+def _merging(start_response: StartResponse, view: RequestView) -> StartResponse:
+    """``start_response``, merging the fields of ``view.fielders`` into the headers."""
+
+    def start(
+        status: str, headers: Headers, exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        fielders = view.fielders
+        if fielders is not _STARTED:
+            code = int(status[:3])
+            for gate in fielders or ():
+                headers = gate.fields(view, code, headers)
+            view.fielders = _STARTED
+        return start_response(status, headers, exc_info)
+
+    return start
 
 
 def _internal_error(start: StartResponse, started: bool, method: str) -> list[bytes]:
