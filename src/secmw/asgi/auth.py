@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from secmw.asgi._util import ASGIApp
 from secmw.asgi.driver import Driver
-from secmw.auth import AuthChain
-from secmw.auth.base import AsyncFailureThrottle
-from secmw.auth.build import build_chain, provider_pools
-from secmw.auth.gate import AuthGate
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
+from secmw.middleware import AuthenticationLayer
 
 
-class AuthenticationMiddleware(Driver):
+class AuthenticationMiddleware(Driver, AuthenticationLayer):
     """Authenticates ``http`` and ``websocket`` requests before the router; pure ASGI.
 
     On success the principal is published as ``scope["state"]["principal"]``, ``scope["user"]``,
@@ -32,25 +24,6 @@ class AuthenticationMiddleware(Driver):
         revocation: The JWT ``jti`` denylist (share it with ``secmw.tokens.TokenIssuer``).
         **overrides: Settings sections, for example ``jwt={"secret": "..."}``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        chain: AuthChain | None = None,
-        throttle: AsyncFailureThrottle | None = None,
-        revocation: RevocationStore | AsyncRevocationStore | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.chain = chain or build_chain(
-            resolve_settings(settings, overrides), revocation=revocation
-        )
-        self.throttle = throttle
-        self._pools = provider_pools(self.chain)
-        gate = AuthGate(self.chain, throttle, raw=True)
-        super().__init__(app, [gate], closes=bool(self._pools))
 
     async def aclose(self) -> None:
         """Close the connection pools to the identity providers (JWKS, introspection). Done by

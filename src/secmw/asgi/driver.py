@@ -10,9 +10,9 @@ gates need no I/O awaits nothing but the app.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable
 from contextvars import Token
-from typing import Any
+from typing import Any, ClassVar
 
 from secmw.asgi._util import (
     ASGIApp,
@@ -25,32 +25,23 @@ from secmw.asgi._util import (
     run_blocking,
     send_deny,
 )
-from secmw.core.context import csp_nonce_var, principal_var, request_var
-from secmw.core.gate import PASS, Need, Plain, Raised, with_rejection
+from secmw.auth.throttle import AsyncFailedAuthThrottle
+from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
 from secmw.core.request import RequestView
 from secmw.headers.policy import INTERNAL_ERROR
 from secmw.ip.forwarded import FORWARDED_KEY
+from secmw.ratelimit.astorage import AsyncLimiter
 
 
-class Driver:
+class Driver(Runner):
     """Runs ``gates`` (outermost first) before ``app``; pure ASGI. ``lifespan`` passes through,
     calling :meth:`aclose` once the app's shutdown completed when ``closes`` says there is
     something to close."""
 
-    def __init__(self, app: ASGIApp, gates: Sequence[Any], *, closes: bool = False) -> None:
-        self.app = app
-        self.gates = gates = tuple(with_rejection(list(gates)))
-        self._closes = closes
-        self._publishes = any(getattr(g, "publishes", False) for g in gates)
-        self._rewrites = any(getattr(g, "rewrites_client", False) for g in gates)
-        self._nonces = any(getattr(g, "makes_nonce", False) for g in gates)
-        self._publishing = self._publishes or self._rewrites or self._nonces
-        # The fields of the gates a response went past, innermost first, by how many passed.
-        self._fielders = [
-            tuple(g for g in reversed(gates[:n]) if _adds_fields(g)) for n in range(len(gates) + 1)
-        ]
-        answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
-        self._error_depth = answering[0] + 1 if answering else -1
+    app: ASGIApp
+    raw: ClassVar[bool] = True
+    limiter_type: ClassVar[Callable[..., Any]] = AsyncLimiter
+    throttle_type: ClassVar[Any] = AsyncFailedAuthThrottle
 
     async def aclose(self) -> None:
         """Close the gates' connections (the subclasses know them)."""
@@ -88,8 +79,7 @@ class Driver:
             try:
                 await self.app(scope, receive, respond)
             finally:
-                if tokens is not None:
-                    _reset(tokens)
+                leave(tokens)
         except Exception:
             if self._error_depth < 0 or outer is None:
                 raise
@@ -99,24 +89,20 @@ class Driver:
                 await send_deny(scope, respond, INTERNAL_ERROR)
             raise
 
+    drive = __call__
+
     def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...] | None:
-        """Make what the gates found visible to the app; the context variables' tokens (None
-        when none was set)."""
+        """Make what the gates found visible to the app; the context variables' tokens."""
         if self._rewrites and view.client != view.peer:
             _rewrite_client(scope, view)
         state = view.state
         nonce = state.get("csp_nonce") if self._nonces else None
         principal = state.get("principal") if self._publishes else None
-        if nonce is None and principal is None:
-            return None
-        tokens: tuple[Token[Any], ...] = ()
         if nonce is not None:
             scope.setdefault("state", {})["csp_nonce"] = nonce
-            tokens = (csp_nonce_var.set(nonce),)
         if principal is not None:
             publish_principal(scope, principal)
-            tokens += (principal_var.set(principal), request_var.set(view))
-        return tokens
+        return enter(view, nonce, principal)
 
 
 _STARTED: tuple[Any, ...] = (None,)
@@ -139,11 +125,6 @@ def _merging(send: Send, view: RequestView) -> Send:
     return send_with_fields
 
 
-def _reset(tokens: tuple[Token[Any], ...]) -> None:
-    for token in reversed(tokens):
-        token.var.reset(token)
-
-
 async def _perform(need: Need) -> Any:
     """Do the I/O ``need`` names: ``acall`` awaited, a blocking ``call`` in a thread, else
     ``call`` (awaiting what it returns when awaitable). A failure is the answer (:class:`Raised`):
@@ -159,10 +140,6 @@ async def _perform(need: Need) -> Any:
         return result
     except Exception as exc:
         return Raised(exc)
-
-
-def _adds_fields(gate: Any) -> bool:
-    return type(gate).fields is not Plain.fields
 
 
 def _rewrite_client(scope: Scope, view: RequestView) -> None:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from secmw.asgi._util import ASGIApp
 from secmw.asgi.driver import Driver
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.headers.gate import HeadersGate
-from secmw.headers.layer import SecurityHeaders
+from secmw.middleware import SecurityHeadersLayer
 
 
-class SecurityHeadersMiddleware(Driver):
+class SecurityHeadersMiddleware(Driver, SecurityHeadersLayer):
     """Adds the security headers to every ``http`` response; pure ASGI, no body buffering.
 
     The headers are merged into ``http.response.start`` as it passes (headers the app set are
@@ -32,17 +27,3 @@ class SecurityHeadersMiddleware(Driver):
         policy: A ready :class:`~secmw.headers.layer.SecurityHeaders` (overrides ``settings``).
         **overrides: Settings sections, for example ``headers={"frame_options": "SAMEORIGIN"}``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        policy: SecurityHeaders | None = None,
-        **overrides: Any,
-    ) -> None:
-        if policy is None:
-            policy = SecurityHeaders(resolve_settings(settings, overrides).headers)
-        self.policy = policy
-        super().__init__(app, [HeadersGate(policy, raw=True)] if policy.enabled else [])

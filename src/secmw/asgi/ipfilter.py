@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from secmw.asgi._util import ASGIApp
 from secmw.asgi.driver import Driver
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.ip.filter import IPFilter
-from secmw.ip.gate import IPGate
+from secmw.middleware import IPFilterLayer
 
 
-class IPFilterMiddleware(Driver):
+class IPFilterMiddleware(Driver, IPFilterLayer):
     """Resolves the client address behind trusted proxies and applies the IP policy; pure ASGI.
 
     ``http`` and ``websocket`` scopes are checked (a websocket is refused before accept);
@@ -29,15 +24,3 @@ class IPFilterMiddleware(Driver):
     Raises:
         ConfigurationError: for a bad setting, naming the variable.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        ip_filter: IPFilter | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.filter = ip_filter or IPFilter.from_settings(resolve_settings(settings, overrides).ip)
-        super().__init__(app, [IPGate(self.filter)] if self.filter.enabled else [])

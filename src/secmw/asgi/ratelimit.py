@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from secmw.asgi._util import ASGIApp
 from secmw.asgi.driver import Driver
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.ratelimit.astorage import AsyncLimiter
-from secmw.ratelimit.gate import rate_limit_gate
-from secmw.ratelimit.policy import KeyFunc
+from secmw.middleware import RateLimitLayer
 
 
-class RateLimitMiddleware(Driver):
+class RateLimitMiddleware(Driver, RateLimitLayer):
     """Rate limits ``http`` requests and ``websocket`` handshakes; pure ASGI.
 
     A request over a limit gets 429 ``application/problem+json`` with ``Retry-After``; every
@@ -28,25 +22,6 @@ class RateLimitMiddleware(Driver):
         key_func: Custom key: request view -> identity (None when it cannot tell).
         **overrides: Settings sections, for example ``rate_limit={"default": "10/second"}``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        key_func: KeyFunc | None = None,
-        **overrides: Any,
-    ) -> None:
-        resolved = resolve_settings(settings, overrides)
-        self.settings = resolved.rate_limit
-        gate = rate_limit_gate(
-            self.settings, resolved.api_keys, key_func=key_func, limiter=AsyncLimiter, raw=True
-        )
-        self.policy, self.limiter = gate.policy, gate.limiter
-        enabled = self.settings.enabled
-        remote = self.limiter.remote is not None
-        super().__init__(app, [gate] if enabled else [], closes=remote)
 
     async def aclose(self) -> None:
         """Close the Redis client. Done by itself when the app's lifespan shutdown completes."""

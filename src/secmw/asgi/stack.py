@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from secmw import audit
-from secmw.asgi._util import ASGIApp, Receive, Scope, Send
+from secmw.asgi._util import Receive, Scope, Send
 from secmw.asgi.auth import AuthenticationMiddleware
 from secmw.asgi.driver import Driver
 from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
-from secmw.asgi.stepup import SecretLookup, StepUpMiddleware
-from secmw.auth.throttle import AsyncFailedAuthThrottle
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.core.layers import Layer, stack_layers
-from secmw.core.principal import Principal
-from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
+from secmw.asgi.stepup import StepUpMiddleware
+from secmw.middleware import StackLayer
 
 
-class SecurityStack(Driver):
+class SecurityStack(Driver, StackLayer):
     """All secmw layers around an app, in one documented order (outermost first):
 
     1. security headers, so every answer (401, 403, 429, 500) carries them;
@@ -53,45 +45,17 @@ class SecurityStack(Driver):
         throttle: The failed-authentication throttle (None without rate limiting).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        revocation: RevocationStore | AsyncRevocationStore | None = None,
-        secret_for: SecretLookup | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.settings = resolved = resolve_settings(settings, overrides)
-        audit.configure(resolved.audit)
-        throttle = (
-            AsyncFailedAuthThrottle(settings=resolved) if resolved.rate_limit.enabled else None
-        )
-        lookup = secret_for or _no_secret  # only used when secret_for was given
-        builders: dict[Layer, Callable[[], Driver]] = {
-            "rate_limit": lambda: RateLimitMiddleware(app, settings=resolved),
-            # Wrong codes have budgets of their own (totp.failures), built by the layer.
-            "step_up": lambda: StepUpMiddleware(app, secret_for=lookup, settings=resolved),
-            "auth": lambda: AuthenticationMiddleware(
-                app, settings=resolved, throttle=throttle, revocation=revocation
-            ),
-            "ip": lambda: IPFilterMiddleware(app, settings=resolved),
-            "headers": lambda: SecurityHeadersMiddleware(app, settings=resolved),
-        }
-        enabled = stack_layers(resolved, step_up=secret_for is not None)
-        self.layers = {layer: builders[layer]() for layer in reversed(enabled) if layer in builders}
-        self.throttle = throttle
-        throttles = [throttle, getattr(self.layers.get("step_up"), "throttle", None)]
-        remote = any(getattr(getattr(t, "limiter", None), "remote", None) for t in throttles)
-        closes = remote or any(layer._closes for layer in self.layers.values())
-        gates = [gate for layer in self.layers.values() for gate in layer.gates]
-        super().__init__(app, gates, closes=closes)
-        run = super().__call__
-        self._call = MetricsMiddleware(run) if "metrics" in enabled else run
+    layer_types = {
+        "rate_limit": RateLimitMiddleware,
+        "step_up": StepUpMiddleware,
+        "auth": AuthenticationMiddleware,
+        "ip": IPFilterMiddleware,
+        "headers": SecurityHeadersMiddleware,
+    }
+    measure = MetricsMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._call(scope, receive, send)
+        await self.entry(scope, receive, send)
 
     async def aclose(self) -> None:
         """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles,
@@ -102,7 +66,3 @@ class SecurityStack(Driver):
             await layer.aclose()
         if self.throttle is not None:
             await self.throttle.aclose()
-
-
-def _no_secret(principal: Principal) -> None:
-    return None

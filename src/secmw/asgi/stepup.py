@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from secmw.asgi._util import ASGIApp
 from secmw.asgi.driver import Driver
-from secmw.auth.base import AsyncFailureThrottle
-from secmw.auth.stepup import StepUpGate
 from secmw.auth.throttle import AsyncFailedAuthThrottle
-from secmw.auth.totp import AsyncReplayStore, StepUp, replay_store_from_settings
-from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.principal import Principal
+from secmw.middleware import StepUpLayer
 
 SecretLookup = Callable[[Principal], "str | Awaitable[str | None] | None"]
 
 
-class StepUpMiddleware(Driver):
+class StepUpMiddleware(Driver, StepUpLayer):
     """Requires ``X-TOTP-Code`` where ``totp.paths`` / ``totp.scopes`` say so.
 
     Install it inside ``AuthenticationMiddleware`` (it reads the principal that layer
@@ -36,29 +31,6 @@ class StepUpMiddleware(Driver):
             per address, on the rate-limit storage (none only with ``totp.throttle=false``).
         **overrides: Settings sections, for example ``totp={"paths": ["/admin/**"]}``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        secret_for: SecretLookup,
-        settings: SecuritySettings | None = None,
-        step_up: StepUp | None = None,
-        replay: AsyncReplayStore | None = None,
-        throttle: AsyncFailureThrottle | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.secret_for = secret_for
-        resolved = resolve_settings(settings, overrides)
-        self.step_up = step_up or StepUp.from_settings(resolved.totp, resolved.auth.realm)
-        self.replay = replay or replay_store_from_settings(resolved.totp)
-        self._own_throttle = throttle is None and resolved.totp.throttle
-        if self._own_throttle:
-            throttle = AsyncFailedAuthThrottle.for_step_up(resolved)
-        self.throttle = throttle
-        gate = StepUpGate(self.step_up, secret_for, self.replay, throttle)
-        super().__init__(app, [gate])
 
     async def aclose(self) -> None:
         """Close the Redis client of the throttle this middleware built, if any."""

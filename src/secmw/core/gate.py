@@ -13,10 +13,12 @@ returning the verdict) and run by :class:`Stepwise`: one body of code for both s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, MutableSequence
-from typing import Any, Protocol, TypeAlias
+from collections.abc import Callable, Generator, MutableSequence, Sequence
+from contextvars import Token
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from secmw import audit
+from secmw.core.context import csp_nonce_var, principal_var, request_var
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 
@@ -172,3 +174,75 @@ def with_rejection(gates: list[Any]) -> list[Any]:
         if gate.guards:
             return [*gates[:index], REJECT, *gates[index:]]
     return gates
+
+
+class Lineup(NamedTuple):
+    """What a driver precomputes from its gates (:func:`line_up`)."""
+
+    gates: tuple[Any, ...]
+    """The gates in order, the malformed-request check placed."""
+    fielders: tuple[tuple[Any, ...], ...]
+    """By how many gates a response went past: the gates whose fields it gets, innermost first."""
+    error_depth: int
+    """How many gates' fields the 500 for an app's error gets (-1: no gate answers errors)."""
+    rewrites: bool
+    """A gate resolves the client address for the driver to write back."""
+    nonces: bool
+    """A gate makes CSP nonces for the driver to publish."""
+    principals: bool
+    """A gate finds the principal for the driver to publish."""
+
+
+def line_up(given: list[Any]) -> Lineup:
+    """The :class:`Lineup` of ``given`` (outermost first)."""
+    gates = tuple(with_rejection(given))
+    fielders = tuple(
+        tuple(g for g in reversed(gates[:n]) if type(g).fields is not Plain.fields)
+        for n in range(len(gates) + 1)
+    )
+    answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
+    return Lineup(
+        gates,
+        fielders,
+        answering[0] + 1 if answering else -1,
+        any(getattr(g, "rewrites_client", False) for g in gates),
+        any(getattr(g, "makes_nonce", False) for g in gates),
+        any(getattr(g, "publishes", False) for g in gates),
+    )
+
+
+def enter(view: RequestView, nonce: str | None, principal: Any) -> tuple[Token[Any], ...] | None:
+    """Set the context variables of what the gates found (``secmw.current_principal()``,
+    ``current_request()``, ``current_csp_nonce()``); their tokens, None when none was set."""
+    if nonce is None and principal is None:
+        return None
+    tokens: tuple[Token[Any], ...] = ()
+    if nonce is not None:
+        tokens = (csp_nonce_var.set(nonce),)
+    if principal is not None:
+        tokens += (principal_var.set(principal), request_var.set(view))
+    return tokens
+
+
+def leave(tokens: tuple[Token[Any], ...] | None) -> None:
+    """Undo :func:`enter` once the app has answered."""
+    if tokens is not None:
+        for token in reversed(tokens):
+            token.var.reset(token)
+
+
+class Runner:
+    """The part of a driver both sides share: its gates, lined up once."""
+
+    app: Any
+    gates: tuple[Any, ...]
+
+    def setup(self, app: Any, gates: Sequence[Any], *, closes: bool = False) -> None:
+        """Run ``gates`` (outermost first) before ``app`` (``closes``: close the edges when an
+        ASGI app's lifespan shuts down)."""
+        self.app = app
+        self._closes = closes
+        lineup = line_up(list(gates))
+        self.gates, self._fielders, self._error_depth = lineup[:3]
+        self._rewrites, self._nonces, self._publishes = lineup[3:]
+        self._publishing = self._publishes or self._rewrites or self._nonces

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextvars import Token
-from typing import Any
+from typing import Any, ClassVar
 
-from secmw.core.context import csp_nonce_var, principal_var, request_var
-from secmw.core.gate import PASS, Need, Plain, Raised, with_rejection
+from secmw.auth.throttle import FailedAuthThrottle
+from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
 from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.headers.policy import INTERNAL_ERROR
+from secmw.ratelimit.storage import Limiter
 from secmw.wsgi._util import (
     PRINCIPAL_KEY,
     Environ,
@@ -41,23 +42,13 @@ def principal_of(environ: Environ) -> Principal | None:
     return principal if isinstance(principal, Principal) else None
 
 
-class Driver:
+class Driver(Runner):
     """Runs ``gates`` (outermost first) before ``app``; PEP 3333 compliant."""
 
-    def __init__(self, app: WSGIApp, gates: Sequence[Any]) -> None:
-        self.app = app
-        self.gates = gates = tuple(with_rejection(list(gates)))
-        self._publishes = any(getattr(g, "publishes", False) for g in gates)
-        self._rewrites = any(getattr(g, "rewrites_client", False) for g in gates)
-        self._nonces = any(getattr(g, "makes_nonce", False) for g in gates)
-        self._publishing = self._publishes or self._rewrites or self._nonces
-        # The fields of the gates a response went past, innermost first, by how many passed.
-        self._fielders = [
-            tuple(g for g in reversed(gates[:n]) if type(g).fields is not Plain.fields)
-            for n in range(len(gates) + 1)
-        ]
-        answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
-        self._error_depth = answering[0] + 1 if answering else -1
+    app: WSGIApp
+    raw: ClassVar[bool] = False
+    limiter_type: ClassVar[Callable[..., Any]] = Limiter
+    throttle_type: ClassVar[Any] = FailedAuthThrottle
 
     def close(self) -> None:
         """Close the gates' connections (the subclasses know them)."""
@@ -94,9 +85,7 @@ class Driver:
             try:
                 return self.app(environ, respond)
             finally:
-                if tokens is not None:
-                    for token in reversed(tokens):
-                        token.var.reset(token)
+                leave(tokens)
         except Exception:
             if self._error_depth < 0 or outer is None:
                 raise
@@ -105,25 +94,21 @@ class Driver:
             view.fielders = fielders[self._error_depth] + outer
             return _internal_error(respond, started, view.method)
 
+    drive = __call__
+
     def _publish(self, environ: Environ, view: RequestView) -> tuple[Token[Any], ...] | None:
-        """Make what the gates found visible to the app; the context variables' tokens (None
-        when none was set)."""
+        """Make what the gates found visible to the app; the context variables' tokens."""
         if self._rewrites and view.client != view.peer:
             # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
             environ["REMOTE_ADDR"] = view.client or ""
         state = view.state
         nonce = state.get("csp_nonce") if self._nonces else None
         principal = state.get("principal") if self._publishes else None
-        if nonce is None and principal is None:
-            return None
-        tokens: tuple[Token[Any], ...] = ()
         if nonce is not None:
             environ[NONCE_KEY] = nonce
-            tokens = (csp_nonce_var.set(nonce),)
         if principal is not None:
             environ[PRINCIPAL_KEY] = principal
-            tokens += (principal_var.set(principal), request_var.set(view))
-        return tokens
+        return enter(view, nonce, principal)
 
 
 _STARTED: tuple[Any, ...] = (None,)
