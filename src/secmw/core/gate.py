@@ -214,20 +214,17 @@ def line_up(given: list[Any]) -> Lineup:
 def enter(view: RequestView, nonce: str | None, principal: Any) -> tuple[Token[Any], ...] | None:
     """Set the context variables of what the gates found (``secmw.current_principal()``,
     ``current_request()``, ``current_csp_nonce()``); their tokens, None when none was set."""
-    if nonce is None and principal is None:
-        return None
-    tokens: tuple[Token[Any], ...] = ()
-    if nonce is not None:
-        tokens = (csp_nonce_var.set(nonce),)
     if principal is not None:
-        tokens += (principal_var.set(principal), request_var.set(view))
-    return tokens
+        if nonce is None:
+            return principal_var.set(principal), request_var.set(view)
+        return csp_nonce_var.set(nonce), principal_var.set(principal), request_var.set(view)
+    return None if nonce is None else (csp_nonce_var.set(nonce),)
 
 
 def leave(tokens: tuple[Token[Any], ...] | None) -> None:
     """Undo :func:`enter` once the app has answered."""
     if tokens is not None:
-        for token in reversed(tokens):
+        for token in tokens[::-1]:
             token.var.reset(token)
 
 

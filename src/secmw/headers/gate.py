@@ -52,4 +52,5 @@ class HeadersGate(Plain):
             return chosen.apply(headers) if self.raw else chosen.apply_str(headers)
         principal = view.state.get("principal")
         authenticated = getattr(principal, "is_authenticated", False)
-        return chosen.apply_bytes(headers, view.is_secure, authenticated)  # type: ignore[no-any-return]
+        secure = view.scheme == "https"  # an http response: never "wss"
+        return chosen.apply_bytes(headers, secure, authenticated)  # type: ignore[no-any-return]
