@@ -73,6 +73,8 @@ class Driver(Runner):
                     await send_deny(scope, respond, verdict)
                     return
                 depth += 1
+            if self._rewrites and view.client != view.peer:
+                _rewrite_client(scope, view)
             tokens = self._publish(scope, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
@@ -92,9 +94,8 @@ class Driver(Runner):
     drive = __call__
 
     def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...] | None:
-        """Make what the gates found visible to the app; the context variables' tokens."""
-        if self._rewrites and view.client != view.peer:
-            _rewrite_client(scope, view)
+        """Publish the principal and the CSP nonce the gates found; the context variables'
+        tokens."""
         state = view.state
         nonce = state.get("csp_nonce") if self._nonces else None
         principal = state.get("principal") if self._publishes else None

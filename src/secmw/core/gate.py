@@ -242,4 +242,4 @@ class Runner:
         lineup = line_up(list(gates))
         self.gates, self._fielders, self._error_depth = lineup[:3]
         self._rewrites, self._nonces, self._publishes = lineup[3:]
-        self._publishing = self._publishes or self._rewrites or self._nonces
+        self._publishing = self._publishes or self._nonces

@@ -79,6 +79,9 @@ class Driver(Runner):
                         view.fielders = fielders[depth] + outer
                     return respond_deny(respond, verdict, view.method)
                 depth += 1
+            if self._rewrites and view.client != view.peer:
+                # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
+                environ["REMOTE_ADDR"] = view.client or ""
             tokens = self._publish(environ, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
@@ -97,10 +100,8 @@ class Driver(Runner):
     drive = __call__
 
     def _publish(self, environ: Environ, view: RequestView) -> tuple[Token[Any], ...] | None:
-        """Make what the gates found visible to the app; the context variables' tokens."""
-        if self._rewrites and view.client != view.peer:
-            # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
-            environ["REMOTE_ADDR"] = view.client or ""
+        """Publish the principal and the CSP nonce the gates found; the context variables'
+        tokens."""
         state = view.state
         nonce = state.get("csp_nonce") if self._nonces else None
         principal = state.get("principal") if self._publishes else None
