@@ -110,7 +110,7 @@ def floor_of(stack: Any, app: Any) -> Floor:
     """A floor around ``app`` adding what ``stack`` adds (its principal and header block)."""
     scope = http_scope()
     asyncio.run(stack(scope, _receive, _drop))
-    policy = stack._headers.policy.plain_policy_for("/")
+    policy = stack.layers["headers"].policy.plain_policy_for("/")
     block = list(policy.bytes_block.added[2])  # plain http, authenticated
     return Floor(app, scope["state"]["principal"], block)
 

@@ -294,7 +294,9 @@ def starlette_fields(ctx: Context) -> Any:
     fields = [
         (b"ratelimit-policy", b'"default";q=1000000;w=60'),
         (b"ratelimit", b'"default";r=999999;t=60'),
-        *stack._headers.policy.plain_policy_for("/").bytes_block.added[2],  # http, authenticated
+        *stack.layers["headers"]
+        .policy.plain_policy_for("/")
+        .bytes_block.added[2],  # http, authenticated
     ]
     app = peers.starlette_app()
 

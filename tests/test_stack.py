@@ -12,6 +12,7 @@ import pytest
 from werkzeug.test import Client
 
 from secmw import hash_api_key
+from secmw.asgi import AuthenticationMiddleware, IPFilterMiddleware, RateLimitMiddleware
 from secmw.asgi import SecurityStack as ASGIStack
 from secmw.core.fields import Headers
 from secmw.core.request import RequestView
@@ -83,6 +84,13 @@ def test_the_request_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RequestView, "from_scope", classmethod(counting_view))
     app = ASGIStack(asgi_ok, **SECTIONS)
     assert run_asgi(app, http_scope("/x", headers=[("x-api-key", KEY)])).status == 200
+    assert (len(parsed), len(views)) == (1, 1)
+    # The single-layer middlewares composed: each looks the view up, all share the first one.
+    parsed.clear(), views.clear()
+    composed: Any = asgi_ok
+    for layer in (RateLimitMiddleware, AuthenticationMiddleware, IPFilterMiddleware):
+        composed = layer(composed, **SECTIONS)
+    assert run_asgi(composed, http_scope("/x", headers=[("x-api-key", KEY)])).status == 200
     assert len(parsed) == 1
     assert len(views) >= 3
     assert all(view is views[0] for view in views)

@@ -11,15 +11,15 @@ from flask import Response, request
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
 from secmw.errors import MiddlewareNotInstalled
-from secmw.wsgi._util import PRINCIPAL_KEY
+from secmw.wsgi.driver import principal_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def get_principal() -> Principal:
     """The principal secmw's WSGI middleware attached to the current Flask request."""
-    principal = request.environ.get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
+    principal = principal_of(request.environ)
+    if principal is None:
         raise MiddlewareNotInstalled(
             "no principal: wrap app.wsgi_app with secmw.wsgi.AuthenticationMiddleware"
             " (or SecurityStack)"

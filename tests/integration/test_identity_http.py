@@ -224,7 +224,7 @@ def test_asgi_lifespan_shutdown_closes_the_pools(idp: IdentityProvider) -> None:
 def test_wsgi_stack_close_closes_the_pools(idp: IdentityProvider) -> None:
     """The WSGI stack's close() ends the kept-alive connection too."""
     stack = WSGIStack(lambda environ, start: [], **_sections(idp))
-    (auth,) = stack._auth.chain.authenticators  # type: ignore[union-attr]
+    (auth,) = stack.layers["auth"].chain.authenticators
     assert isinstance(auth.verify(Credential("introspection", "token-one")), Principal)
     assert idp.state.disconnects == 0
     stack.close()

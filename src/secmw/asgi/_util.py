@@ -1,17 +1,15 @@
-"""Shared pieces of the ASGI adapters: rendering a Deny, publishing the principal."""
+"""Shared pieces of the ASGI side: rendering a Deny, publishing the principal, closing."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
-from secmw import audit
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
-from secmw.core.request import RequestView
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,12 +22,6 @@ T = TypeVar("T")
 logger = logging.getLogger("secmw")
 
 POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
-FIELDS_KEY = "secmw.response_fields"
-"""Scope key of the fields inner layers want on the response (rate-limit fields): a list the
-security headers layer puts in the scope and merges into ``http.response.start``, so the layers
-inside it need no send wrapper of their own."""
-CHALLENGES_KEY = "secmw.challenges"
-"""Scope key of the ``WWW-Authenticate`` fields the headers layer adds to an app's own 401."""
 
 
 def closing_on_shutdown(send: Send, close: Callable[[], Awaitable[None]]) -> Send:
@@ -66,53 +58,6 @@ async def send_deny(scope: Scope, send: Send, deny: Deny) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": deny.detail})
-
-
-def with_challenges(
-    headers: Iterable[tuple[bytes, bytes]], challenges: list[tuple[bytes, bytes]] | None
-) -> Iterable[tuple[bytes, bytes]]:
-    """The headers of an app's own 401 with the authentication challenges added, unless it sent
-    one itself (``headers`` unchanged then, or when there are none)."""
-    if not challenges or any(name.lower() == b"www-authenticate" for name, _ in headers):
-        return headers
-    return [*headers, *challenges]
-
-
-def with_fields(scope: Scope, send: Send, fields: list[tuple[bytes, bytes]]) -> Send:
-    """The ``send`` to call the app with so that ``fields`` reach the response start: ``send``
-    itself when an outer secmw layer merges queued fields (``FIELDS_KEY``), else a wrapper."""
-    queued = scope.get(FIELDS_KEY)
-    if queued is not None:
-        queued += fields
-        return send
-
-    async def send_with_fields(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *fields]}
-        await send(message)
-
-    return send_with_fields
-
-
-def malformed(request: RequestView) -> Deny | None:
-    """The answer to a request no rule can be matched safely (``RequestView.rejection``), audited;
-    None for every other request."""
-    rejection = request.rejection
-    if rejection is not None:
-        audit.emit("request.rejected", rejection.detail, request=request)
-    return rejection
-
-
-async def refuse_malformed(scope: Scope, send: Send, request: RequestView) -> bool:
-    """Answer a request that no rule can be matched safely (see ``RequestView.rejection``).
-
-    Returns True when the request was answered and the layer must stop.
-    """
-    rejection = malformed(request)
-    if rejection is None:
-        return False
-    await send_deny(scope, send, rejection)
-    return True
 
 
 class AuthCredentials:

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from secmw.asgi._util import (
-    CHALLENGES_KEY,
-    FIELDS_KEY,
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    send_deny,
-    with_challenges,
-)
-from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.core.context import csp_nonce_var
-from secmw.core.request import RequestView, route_path
-from secmw.headers.layer import SecurityHeaders
-from secmw.headers.policy import INTERNAL_ERROR
+from secmw.asgi.driver import Driver
+from secmw.middleware import SecurityHeadersLayer
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(Driver, SecurityHeadersLayer):
     """Adds the security headers to every ``http`` response; pure ASGI, no body buffering.
 
     The headers are merged into ``http.response.start`` as it passes (headers the app set are
@@ -43,68 +27,3 @@ class SecurityHeadersMiddleware:
         policy: A ready :class:`~secmw.headers.layer.SecurityHeaders` (overrides ``settings``).
         **overrides: Settings sections, for example ``headers={"frame_options": "SAMEORIGIN"}``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        /,
-        *,
-        settings: SecuritySettings | None = None,
-        policy: SecurityHeaders | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.app = app
-        if policy is None:
-            policy = SecurityHeaders(resolve_settings(settings, overrides).headers)
-        self.policy = policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.policy.enabled:
-            await self.app(scope, receive, send)
-            return
-        await self.around(self.app, scope, receive, send)
-
-    async def around(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run ``app`` on an ``http`` scope with the headers merged into its response."""
-        # A policy without a nonce needs nothing of the request but its scheme; else the full
-        # pass (path normalized, nonce made and published).
-        plain = self.policy.plain_policy_for(route_path(scope))
-        header_pass = token = None
-        if plain is None:
-            header_pass = self.policy.start(RequestView.from_scope(scope))
-            if header_pass.nonce is not None:
-                scope.setdefault("state", {})["csp_nonce"] = header_pass.nonce
-                token = csp_nonce_var.set(header_pass.nonce)
-        secure = scope.get("scheme") == "https"
-        started = False
-        queued: list[tuple[bytes, bytes]] = []
-        scope[FIELDS_KEY] = queued  # inner layers' fields (rate limits), merged below
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = message.get("headers", ())
-                extra: list[tuple[bytes, bytes]] = queued
-                if message["status"] == 401:
-                    headers = with_challenges([*headers, *queued], scope.get(CHALLENGES_KEY))
-                    extra = []
-                if plain is not None:
-                    state = scope.get("state")
-                    principal = state.get("principal") if state else None
-                    authenticated = getattr(principal, "is_authenticated", False)
-                    headers = plain.apply_bytes(headers, secure, authenticated, extra)
-                else:
-                    headers = header_pass.apply([*headers, *extra])  # type: ignore[union-attr]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_headers)
-        except Exception:
-            if not started:
-                await send_deny(scope, send_with_headers, INTERNAL_ERROR)
-            raise
-        finally:
-            if token is not None:
-                csp_nonce_var.reset(token)

@@ -93,6 +93,9 @@ class RequestView:
         state: Per-request scratch space shared by the layers (principal, csp nonce...).
         rejection: A Deny every layer answers with before anything else (a path with dot
             segments), or None.
+        fielders: The gates whose fields the response start gets, innermost first; set by the
+            drivers (the outermost one merges them, so composed middlewares wrap ``send`` once),
+            None until a driver with fields to add runs.
     """
 
     __slots__ = (
@@ -102,6 +105,7 @@ class RequestView:
         "_query",
         "_raw_headers",
         "client",
+        "fielders",
         "method",
         "normalized_path",
         "path",
@@ -143,6 +147,7 @@ class RequestView:
         self.state: dict[str, Any] = {}
         self._cookies: Cookies | None = None
         self._query: dict[str, list[str]] | None = None
+        self.fielders: tuple[Any, ...] | None = None
 
     @property
     def headers(self) -> Headers:

@@ -7,9 +7,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
 
-from secmw import audit
 from secmw.core.deny import Deny
-from secmw.core.request import RequestView
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -25,7 +23,6 @@ class StartResponse(Protocol):
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 PRINCIPAL_KEY = "secmw.principal"
-WWW_AUTHENTICATE = "www-authenticate"
 
 
 def status_line(status: int) -> str:
@@ -42,24 +39,3 @@ def respond_deny(start_response: StartResponse, deny: Deny, method: str) -> list
     headers, body = deny.rendered(method)
     start_response(status_line(deny.status), headers)
     return [body]
-
-
-def refuse_malformed(request: RequestView, start_response: StartResponse) -> list[bytes] | None:
-    """The response for a request no rule can be matched safely (``RequestView.rejection``),
-    or None when the layer may go on."""
-    if request.rejection is None:
-        return None
-    audit.emit("request.rejected", request.rejection.detail, request=request)
-    return respond_deny(start_response, request.rejection, request.method)
-
-
-def with_challenges(
-    headers: Headers, status: str, challenges: tuple[tuple[str, str], ...]
-) -> Headers:
-    """``headers`` plus the authentication challenges on a 401 that carries none."""
-    if status.startswith("401"):
-        for name, _ in headers:
-            if name.lower() == WWW_AUTHENTICATE:
-                return headers
-        return [*headers, *challenges]
-    return headers
