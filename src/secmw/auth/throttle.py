@@ -33,8 +33,9 @@ rate-limit layer's (``rate_limit.*``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from secmw.auth.base import Credential
 from secmw.core.deny import Deny
@@ -167,19 +168,33 @@ class AsyncAttempt:
             await limiter.refund(self._hits)
 
 
+_Throttle = TypeVar("_Throttle", bound="_Budgeted")
+
+
 class _Budgeted:
-    """What the sync and async throttles share: the policy (keys, 429s) and the budgets."""
+    """What the sync and async throttles share: the policy (keys, 429s), the budgets, and how
+    they are built; each twin names its storage edge (``limiter_type``)."""
+
+    limiter_type: Callable[[RateLimitSettings], Any]
 
     def __init__(
         self,
-        settings: SecuritySettings | None,
-        budgets: FailureBudgets | None,
-        overrides: dict[str, Any],
+        *,
+        settings: SecuritySettings | None = None,
+        budgets: FailureBudgets | None = None,
+        **overrides: Any,
     ) -> None:
         limits = settings_or_environment(settings, overrides).rate_limit
         self.settings = limits
         self.policy = RateLimitPolicy(limits)
         self.budgets = budgets or FailureBudgets.for_authentication(limits)
+        self.limiter = self.limiter_type(limits)
+
+    @classmethod
+    def for_step_up(cls: type[_Throttle], settings: SecuritySettings) -> _Throttle:
+        """The throttle of wrong step-up codes (``totp.failures``)."""
+        limit = settings.totp.failures
+        return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
 
     def plan(self, request: RequestView, credential: Credential) -> Plan | None:
         """The budgets this attempt is charged to (None: nothing to key them on)."""
@@ -195,21 +210,8 @@ class FailedAuthThrottle(_Budgeted):
         **overrides: Settings sections, for example ``rate_limit={"auth_failures": "5/minute"}``.
     """
 
-    def __init__(
-        self,
-        *,
-        settings: SecuritySettings | None = None,
-        budgets: FailureBudgets | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__(settings, budgets, overrides)
-        self.limiter = Limiter(self.settings)
-
-    @classmethod
-    def for_step_up(cls, settings: SecuritySettings) -> FailedAuthThrottle:
-        """The throttle of wrong step-up codes (``totp.failures``)."""
-        limit = settings.totp.failures
-        return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
+    limiter_type = Limiter
+    limiter: Limiter
 
     def charge(self, request: RequestView, credential: Credential) -> Deny | Attempt:
         """Take one attempt from the budgets before the check: a 429 (with ``Retry-After``)
@@ -231,21 +233,8 @@ class AsyncFailedAuthThrottle(_Budgeted):
     """The async :class:`~secmw.auth.base.AsyncFailureThrottle`, for ``secmw.asgi``; same
     arguments as :class:`FailedAuthThrottle`."""
 
-    def __init__(
-        self,
-        *,
-        settings: SecuritySettings | None = None,
-        budgets: FailureBudgets | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__(settings, budgets, overrides)
-        self.limiter = AsyncLimiter(self.settings)
-
-    @classmethod
-    def for_step_up(cls, settings: SecuritySettings) -> AsyncFailedAuthThrottle:
-        """The throttle of wrong step-up codes (``totp.failures``)."""
-        limit = settings.totp.failures
-        return cls(settings=settings, budgets=FailureBudgets.for_step_up(limit, _TOTP_FAILURES))
+    limiter_type = AsyncLimiter
+    limiter: AsyncLimiter
 
     async def charge(self, request: RequestView, credential: Credential) -> Deny | AsyncAttempt:
         """Async twin of :meth:`FailedAuthThrottle.charge`."""
