@@ -75,9 +75,12 @@ class Driver(Runner):
                 depth += 1
             if self._rewrites and view.client != view.peer:
                 _rewrite_client(scope, view)
-            tokens = self._publish(scope, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
+            if not self._publishing:
+                await self.app(scope, receive, respond)
+                return
+            tokens = self._publish(scope, view)
             try:
                 await self.app(scope, receive, respond)
             finally:

@@ -116,6 +116,22 @@ class RequestView:
         "state",
     )
 
+    method: str
+    path: str
+    normalized_path: str
+    query_string: bytes
+    scheme: str
+    peer: str | None
+    client: str | None
+    state: dict[str, Any]
+    rejection: Deny | None
+    fielders: tuple[Any, ...] | None
+    _headers: Headers | None
+    _raw_headers: Iterable[tuple[bytes, bytes]]
+    _environ: Mapping[str, Any] | None
+    _cookies: Cookies | None
+    _query: dict[str, list[str]] | None
+
     def __init__(
         self,
         method: str,
@@ -128,26 +144,8 @@ class RequestView:
         headers: Headers | None = None,
     ) -> None:
         """Headers come parsed (``headers``), or as an ASGI scope's raw pairs (``raw_headers``),
-        or from a WSGI ``environ``, decoded on first read; none of them: no headers. (The
-        arguments may be passed by position: the per-request constructors do, as that is the
-        cheaper call.)"""
-        self.method = method
-        self.scheme = scheme
-        self.path = path
-        if "//" in path or "/." in path or not path.startswith("/"):
-            self.normalized_path = normalize_path(path)
-            self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
-        else:  # the common case: nothing to normalize
-            self.normalized_path, self.rejection = path, None
-        self.query_string = query_string
-        self._headers: Headers | None = headers
-        self._raw_headers: Iterable[tuple[bytes, bytes]] = raw_headers
-        self._environ: Mapping[str, Any] | None = environ
-        self.peer = self.client = peer
-        self.state: dict[str, Any] = {}
-        self._cookies: Cookies | None = None
-        self._query: dict[str, list[str]] | None = None
-        self.fielders: tuple[Any, ...] | None = None
+        or from a WSGI ``environ``, decoded on first read; none of them: no headers."""
+        _fill(self, method, path, query_string, scheme, peer, raw_headers, environ, headers)
 
     @property
     def headers(self) -> Headers:
@@ -239,13 +237,17 @@ class RequestView:
             method, scheme = "WEBSOCKET", scope.get("scheme", "ws")
         else:
             method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
-        view = cls(
+        view = _new(cls)
+        _fill(
+            view,
             method,
             route_path(scope),
             scope.get("query_string", b""),
             scheme,
             client[0] if client else None,
             scope["headers"],
+            None,
+            None,
         )
         scope[ASGI_KEY] = view
         return view
@@ -261,7 +263,9 @@ class RequestView:
         if not path.isascii():
             # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
             path = path.encode("latin-1").decode("utf-8", "replace")
-        view = cls(
+        view = _new(cls)
+        _fill(
+            view,
             # werkzeug upper-cases the method before routing; rules must see what the router sees
             environ.get("REQUEST_METHOD", "GET").upper(),
             path,
@@ -270,9 +274,46 @@ class RequestView:
             environ.get("REMOTE_ADDR") or None,
             (),
             environ,
+            None,
         )
         environ[WSGI_KEY] = view
         return view
+
+
+_new = object.__new__
+
+
+def _fill(
+    view: RequestView,
+    method: str,
+    path: str,
+    query_string: bytes,
+    scheme: str,
+    peer: str | None,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    environ: Mapping[str, Any] | None,
+    headers: Headers | None,
+) -> None:
+    """Set every slot of ``view``: the body of ``RequestView.__init__``, which the per-request
+    constructors call directly on a bare instance (calling a class with keyword defaults is the
+    costlier path, and they build one view per request)."""
+    view.method = method
+    view.scheme = scheme
+    view.path = path
+    if "//" in path or "/." in path or not path.startswith("/"):
+        view.normalized_path = normalize_path(path)
+        view.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
+    else:  # the common case: nothing to normalize
+        view.normalized_path, view.rejection = path, None
+    view.query_string = query_string
+    view._headers = headers
+    view._raw_headers = raw_headers
+    view._environ = environ
+    view.peer = view.client = peer
+    view.state = {}
+    view._cookies = None
+    view._query = None
+    view.fielders = None
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> Headers:

@@ -82,9 +82,11 @@ class Driver(Runner):
             if self._rewrites and view.client != view.peer:
                 # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
                 environ["REMOTE_ADDR"] = view.client or ""
-            tokens = self._publish(environ, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
+            if not self._publishing:
+                return self.app(environ, respond)
+            tokens = self._publish(environ, view)
             try:
                 return self.app(environ, respond)
             finally:
