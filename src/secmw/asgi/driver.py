@@ -27,7 +27,7 @@ from secmw.asgi._util import (
 )
 from secmw.auth.throttle import AsyncFailedAuthThrottle
 from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
-from secmw.core.request import RequestView
+from secmw.core.request import RequestView, route_path
 from secmw.headers.policy import INTERNAL_ERROR
 from secmw.ip.forwarded import FORWARDED_KEY
 from secmw.ratelimit.astorage import AsyncLimiter
@@ -53,6 +53,16 @@ class Driver(Runner):
                 send = closing_on_shutdown(send, self.aclose)
             await self.app(scope, receive, send)
             return
+        admits = self._admits
+        if admits is not None:
+            client = scope.get("client")
+            peer, path = client[0] if client else None, route_path(scope)
+            for admitted in admits:
+                if not admitted(peer, path):
+                    break
+            else:  # every gate passes with nothing to record: no view needed
+                await self.app(scope, receive, send)
+                return
         view = RequestView.from_scope(scope)
         fielders = self._fielders
         # One wrapper merges the fields: an outer driver's when there is one (ours are handed to

@@ -118,6 +118,11 @@ class Gate(Protocol):
         """The response start's fields with this gate's merged in (``headers`` as given when
         it adds none); called for the app's answer and for a denial of a gate inside."""
 
+    # Optional: ``admits(peer, path) -> bool``, True only when the request surely passes this
+    # gate and the gate has nothing to record for it (``peer``: the TCP peer's address or None;
+    # ``path``: the routed path). When every gate of a driver has it and none adds fields, the
+    # driver asks these first and calls the app without building the view when all say yes.
+
 
 class Plain:
     """Defaults for a gate that needs no I/O and adds no response field."""
@@ -155,6 +160,10 @@ class Rejection(Plain):
     dot segments), audited. Every driver with a refusing gate runs it before the first one, so
     the rule is decided here only."""
 
+    def admits(self, peer: str | None, path: str) -> bool:
+        """True when ``path`` surely has no dot segment (it has no ``/.``)."""
+        return "/." not in path
+
     def check(self, view: RequestView) -> Verdict:
         rejection = view.rejection
         if rejection is None:
@@ -191,6 +200,9 @@ class Lineup(NamedTuple):
     """A gate makes CSP nonces for the driver to publish."""
     principals: bool
     """A gate finds the principal for the driver to publish."""
+    admits: tuple[Callable[[str | None, str], bool], ...] | None
+    """The gates' view-free ``admits`` when every gate has one and none adds fields (the
+    request goes straight to the app when all say yes), else None."""
 
 
 def line_up(given: list[Any]) -> Lineup:
@@ -201,6 +213,8 @@ def line_up(given: list[Any]) -> Lineup:
         for n in range(len(gates) + 1)
     )
     answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
+    admits = [getattr(g, "admits", None) for g in gates]
+    quick = tuple(a for a in admits if a is not None)
     return Lineup(
         gates,
         fielders,
@@ -208,6 +222,7 @@ def line_up(given: list[Any]) -> Lineup:
         any(getattr(g, "rewrites_client", False) for g in gates),
         any(getattr(g, "makes_nonce", False) for g in gates),
         any(getattr(g, "publishes", False) for g in gates),
+        quick if gates and len(quick) == len(gates) and not fielders[-1] else None,
     )
 
 
@@ -241,5 +256,5 @@ class Runner:
         self._closes = closes
         lineup = line_up(list(gates))
         self.gates, self._fielders, self._error_depth = lineup[:3]
-        self._rewrites, self._nonces, self._publishes = lineup[3:]
+        self._rewrites, self._nonces, self._publishes, self._admits = lineup[3:]
         self._publishing = self._publishes or self._nonces

@@ -52,6 +52,16 @@ def route_path(scope: Mapping[str, Any]) -> str:
     return rest if rest[0] == "/" else path
 
 
+def environ_path(environ: Mapping[str, Any]) -> str:
+    """The path the router routes on WSGI: ``PATH_INFO`` (``SCRIPT_NAME`` is not in it),
+    decoded as ASGI's ``path`` is."""
+    path: str = environ.get("PATH_INFO", "") or "/"
+    if not path.isascii():
+        # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return path
+
+
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and resolve ``.`` and ``..`` segments (RFC 3986 §5.2.4).
 
@@ -259,10 +269,7 @@ class RequestView:
         view = environ.get(WSGI_KEY)
         if isinstance(view, RequestView):
             return view
-        path = environ.get("PATH_INFO", "") or "/"
-        if not path.isascii():
-            # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
-            path = path.encode("latin-1").decode("utf-8", "replace")
+        path = environ_path(environ)
         view = _new(cls)
         _fill(
             view,
