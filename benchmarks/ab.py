@@ -6,7 +6,8 @@ builders of :mod:`benchmarks.inprocess_asgi` and :mod:`benchmarks.inprocess_wsgi
 both trees share, so the apps are identical), checks their answers, then times them
 interleaved: per variant, the best of a few batches, in microseconds per request. The report
 gives, per tree and variant, the median over rounds, the spread (min-max) and the cost added to
-the bare app; a run of the default size takes about a minute and a half::
+the bare app (the median over rounds of the difference within each worker); a run of the
+default size takes about a minute and a half::
 
     python -m benchmarks.ab --before /tmp/before --after . --rounds 5
 """
@@ -103,8 +104,10 @@ def measure(trees: dict[str, Path], rounds: int, batch: int, repeats: int) -> di
                 "samples": values,
             }
         for key, _, module, _ in VARIANTS:
-            bare = rows[BARE[module]]["median"]
-            rows[key]["added"] = rows[key]["median"] - bare
+            # Taken within each worker, so a slower or faster process cancels out.
+            bare = per_variant[BARE[module]]
+            added = [value - floor for value, floor in zip(per_variant[key], bare, strict=True)]
+            rows[key]["added"] = statistics.median(added)
         report["trees"][name] = {"path": str(trees[name]), "variants": rows}
     return report
 
