@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ VARIANTS: list[tuple[str, str, str, str]] = [
 BARE = {"inprocess_asgi": "asgi_bare", "inprocess_wsgi": "wsgi_bare"}
 
 
-def _worker(batch: int, repeats: int) -> dict[str, float]:
+def _worker(batch: int, repeats: int, only: AbstractSet[str]) -> dict[str, float]:
     """Build, check and time every variant in this process; microseconds per request."""
     from benchmarks import inprocess_asgi, inprocess_wsgi
     from benchmarks.common import Context
@@ -56,7 +57,7 @@ def _worker(batch: int, repeats: int) -> dict[str, float]:
     ctx = Context()
     runners = {}
     try:
-        for key, _, module, name in VARIANTS:
+        for key, _, module, name in _chosen(only):
             variant = next(v for v in modules[module].VARIANTS if v.key == name)
             app = variant.factory(ctx)
             problems = benches[module].check(variant, app)
@@ -74,24 +75,38 @@ def _worker(batch: int, repeats: int) -> dict[str, float]:
         ctx.close()
 
 
-def _run_tree(tree: Path, batch: int, repeats: int) -> dict[str, float]:
+def _chosen(only: AbstractSet[str]) -> list[tuple[str, str, str, str]]:
+    """The variants named in ``only`` (all when empty), with the bare app of their side."""
+    if not only:
+        return VARIANTS
+    wanted = only | {BARE[module] for key, _, module, _ in VARIANTS if key in only}
+    return [row for row in VARIANTS if row[0] in wanted]
+
+
+def _run_tree(tree: Path, batch: int, repeats: int, only: AbstractSet[str]) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree.resolve() / "src")}
     command = [sys.executable, "-m", "benchmarks.ab", "--worker"]
-    command += ["--batch", str(batch), "--repeats", str(repeats)]
+    command += ["--batch", str(batch), "--repeats", str(repeats), "--only", ",".join(only)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker on {tree} failed:\n{done.stderr}{done.stdout}")
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def measure(trees: dict[str, Path], rounds: int, batch: int, repeats: int) -> dict[str, Any]:
+def measure(
+    trees: dict[str, Path],
+    rounds: int,
+    batch: int,
+    repeats: int,
+    only: AbstractSet[str] = frozenset(),
+) -> dict[str, Any]:
     """Per tree and variant: the round results, median, spread and cost added to the bare app."""
     samples: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     names = list(trees)
     for index in range(rounds):
         order = names if index % 2 == 0 else names[::-1]
         for name in order:
-            for key, value in _run_tree(trees[name], batch, repeats).items():
+            for key, value in _run_tree(trees[name], batch, repeats, only).items():
                 samples[name].setdefault(key, []).append(value)
     report: dict[str, Any] = {"rounds": rounds, "batch": batch, "repeats": repeats, "trees": {}}
     for name, per_variant in samples.items():
@@ -103,7 +118,7 @@ def measure(trees: dict[str, Path], rounds: int, batch: int, repeats: int) -> di
                 "max": max(values),
                 "samples": values,
             }
-        for key, _, module, _ in VARIANTS:
+        for key, _, module, _ in _chosen(only):
             # Taken within each worker, so a slower or faster process cancels out.
             bare = per_variant[BARE[module]]
             added = [value - floor for value, floor in zip(per_variant[key], bare, strict=True)]
@@ -121,6 +136,8 @@ def table(report: dict[str, Any]) -> str:
     head += "".join(f" | {name + ': median [min-max] +added':>34}" for name in names)
     lines = [head + (" | change" if len(names) == 2 else "")]
     for key, label, _, _ in VARIANTS:
+        if key not in trees[names[0]]["variants"]:
+            continue
         rows = [trees[name]["variants"][key] for name in names]
         line = f"{label:30}"
         for row in rows:
@@ -139,16 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2000, help="requests per timed batch")
     parser.add_argument("--repeats", type=int, default=3, help="batches per variant per round")
+    parser.add_argument("--only", default="", help="comma-separated variant keys (default: all)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    only = {key for key in args.only.split(",") if key}
+    unknown = only - {key for key, *_ in VARIANTS}
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if args.worker:
-        print(json.dumps(_worker(args.batch, args.repeats)))
+        print(json.dumps(_worker(args.batch, args.repeats, only)))
         return 0
     if args.before is None:
         parser.error("--before is required")
     trees = {"before": args.before, "after": args.after}
-    report = measure(trees, args.rounds, args.batch, args.repeats)
+    report = measure(trees, args.rounds, args.batch, args.repeats, only)
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     print(table(report))
