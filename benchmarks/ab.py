@@ -53,7 +53,7 @@ def _worker(batch: int, repeats: int, only: AbstractSet[str]) -> dict[str, float
 
     modules = {"inprocess_asgi": inprocess_asgi, "inprocess_wsgi": inprocess_wsgi}
     asgi, wsgi = inprocess_asgi.ASGIBench(), inprocess_wsgi.WSGIBench()
-    benches = {"inprocess_asgi": asgi, "inprocess_wsgi": wsgi}
+    benches: dict[str, Any] = {"inprocess_asgi": asgi, "inprocess_wsgi": wsgi}
     ctx = Context()
     runners = {}
     try:
