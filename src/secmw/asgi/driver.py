@@ -50,7 +50,7 @@ class Driver(Runner):
         kind = scope["type"]
         if (kind != "http" and kind != "websocket") or not self.gates:
             if kind == "lifespan" and self._closes:
-                send = closing_on_shutdown(send, self.aclose)
+                send = closing_on_shutdown(send, self._close_edges)
             await self.app(scope, receive, send)
             return
         admits = self._admits
@@ -105,6 +105,11 @@ class Driver(Runner):
             raise
 
     drive = __call__
+
+    async def _close_edges(self) -> None:
+        """Close the edges of this driver and of the drivers it took in."""
+        for driver in self.closers:
+            await driver.aclose()
 
     def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...] | None:
         """Publish the principal and the CSP nonce the gates found; the context variables'

@@ -244,17 +244,39 @@ def leave(tokens: tuple[Token[Any], ...] | None) -> None:
 
 
 class Runner:
-    """The part of a driver both sides share: its gates, lined up once."""
+    """The part of a driver both sides share: its gates, lined up once.
+
+    A driver of the same side directly inside, which runs nothing but its gates (a single-layer
+    middleware wrapped in another), is not called: its gates run here after ours, in the same
+    order, and its app is called directly, so composed middlewares take one driver per request
+    as the stack does. Its edges are closed with ours.
+    """
 
     app: Any
     gates: tuple[Any, ...]
+    drive: Any
+    taken_gates: tuple[Any, ...]
+    """The gates this driver runs as given (its own, then those of the driver it took in)."""
+    closers: tuple[Any, ...]
+    """The drivers whose edges close with this one (itself first, when it has any)."""
 
     def setup(self, app: Any, gates: Sequence[Any], *, closes: bool = False) -> None:
         """Run ``gates`` (outermost first) before ``app`` (``closes``: close the edges when an
         ASGI app's lifespan shuts down)."""
+        self.own_gates = tuple(gates)
+        """The gates of this middleware alone (without those of a driver it took in)."""
+        self.own_closes = closes
+        given = list(gates)
+        closers: list[Any] = [self] if closes else []
+        if isinstance(app, Runner) and type(app).__call__ is type(self).drive:
+            given += app.taken_gates
+            closers += app.closers
+            app = app.app
+        self.taken_gates = tuple(given)
+        self.closers = tuple(closers)
         self.app = app
-        self._closes = closes
-        lineup = line_up(list(gates))
+        self._closes = bool(closers)
+        lineup = line_up(given)
         self.gates, self._fielders, self._error_depth = lineup[:3]
         self._rewrites, self._nonces, self._publishes, self._admits = lineup[3:]
         self._publishing = self._publishes or self._nonces
