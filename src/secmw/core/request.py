@@ -242,23 +242,27 @@ class RequestView:
         view = scope.get(ASGI_KEY)
         if isinstance(view, RequestView):
             return view
-        client = scope.get("client")
-        if scope["type"] == "websocket":
-            method, scheme = "WEBSOCKET", scope.get("scheme", "ws")
-        else:
-            method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
+        # The slots are set here rather than through _fill: one view per request and per
+        # scope, so the call and the route_path call (no root path: the path as it is) are
+        # worth saving.
         view = _new(cls)
-        _fill(
-            view,
-            method,
-            route_path(scope),
-            scope.get("query_string", b""),
-            scheme,
-            client[0] if client else None,
-            scope["headers"],
-            None,
-            None,
-        )
+        if scope["type"] == "websocket":
+            view.method, view.scheme = "WEBSOCKET", scope.get("scheme", "ws")
+        else:
+            view.method = scope.get("method", "GET").upper()
+            view.scheme = scope.get("scheme", "http")
+        path = route_path(scope) if scope.get("root_path") else scope.get("path") or "/"
+        view.path = path
+        if "//" in path or "/." in path or path[0] != "/":
+            view.normalized_path, view.rejection = _unusual_path(path)
+        else:  # the common case: nothing to normalize
+            view.normalized_path, view.rejection = path, None
+        view.query_string = scope.get("query_string", b"")
+        view._raw_headers = scope["headers"]
+        view._headers = view._environ = view._cookies = view._query = view.fielders = None
+        client = scope.get("client")
+        view.peer = view.client = client[0] if client else None
+        view.state = {}
         scope[ASGI_KEY] = view
         return view
 
@@ -308,8 +312,7 @@ def _fill(
     view.scheme = scheme
     view.path = path
     if "//" in path or "/." in path or not path.startswith("/"):
-        view.normalized_path = normalize_path(path)
-        view.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
+        view.normalized_path, view.rejection = _unusual_path(path)
     else:  # the common case: nothing to normalize
         view.normalized_path, view.rejection = path, None
     view.query_string = query_string
@@ -321,6 +324,12 @@ def _fill(
     view._cookies = None
     view._query = None
     view.fielders = None
+
+
+def _unusual_path(path: str) -> tuple[str, Deny | None]:
+    """The normalized form and the rejection of a path with ``//``, ``/.`` or no leading
+    ``/`` (any other path is its own normalized form, with no rejection)."""
+    return normalize_path(path), DOT_SEGMENTS if has_dot_segments(path) else None
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> Headers:
