@@ -46,6 +46,30 @@ def asgi_statuses(app: Any, scopes: list[dict[str, Any]]) -> list[tuple[int, dic
     return out
 
 
+def test_only_a_plain_single_layer_middleware_is_taken_in_by_the_one_around_it() -> None:
+    """A stack, or a subclass with its own ``__call__``, inside a middleware is still called
+    (its entry may measure or decide more); a plain single-layer middleware is run by the outer
+    driver, whose gates then come first."""
+    calls: list[str] = []
+
+    class Counting(RateLimitMiddleware):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            calls.append("counting")
+            await super().__call__(scope, receive, send)
+
+    for inner in (ASGIStack(asgi_ok, **SECTIONS), Counting(asgi_ok, **SECTIONS)):
+        outer = IPFilterMiddleware(inner, **SECTIONS)
+        assert outer.app is inner
+    counted = IPFilterMiddleware(Counting(asgi_ok, **SECTIONS), **SECTIONS)
+    assert run_asgi(counted, http_scope()).status == 200
+    assert calls == ["counting"]
+    plain = RateLimitMiddleware(asgi_ok, **SECTIONS)
+    outer = AuthenticationMiddleware(plain, **SECTIONS)
+    assert outer.app is asgi_ok
+    assert outer.own_gates[0] in outer.gates
+    assert outer.gates.index(outer.own_gates[0]) < outer.gates.index(plain.own_gates[0])
+
+
 def test_every_refusal_carries_the_security_headers() -> None:
     """401 (auth), 403 (IP), 429 (rate limit) and 200 all leave with the header block."""
     app = ASGIStack(asgi_ok, **SECTIONS)
