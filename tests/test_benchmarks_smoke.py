@@ -293,3 +293,26 @@ def test_the_reset_request_rows_time_both_accounts_on_both_stores(redis_url: str
         assert row["existing_account_us"] > 0
         assert row["unknown_account_us"] > 0
     assert after - before == 6  # three requests per account, each one group write
+
+
+def test_the_ab_run_reports_every_variant_for_both_trees(tmp_path: Path) -> None:
+    """The A/B timing runs a worker per tree and reports median, spread and added cost for
+    every variant of both sides (here the same tree twice, one tiny batch)."""
+    from benchmarks import ab
+
+    root = Path(ab.__file__).resolve().parent.parent
+    out = tmp_path / "ab.json"
+    argv = ["--before", str(root), "--after", str(root), "--rounds", "1", "--batch", "3"]
+    assert ab.main([*argv, "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["trees"]) == {"before", "after"}
+    for tree in result["trees"].values():
+        rows = tree["variants"]
+        assert set(rows) == {key for key, *_ in ab.VARIANTS}
+        for row in rows.values():
+            assert len(row["samples"]) == 1
+            assert 0 < row["min"] <= row["median"] <= row["max"]
+        assert rows["asgi_bare"]["added"] == rows["wsgi_bare"]["added"] == 0
+    lines = ab.table(result).splitlines()
+    assert len(lines) == 1 + len(ab.VARIANTS)
+    assert all(" | " in line for line in lines)

@@ -14,7 +14,9 @@ from secmw.core.principal import Principal
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.headers.csp import NONCE, ContentSecurityPolicy, csp_hash
+from secmw.headers.gate import HeadersGate
 from secmw.headers.layer import SecurityHeaders
+from secmw.headers.policy import HeaderPass
 from secmw.headers.presets import docs_preset
 from secmw.headers.settings import HeadersSettings
 
@@ -516,3 +518,36 @@ def test_headers_settings_alone_validate() -> None:
     """Building the section alone checks the policy too (errors surface at settings load)."""
     with pytest.raises(ValueError, match="unknown CSP directive"):
         HeadersSettings(csp={"scirpt-src": ["'self'"]})
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "authenticated"])
+@pytest.mark.parametrize(
+    "own",
+    [[], [("X-Frame-Options", "SAMEORIGIN")], [("Cache-Control", "public")], [("Server", "x")]],
+    ids=["none", "own-frame-options", "own-cache-control", "own-server"],
+)
+def test_a_plain_policy_merges_like_a_header_pass_on_both_sides(
+    secure: bool, authenticated: bool, own: list[tuple[str, str]]
+) -> None:
+    """Without a nonce, the policy's own merge (used per request on ASGI and WSGI) gives what
+    the full pass gives, in strings and in bytes."""
+    policy = build().default
+    assert not policy.nonced
+    full = HeaderPass(policy, None, secure=secure)
+    own_bytes = [(n.lower().encode(), v.encode()) for n, v in own]
+    expected = full.apply_str(list(own), authenticated=authenticated)
+    assert policy.apply_str(list(own), secure, authenticated) == expected
+    assert policy.apply_bytes(own_bytes, secure, authenticated) == full.apply(
+        own_bytes, authenticated=authenticated
+    )
+
+
+def test_the_layer_knows_whether_any_policy_makes_a_nonce() -> None:
+    """Only a policy with a nonce makes one; the gate publishes none otherwise."""
+    assert not build().nonced
+    nonced = build(paths={"/app/*": {"csp": {"script-src": [NONCE]}}})
+    assert nonced.nonced
+    assert not nonced.default.nonced
+    assert HeadersGate(nonced, raw=False).makes_nonce
+    assert not HeadersGate(build(), raw=True).makes_nonce

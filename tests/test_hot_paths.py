@@ -11,6 +11,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from werkzeug.test import Client
+
 from secmw import Principal
 from secmw.asgi import SecurityStack
 from secmw.asgi.ipfilter import IPFilterMiddleware
@@ -18,10 +20,11 @@ from secmw.auth.cache import TokenCache
 from secmw.core.deny import Deny
 from secmw.core.fields import Headers
 from secmw.core.paths import PathTable
-from secmw.core.request import RequestView
+from secmw.core.request import ASGI_KEY, WSGI_KEY, RequestView
 from secmw.ratelimit.plan import Plan
 from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import RateLimitSettings
+from secmw.wsgi.ipfilter import IPFilterMiddleware as WSGIIPFilterMiddleware
 from tests.support import SECRET, http_scope, make_token, run_asgi
 
 
@@ -43,6 +46,43 @@ def test_a_remembered_peer_still_gets_dot_segment_paths_refused() -> None:
     assert run_asgi(app, http_scope("/a")).status == 200
     assert "127.0.0.1" in app.filter.admitted_peers
     assert run_asgi(app, http_scope("/a/../admin")).status == 400
+
+
+def test_a_remembered_peer_goes_to_the_app_without_a_view_on_both_sides() -> None:
+    """The IP layer alone lets an admitted peer through before any view is built (the view is
+    kept in the scope / environ when built), and still refuses dot segments and others."""
+    seen: list[bool] = []
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(ASGI_KEY in scope)
+        await ok(scope, receive, send)
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        seen.append(WSGI_KEY in environ)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    asgi = IPFilterMiddleware(asgi_app, ip={"allow": ["127.0.0.0/8"]})
+    assert [run_asgi(asgi, http_scope("/a")).status for _ in range(2)] == [200, 200]
+    assert run_asgi(asgi, http_scope("/a/../b")).status == 400
+    assert run_asgi(asgi, http_scope("/a", client=("10.0.0.1", 1))).status == 403
+    wsgi = Client(WSGIIPFilterMiddleware(wsgi_app, ip={"allow": ["127.0.0.0/8"]}))
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    assert [wsgi.get("/a", environ_base=local).status_code for _ in range(2)] == [200, 200]
+    assert wsgi.get("/a/./b", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 400
+    assert wsgi.get("/a", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 403
+    # First request of each side: resolved through the view; the next: remembered, no view.
+    assert seen == [True, False, True, False]
+
+
+def test_a_driver_with_a_gate_that_needs_the_view_always_builds_it() -> None:
+    """Composed behind the IP layer, a gate without a view-free check still sees a view."""
+    app = SecurityStack(ok, ip={"allow": ["127.0.0.0/8"]}, jwt={"secret": SECRET})
+    scope = http_scope("/")
+    for _ in range(2):
+        scope = http_scope("/")
+        assert run_asgi(app, scope).status == 200
+    assert isinstance(scope[ASGI_KEY], RequestView)
 
 
 def test_peers_are_not_remembered_when_paths_have_rules() -> None:

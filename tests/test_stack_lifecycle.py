@@ -12,6 +12,7 @@ import pytest
 
 from secmw.asgi import SecurityStack
 from secmw.asgi._util import closing_on_shutdown
+from secmw.asgi.headers import SecurityHeadersMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.wsgi import SecurityStack as WSGIStack
 from tests.redis_support import clients_after_closing, connected_clients
@@ -155,6 +156,27 @@ def test_the_rate_limit_layer_closes_its_client_when_the_app_shuts_down(redis_ur
             redis_url,
             lambda scope: run(limited, scope, loop),
             lambda: loop.run_until_complete(lifespan_cycle(limited)),
+            answers=(200, 200),
+            opened=1,
+        )
+    finally:
+        loop.close()
+
+
+@pytest.mark.redis
+def test_a_rate_limit_layer_wrapped_in_another_closes_its_client_at_shutdown(
+    redis_url: str,
+) -> None:
+    """Composed middlewares run as one driver: the outer one closes the inner one's client."""
+    limits = redis_sections(redis_url)["rate_limit"]
+    limited = RateLimitMiddleware(with_lifespan(app), rate_limit=limits)
+    outer = SecurityHeadersMiddleware(limited)
+    loop = asyncio.new_event_loop()
+    try:
+        closes_its_clients(
+            redis_url,
+            lambda scope: run(outer, scope, loop),
+            lambda: loop.run_until_complete(lifespan_cycle(outer)),
             answers=(200, 200),
             opened=1,
         )

@@ -39,7 +39,8 @@ class Side:
     throttle_type: ClassVar[Any]
     """The failed-attempt throttle: ``FailedAuthThrottle`` or its async twin."""
     gates: tuple[Any, ...]
-    _closes: bool
+    own_gates: tuple[Any, ...]
+    own_closes: bool
 
     def setup(self, app: Any, gates: Sequence[Any], *, closes: bool = False) -> None:
         """Run ``gates`` before ``app`` (``closes``: close the edges at lifespan shutdown)."""
@@ -191,8 +192,8 @@ class StackLayer(Side):
         self.throttle = throttle
         throttles = [throttle, getattr(self.layers.get("step_up"), "throttle", None)]
         remote = any(getattr(getattr(t, "limiter", None), "remote", None) for t in throttles)
-        closes = remote or any(layer._closes for layer in self.layers.values())
-        gates = [gate for layer in self.layers.values() for gate in layer.gates]
+        closes = remote or any(layer.own_closes for layer in self.layers.values())
+        gates = [gate for layer in self.layers.values() for gate in layer.own_gates]
         self.setup(app, gates, closes=closes)
         self.entry = self.measure(self.drive) if "metrics" in enabled else self.drive
         """What the side's ``__call__`` runs: the driver, measured or not."""

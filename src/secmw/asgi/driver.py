@@ -27,7 +27,7 @@ from secmw.asgi._util import (
 )
 from secmw.auth.throttle import AsyncFailedAuthThrottle
 from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
-from secmw.core.request import RequestView
+from secmw.core.request import RequestView, route_path
 from secmw.headers.policy import INTERNAL_ERROR
 from secmw.ip.forwarded import FORWARDED_KEY
 from secmw.ratelimit.astorage import AsyncLimiter
@@ -50,9 +50,19 @@ class Driver(Runner):
         kind = scope["type"]
         if (kind != "http" and kind != "websocket") or not self.gates:
             if kind == "lifespan" and self._closes:
-                send = closing_on_shutdown(send, self.aclose)
+                send = closing_on_shutdown(send, self._close_edges)
             await self.app(scope, receive, send)
             return
+        admits = self._admits
+        if admits is not None:
+            client = scope.get("client")
+            peer, path = client[0] if client else None, route_path(scope)
+            for admitted in admits:
+                if not admitted(peer, path):
+                    break
+            else:  # every gate passes with nothing to record: no view needed
+                await self.app(scope, receive, send)
+                return
         view = RequestView.from_scope(scope)
         fielders = self._fielders
         # One wrapper merges the fields: an outer driver's when there is one (ours are handed to
@@ -75,9 +85,12 @@ class Driver(Runner):
                 depth += 1
             if self._rewrites and view.client != view.peer:
                 _rewrite_client(scope, view)
-            tokens = self._publish(scope, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
+            if not self._publishing:
+                await self.app(scope, receive, respond)
+                return
+            tokens = self._publish(scope, view)
             try:
                 await self.app(scope, receive, respond)
             finally:
@@ -92,6 +105,11 @@ class Driver(Runner):
             raise
 
     drive = __call__
+
+    async def _close_edges(self) -> None:
+        """Close the edges of this driver and of the drivers it took in."""
+        for driver in self.closers:
+            await driver.aclose()
 
     def _publish(self, scope: Scope, view: RequestView) -> tuple[Token[Any], ...] | None:
         """Publish the principal and the CSP nonce the gates found; the context variables'

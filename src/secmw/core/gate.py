@@ -118,6 +118,11 @@ class Gate(Protocol):
         """The response start's fields with this gate's merged in (``headers`` as given when
         it adds none); called for the app's answer and for a denial of a gate inside."""
 
+    # Optional: ``admits(peer, path) -> bool``, True only when the request surely passes this
+    # gate and the gate has nothing to record for it (``peer``: the TCP peer's address or None;
+    # ``path``: the routed path). When every gate of a driver has it and none adds fields, the
+    # driver asks these first and calls the app without building the view when all say yes.
+
 
 class Plain:
     """Defaults for a gate that needs no I/O and adds no response field."""
@@ -155,6 +160,10 @@ class Rejection(Plain):
     dot segments), audited. Every driver with a refusing gate runs it before the first one, so
     the rule is decided here only."""
 
+    def admits(self, peer: str | None, path: str) -> bool:
+        """True when ``path`` surely has no dot segment (it has no ``/.``)."""
+        return "/." not in path
+
     def check(self, view: RequestView) -> Verdict:
         rejection = view.rejection
         if rejection is None:
@@ -191,6 +200,9 @@ class Lineup(NamedTuple):
     """A gate makes CSP nonces for the driver to publish."""
     principals: bool
     """A gate finds the principal for the driver to publish."""
+    admits: tuple[Callable[[str | None, str], bool], ...] | None
+    """The gates' view-free ``admits`` when every gate has one and none adds fields (the
+    request goes straight to the app when all say yes), else None."""
 
 
 def line_up(given: list[Any]) -> Lineup:
@@ -201,6 +213,8 @@ def line_up(given: list[Any]) -> Lineup:
         for n in range(len(gates) + 1)
     )
     answering = [n for n, g in enumerate(gates) if getattr(g, "answers_errors", False)]
+    admits = [getattr(g, "admits", None) for g in gates]
+    quick = tuple(a for a in admits if a is not None)
     return Lineup(
         gates,
         fielders,
@@ -208,6 +222,7 @@ def line_up(given: list[Any]) -> Lineup:
         any(getattr(g, "rewrites_client", False) for g in gates),
         any(getattr(g, "makes_nonce", False) for g in gates),
         any(getattr(g, "publishes", False) for g in gates),
+        quick if gates and len(quick) == len(gates) and not fielders[-1] else None,
     )
 
 
@@ -229,17 +244,39 @@ def leave(tokens: tuple[Token[Any], ...] | None) -> None:
 
 
 class Runner:
-    """The part of a driver both sides share: its gates, lined up once."""
+    """The part of a driver both sides share: its gates, lined up once.
+
+    A driver of the same side directly inside, which runs nothing but its gates (a single-layer
+    middleware wrapped in another), is not called: its gates run here after ours, in the same
+    order, and its app is called directly, so composed middlewares take one driver per request
+    as the stack does. Its edges are closed with ours.
+    """
 
     app: Any
     gates: tuple[Any, ...]
+    drive: Any
+    taken_gates: tuple[Any, ...]
+    """The gates this driver runs as given (its own, then those of the driver it took in)."""
+    closers: tuple[Any, ...]
+    """The drivers whose edges close with this one (itself first, when it has any)."""
 
     def setup(self, app: Any, gates: Sequence[Any], *, closes: bool = False) -> None:
         """Run ``gates`` (outermost first) before ``app`` (``closes``: close the edges when an
         ASGI app's lifespan shuts down)."""
+        self.own_gates = tuple(gates)
+        """The gates of this middleware alone (without those of a driver it took in)."""
+        self.own_closes = closes
+        given = list(gates)
+        closers: list[Any] = [self] if closes else []
+        if isinstance(app, Runner) and type(app).__call__ is type(self).drive:
+            given += app.taken_gates
+            closers += app.closers
+            app = app.app
+        self.taken_gates = tuple(given)
+        self.closers = tuple(closers)
         self.app = app
-        self._closes = closes
-        lineup = line_up(list(gates))
+        self._closes = bool(closers)
+        lineup = line_up(given)
         self.gates, self._fielders, self._error_depth = lineup[:3]
-        self._rewrites, self._nonces, self._publishes = lineup[3:]
+        self._rewrites, self._nonces, self._publishes, self._admits = lineup[3:]
         self._publishing = self._publishes or self._nonces

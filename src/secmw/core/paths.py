@@ -80,6 +80,11 @@ class PathTable(Generic[T]):
         """The patterns, in declaration order."""
         return [pattern for pattern, _ in self._entries]
 
+    @property
+    def entries(self) -> Sequence[tuple[str, T]]:
+        """The (pattern, value) entries, in declaration order."""
+        return list(self._entries)
+
     def match(self, path: str) -> tuple[str, T] | None:
         """The first entry whose pattern matches ``path`` (a normalized path), or None."""
         if self._regex is None:

@@ -52,6 +52,16 @@ def route_path(scope: Mapping[str, Any]) -> str:
     return rest if rest[0] == "/" else path
 
 
+def environ_path(environ: Mapping[str, Any]) -> str:
+    """The path the router routes on WSGI: ``PATH_INFO`` (``SCRIPT_NAME`` is not in it),
+    decoded as ASGI's ``path`` is."""
+    path: str = environ.get("PATH_INFO", "") or "/"
+    if not path.isascii():
+        # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return path
+
+
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and resolve ``.`` and ``..`` segments (RFC 3986 §5.2.4).
 
@@ -116,6 +126,22 @@ class RequestView:
         "state",
     )
 
+    method: str
+    path: str
+    normalized_path: str
+    query_string: bytes
+    scheme: str
+    peer: str | None
+    client: str | None
+    state: dict[str, Any]
+    rejection: Deny | None
+    fielders: tuple[Any, ...] | None
+    _headers: Headers | None
+    _raw_headers: Iterable[tuple[bytes, bytes]]
+    _environ: Mapping[str, Any] | None
+    _cookies: Cookies | None
+    _query: dict[str, list[str]] | None
+
     def __init__(
         self,
         method: str,
@@ -128,26 +154,8 @@ class RequestView:
         headers: Headers | None = None,
     ) -> None:
         """Headers come parsed (``headers``), or as an ASGI scope's raw pairs (``raw_headers``),
-        or from a WSGI ``environ``, decoded on first read; none of them: no headers. (The
-        arguments may be passed by position: the per-request constructors do, as that is the
-        cheaper call.)"""
-        self.method = method
-        self.scheme = scheme
-        self.path = path
-        if "//" in path or "/." in path or not path.startswith("/"):
-            self.normalized_path = normalize_path(path)
-            self.rejection = DOT_SEGMENTS if has_dot_segments(path) else None
-        else:  # the common case: nothing to normalize
-            self.normalized_path, self.rejection = path, None
-        self.query_string = query_string
-        self._headers: Headers | None = headers
-        self._raw_headers: Iterable[tuple[bytes, bytes]] = raw_headers
-        self._environ: Mapping[str, Any] | None = environ
-        self.peer = self.client = peer
-        self.state: dict[str, Any] = {}
-        self._cookies: Cookies | None = None
-        self._query: dict[str, list[str]] | None = None
-        self.fielders: tuple[Any, ...] | None = None
+        or from a WSGI ``environ``, decoded on first read; none of them: no headers."""
+        _fill(self, method, path, query_string, scheme, peer, raw_headers, environ, headers)
 
     @property
     def headers(self) -> Headers:
@@ -234,19 +242,27 @@ class RequestView:
         view = scope.get(ASGI_KEY)
         if isinstance(view, RequestView):
             return view
-        client = scope.get("client")
+        # The slots are set here rather than through _fill: one view per request and per
+        # scope, so the call and the route_path call (no root path: the path as it is) are
+        # worth saving.
+        view = _new(cls)
         if scope["type"] == "websocket":
-            method, scheme = "WEBSOCKET", scope.get("scheme", "ws")
+            view.method, view.scheme = "WEBSOCKET", scope.get("scheme", "ws")
         else:
-            method, scheme = scope.get("method", "GET").upper(), scope.get("scheme", "http")
-        view = cls(
-            method,
-            route_path(scope),
-            scope.get("query_string", b""),
-            scheme,
-            client[0] if client else None,
-            scope["headers"],
-        )
+            view.method = scope.get("method", "GET").upper()
+            view.scheme = scope.get("scheme", "http")
+        path = route_path(scope) if scope.get("root_path") else scope.get("path") or "/"
+        view.path = path
+        if "//" in path or "/." in path or path[0] != "/":
+            view.normalized_path, view.rejection = _unusual_path(path)
+        else:  # the common case: nothing to normalize
+            view.normalized_path, view.rejection = path, None
+        view.query_string = scope.get("query_string", b"")
+        view._raw_headers = scope["headers"]
+        view._headers = view._environ = view._cookies = view._query = view.fielders = None
+        client = scope.get("client")
+        view.peer = view.client = client[0] if client else None
+        view.state = {}
         scope[ASGI_KEY] = view
         return view
 
@@ -257,11 +273,10 @@ class RequestView:
         view = environ.get(WSGI_KEY)
         if isinstance(view, RequestView):
             return view
-        path = environ.get("PATH_INFO", "") or "/"
-        if not path.isascii():
-            # PEP 3333 hands the path over as latin-1; undo that so rules see the same text as ASGI.
-            path = path.encode("latin-1").decode("utf-8", "replace")
-        view = cls(
+        path = environ_path(environ)
+        view = _new(cls)
+        _fill(
+            view,
             # werkzeug upper-cases the method before routing; rules must see what the router sees
             environ.get("REQUEST_METHOD", "GET").upper(),
             path,
@@ -270,9 +285,51 @@ class RequestView:
             environ.get("REMOTE_ADDR") or None,
             (),
             environ,
+            None,
         )
         environ[WSGI_KEY] = view
         return view
+
+
+_new = object.__new__
+
+
+def _fill(
+    view: RequestView,
+    method: str,
+    path: str,
+    query_string: bytes,
+    scheme: str,
+    peer: str | None,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    environ: Mapping[str, Any] | None,
+    headers: Headers | None,
+) -> None:
+    """Set every slot of ``view``: the body of ``RequestView.__init__``, which the per-request
+    constructors call directly on a bare instance (calling a class with keyword defaults is the
+    costlier path, and they build one view per request)."""
+    view.method = method
+    view.scheme = scheme
+    view.path = path
+    if "//" in path or "/." in path or not path.startswith("/"):
+        view.normalized_path, view.rejection = _unusual_path(path)
+    else:  # the common case: nothing to normalize
+        view.normalized_path, view.rejection = path, None
+    view.query_string = query_string
+    view._headers = headers
+    view._raw_headers = raw_headers
+    view._environ = environ
+    view.peer = view.client = peer
+    view.state = {}
+    view._cookies = None
+    view._query = None
+    view.fielders = None
+
+
+def _unusual_path(path: str) -> tuple[str, Deny | None]:
+    """The normalized form and the rejection of a path with ``//``, ``/.`` or no leading
+    ``/`` (any other path is its own normalized form, with no rejection)."""
+    return normalize_path(path), DOT_SEGMENTS if has_dot_segments(path) else None
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> Headers:

@@ -30,13 +30,15 @@ class SecurityHeaders:
         ConfigurationError: invalid settings, naming the variable.
     """
 
-    __slots__ = ("default", "enabled", "paths")
+    __slots__ = ("default", "enabled", "nonced", "paths")
 
     def __init__(self, settings: HeadersSettings | None = None) -> None:
         s = settings if settings is not None else HeadersSettings()
         self.enabled = s.enabled
         self.default = build_policy(s)
         self.paths = build_path_policies(s)
+        self.nonced = self.default.nonced or any(p.nonced for _, p in self.paths.entries)
+        """Some response gets a CSP nonce (else no request ever has one to publish)."""
 
     def plain_policy_for(self, path: str) -> HeaderPolicy | None:
         """The policy for ``path`` (``route_path``) when that policy makes no nonce and the

@@ -129,19 +129,35 @@ class HeaderPolicy:
         """ASGI, for a policy without a nonce: the response headers, then ``queued`` (fields of
         the inner layers), with the policy merged in (what a :class:`HeaderPass` does, without
         making one)."""
-        block = self.bytes_block
-        out = [*headers, *queued]
-        watched = block.watched
-        for name, _ in out:
-            if name.lower() in watched:
-                extra = [block.cache] if block.cache and authenticated else []
-                return _merge_managed(out, block, secure, extra)
-        out += block.added[secure + 2 * authenticated]  # the common case: none of them set
-        return out
+        return _apply_plain(self.bytes_block, headers, secure, authenticated, queued)
+
+    def apply_str(
+        self, headers: Iterable[tuple[str, str]], secure: bool, authenticated: bool
+    ) -> list[tuple[str, str]]:
+        """WSGI, for a policy without a nonce: :meth:`apply_bytes` on native strings."""
+        return _apply_plain(self.str_block, headers, secure, authenticated, ())
 
     def headers(self, *, secure: bool = True, authenticated: bool = False) -> list[tuple[str, str]]:
         """Every header this policy adds to a response that set none (no nonce: a preview)."""
         return HeaderPass(self, None, secure=secure).apply_str([], authenticated=authenticated)
+
+
+def _apply_plain(
+    block: _Block,
+    headers: Iterable[tuple[Any, Any]],
+    secure: bool,
+    authenticated: bool,
+    queued: Sequence[tuple[Any, Any]],
+) -> list[tuple[Any, Any]]:
+    """``headers`` then ``queued``, with the plain policy's ``block`` merged in."""
+    out = [*headers, *queued]
+    watched = block.watched
+    for name, _ in out:
+        if name.lower() in watched:
+            extra = [block.cache] if block.cache and authenticated else []
+            return _merge_managed(out, block, secure, extra)
+    out += block.added[secure + 2 * authenticated]  # the common case: none of them set
+    return out
 
 
 class HeaderPass:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from secmw.auth.throttle import FailedAuthThrottle
 from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
 from secmw.core.principal import Principal
-from secmw.core.request import RequestView
+from secmw.core.request import RequestView, environ_path
 from secmw.headers.policy import INTERNAL_ERROR
 from secmw.ratelimit.storage import Limiter
 from secmw.wsgi._util import (
@@ -56,6 +56,14 @@ class Driver(Runner):
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.gates:
             return self.app(environ, start_response)
+        admits = self._admits
+        if admits is not None:
+            peer, path = environ.get("REMOTE_ADDR") or None, environ_path(environ)
+            for admitted in admits:
+                if not admitted(peer, path):
+                    break
+            else:  # every gate passes with nothing to record: no view needed
+                return self.app(environ, start_response)
         view = RequestView.from_environ(environ)
         fielders = self._fielders
         # One wrapper merges the fields: an outer driver's when there is one (ours are handed to
@@ -82,9 +90,11 @@ class Driver(Runner):
             if self._rewrites and view.client != view.peer:
                 # Empty, not removed, when unknown: servers read REMOTE_ADDR back for access logs.
                 environ["REMOTE_ADDR"] = view.client or ""
-            tokens = self._publish(environ, view) if self._publishing else None
             if outer is not None:
                 view.fielders = fielders[depth] + outer
+            if not self._publishing:
+                return self.app(environ, respond)
+            tokens = self._publish(environ, view)
             try:
                 return self.app(environ, respond)
             finally:
