@@ -3,12 +3,13 @@ headers into every response start, denials of the other layers included."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from secmw.core.gate import PASS, Headers, Plain, Verdict
 from secmw.core.request import RequestView
 from secmw.headers.layer import SecurityHeaders
-from secmw.headers.policy import HeaderPass
+from secmw.headers.policy import HeaderPass, HeaderPolicy
 
 CHOSEN = "secmw.header_policy"
 """``view.state`` key of the policy (or pass, with its nonce) picked for the request."""
@@ -52,8 +53,26 @@ class HeadersGate(Plain):
             return headers
         if chosen.__class__ is HeaderPass:
             return chosen.apply(headers) if self.raw else chosen.apply_str(headers)
-        authenticated = getattr(state.get("principal"), "is_authenticated", False)
-        secure = view.scheme == "https"  # an http response: never "wss"
+        return self.merge_plain(chosen, view.scheme, state, headers)
+
+    def plain_fields(self, path: str) -> HeaderPolicy | None:
+        """The policy :meth:`check` picks for an ``http`` request to ``path`` (the routed path)
+        when it makes no nonce and the path needs no normalizing: :meth:`merge_plain` then adds
+        the same fields as :meth:`fields` without a view. None: the full pass."""
+        return self.policy.plain_policy_for(path)
+
+    def merge_plain(
+        self,
+        policy: HeaderPolicy,
+        scheme: str,
+        state: Mapping[str, Any] | None,
+        headers: Headers,
+    ) -> Headers:
+        """``headers`` with ``policy`` merged in, for a request of ``scheme`` whose gates
+        recorded ``state`` (None: no view was built, so no principal was found)."""
+        principal = state.get("principal") if state else None
+        authenticated = getattr(principal, "is_authenticated", False)
+        secure = scheme == "https"  # an http response: never "wss"
         if self.raw:
-            return chosen.apply_bytes(headers, secure, authenticated)  # type: ignore[no-any-return]
-        return chosen.apply_str(headers, secure, authenticated)  # type: ignore[no-any-return]
+            return policy.apply_bytes(headers, secure, authenticated)
+        return policy.apply_str(headers, secure, authenticated)
