@@ -55,16 +55,20 @@ class Driver(Runner):
             return
         plain = self._plain
         if plain is not None and kind == "http" and ASGI_KEY not in scope:
-            client = scope.get("client")
-            peer, path = client[0] if client else None, route_path(scope)
-            for admitted in plain[0]:
-                if not admitted(peer, path):
-                    break
-            else:  # the fielding gate may answer from the path: no view needed either
-                policy = plain[1].plain_fields(path)
-                if policy is not None:
-                    await self._drive_plain(scope, receive, send, policy)
-                    return
+            admitting, gate = plain
+            path = route_path(scope)
+            # The fielding gate may answer from the path, the others admit: no view needed.
+            policy = gate.plain_fields(path)
+            if policy is not None and admitting:
+                client = scope.get("client")
+                peer = client[0] if client else None
+                for admitted in admitting:
+                    if not admitted(peer, path):
+                        policy = None
+                        break
+            if policy is not None:
+                await self._drive_plain(scope, receive, send, gate, policy)
+                return
         admits = self._admits
         if admits is not None:
             client = scope.get("client")
@@ -118,10 +122,11 @@ class Driver(Runner):
 
     drive = __call__
 
-    async def _drive_plain(self, scope: Scope, receive: Receive, send: Send, policy: Any) -> None:
-        """Call the app with the fielding gate's ``merge_plain`` of ``policy`` on the response
-        start; an app's error before it is answered as on the full path."""
-        gate = self._plain[1]  # type: ignore[index]
+    async def _drive_plain(
+        self, scope: Scope, receive: Receive, send: Send, gate: Any, policy: Any
+    ) -> None:
+        """Call the app with ``gate``'s ``merge_plain`` of ``policy`` on the response start; an
+        app's error before it is answered as on the full path."""
         started = False
 
         async def send_with_fields(message: Message) -> None:

@@ -29,13 +29,18 @@ class HeadersGate(Plain):
     """When the app raises before its response started, the driver answers 500 problem+json
     through this gate (so with the headers)."""
 
-    __slots__ = ("makes_nonce", "policy", "raw")
+    __slots__ = ("makes_nonce", "plain_fields", "policy", "raw")
 
     def __init__(self, policy: SecurityHeaders, *, raw: bool) -> None:
         self.policy = policy
         self.raw = raw
         self.makes_nonce = policy.nonced
         """A CSP nonce for the driver to publish; only a policy that uses one makes any."""
+        self.plain_fields = policy.plain_policy_for
+        """``plain_fields(path)``: the policy :meth:`check` picks for an ``http`` request to
+        ``path`` (the routed path) when it makes no nonce and the path needs no normalizing:
+        :meth:`merge_plain` then adds the same fields as :meth:`fields` without a view. None:
+        the full pass."""
 
     def check(self, view: RequestView) -> Verdict:
         if view.method == "WEBSOCKET":
@@ -54,12 +59,6 @@ class HeadersGate(Plain):
         if chosen.__class__ is HeaderPass:
             return chosen.apply(headers) if self.raw else chosen.apply_str(headers)
         return self.merge_plain(chosen, view.scheme, state, headers)
-
-    def plain_fields(self, path: str) -> HeaderPolicy | None:
-        """The policy :meth:`check` picks for an ``http`` request to ``path`` (the routed path)
-        when it makes no nonce and the path needs no normalizing: :meth:`merge_plain` then adds
-        the same fields as :meth:`fields` without a view. None: the full pass."""
-        return self.policy.plain_policy_for(path)
 
     def merge_plain(
         self,
