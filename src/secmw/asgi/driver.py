@@ -27,7 +27,7 @@ from secmw.asgi._util import (
 )
 from secmw.auth.throttle import AsyncFailedAuthThrottle
 from secmw.core.gate import PASS, Need, Raised, Runner, enter, leave
-from secmw.core.request import RequestView, route_path
+from secmw.core.request import ASGI_KEY, RequestView, route_path
 from secmw.headers.policy import INTERNAL_ERROR
 from secmw.ip.forwarded import FORWARDED_KEY
 from secmw.ratelimit.astorage import AsyncLimiter
@@ -53,6 +53,22 @@ class Driver(Runner):
                 send = closing_on_shutdown(send, self._close_edges)
             await self.app(scope, receive, send)
             return
+        plain = self._plain
+        if plain is not None and kind == "http" and ASGI_KEY not in scope:
+            admitting, gate = plain
+            path = route_path(scope)
+            # The fielding gate may answer from the path, the others admit: no view needed.
+            policy = gate.plain_fields(path)
+            if policy is not None and admitting:
+                client = scope.get("client")
+                peer = client[0] if client else None
+                for admitted in admitting:
+                    if not admitted(peer, path):
+                        policy = None
+                        break
+            if policy is not None:
+                await self._drive_plain(scope, receive, send, gate, policy)
+                return
         admits = self._admits
         if admits is not None:
             client = scope.get("client")
@@ -105,6 +121,32 @@ class Driver(Runner):
             raise
 
     drive = __call__
+
+    async def _drive_plain(
+        self, scope: Scope, receive: Receive, send: Send, gate: Any, policy: Any
+    ) -> None:
+        """Call the app with ``gate``'s ``merge_plain`` of ``policy`` on the response start; an
+        app's error before it is answered as on the full path."""
+        started = False
+
+        async def send_with_fields(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                # A driver inside that builds a view records the principal there.
+                view = scope.get(ASGI_KEY)
+                state = view.state if isinstance(view, RequestView) else None
+                headers = message.get("headers", ())
+                headers = gate.merge_plain(policy, scope.get("scheme", "http"), state, headers)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_fields)
+        except Exception:
+            if self._error_depth >= 0 and not started:
+                await send_deny(scope, send_with_fields, INTERNAL_ERROR)
+            raise
 
     async def _close_edges(self) -> None:
         """Close the edges of this driver and of the drivers it took in."""

@@ -122,6 +122,9 @@ class Gate(Protocol):
     # gate and the gate has nothing to record for it (``peer``: the TCP peer's address or None;
     # ``path``: the routed path). When every gate of a driver has it and none adds fields, the
     # driver asks these first and calls the app without building the view when all say yes.
+    # Optional too: ``plain_fields(path) -> Any``, for the one gate that adds fields when every
+    # other gate has ``admits``: what ``merge_plain`` needs to add this gate's fields to an
+    # ``http`` response to ``path`` without a view (None: that path needs the view).
 
 
 class Plain:
@@ -203,6 +206,10 @@ class Lineup(NamedTuple):
     admits: tuple[Callable[[str | None, str], bool], ...] | None
     """The gates' view-free ``admits`` when every gate has one and none adds fields (the
     request goes straight to the app when all say yes), else None."""
+    plain: tuple[tuple[Callable[[str | None, str], bool], ...], Any] | None
+    """When one gate adds fields and has ``plain_fields`` and every other gate has ``admits``:
+    those ``admits`` and that gate (an ``http`` request they all admit, on a path the gate can
+    answer without the view, needs no view), else None."""
 
 
 def line_up(given: list[Any]) -> Lineup:
@@ -223,7 +230,20 @@ def line_up(given: list[Any]) -> Lineup:
         any(getattr(g, "makes_nonce", False) for g in gates),
         any(getattr(g, "publishes", False) for g in gates),
         quick if gates and len(quick) == len(gates) and not fielders[-1] else None,
+        _plain(gates, admits, fielders[-1]),
     )
+
+
+def _plain(
+    gates: tuple[Any, ...], admits: list[Any], fielding: tuple[Any, ...]
+) -> tuple[tuple[Callable[[str | None, str], bool], ...], Any] | None:
+    """:attr:`Lineup.plain` of ``gates``."""
+    if len(fielding) != 1 or getattr(fielding[0], "plain_fields", None) is None:
+        return None
+    others = [a for g, a in zip(gates, admits, strict=True) if g is not fielding[0]]
+    if any(a is None for a in others):
+        return None
+    return tuple(others), fielding[0]
 
 
 def enter(view: RequestView, nonce: str | None, principal: Any) -> tuple[Token[Any], ...] | None:
@@ -278,5 +298,5 @@ class Runner:
         self._closes = bool(closers)
         lineup = line_up(given)
         self.gates, self._fielders, self._error_depth = lineup[:3]
-        self._rewrites, self._nonces, self._publishes, self._admits = lineup[3:]
+        self._rewrites, self._nonces, self._publishes, self._admits, self._plain = lineup[3:]
         self._publishing = self._publishes or self._nonces

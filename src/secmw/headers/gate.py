@@ -3,12 +3,13 @@ headers into every response start, denials of the other layers included."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from secmw.core.gate import PASS, Headers, Plain, Verdict
 from secmw.core.request import RequestView
 from secmw.headers.layer import SecurityHeaders
-from secmw.headers.policy import HeaderPass
+from secmw.headers.policy import HeaderPass, HeaderPolicy
 
 CHOSEN = "secmw.header_policy"
 """``view.state`` key of the policy (or pass, with its nonce) picked for the request."""
@@ -28,13 +29,18 @@ class HeadersGate(Plain):
     """When the app raises before its response started, the driver answers 500 problem+json
     through this gate (so with the headers)."""
 
-    __slots__ = ("makes_nonce", "policy", "raw")
+    __slots__ = ("makes_nonce", "plain_fields", "policy", "raw")
 
     def __init__(self, policy: SecurityHeaders, *, raw: bool) -> None:
         self.policy = policy
         self.raw = raw
         self.makes_nonce = policy.nonced
         """A CSP nonce for the driver to publish; only a policy that uses one makes any."""
+        self.plain_fields = policy.plain_policy_for
+        """``plain_fields(path)``: the policy :meth:`check` picks for an ``http`` request to
+        ``path`` (the routed path) when it makes no nonce and the path needs no normalizing:
+        :meth:`merge_plain` then adds the same fields as :meth:`fields` without a view. None:
+        the full pass."""
 
     def check(self, view: RequestView) -> Verdict:
         if view.method == "WEBSOCKET":
@@ -52,8 +58,20 @@ class HeadersGate(Plain):
             return headers
         if chosen.__class__ is HeaderPass:
             return chosen.apply(headers) if self.raw else chosen.apply_str(headers)
-        authenticated = getattr(state.get("principal"), "is_authenticated", False)
-        secure = view.scheme == "https"  # an http response: never "wss"
+        return self.merge_plain(chosen, view.scheme, state, headers)
+
+    def merge_plain(
+        self,
+        policy: HeaderPolicy,
+        scheme: str,
+        state: Mapping[str, Any] | None,
+        headers: Headers,
+    ) -> Headers:
+        """``headers`` with ``policy`` merged in, for a request of ``scheme`` whose gates
+        recorded ``state`` (None: no view was built, so no principal was found)."""
+        principal = state.get("principal") if state else None
+        authenticated = getattr(principal, "is_authenticated", False)
+        secure = scheme == "https"  # an http response: never "wss"
         if self.raw:
-            return chosen.apply_bytes(headers, secure, authenticated)  # type: ignore[no-any-return]
-        return chosen.apply_str(headers, secure, authenticated)  # type: ignore[no-any-return]
+            return policy.apply_bytes(headers, secure, authenticated)
+        return policy.apply_str(headers, secure, authenticated)

@@ -46,7 +46,7 @@ class SecurityHeaders:
         scheme. None otherwise (the full pass with :meth:`start`)."""
         if "//" in path or "/." in path:
             return None
-        found = self.paths.match(path) if self.paths else None
+        found = self.paths.match(path)  # None at once when there are no path policies
         policy = found[1] if found else self.default
         return None if policy.nonced else policy
 
