@@ -7,6 +7,7 @@ from typing import Any, AnyStr
 
 from secmw.core.deny import Deny
 from secmw.core.request import RequestView
+from secmw.headers.content import is_document
 from secmw.headers.csp import ContentSecurityPolicy
 
 _Triple = tuple[AnyStr, AnyStr, AnyStr]  # (lower-case name, name as sent, value)
@@ -19,7 +20,10 @@ class _Block:
 
     __slots__ = (
         "added",
+        "api",
         "cache",
+        "cache_always",
+        "content_type",
         "csp_name",
         "multi",
         "plain",
@@ -42,6 +46,10 @@ class _Block:
         csp = policy.csp
         self.csp_name = field(csp.header_name if csp else "", "")[:2]
         self.cache = field("Cache-Control", policy.cache_control) if policy.cache_control else None
+        self.cache_always = policy.cache_always
+        self.content_type = encode("content-type")
+        self.api: _Block | None = None
+        """The same encoding of the policy's API set; None: this block serves every response."""
         managed = {encode(name.lower()) for name in policy.managed}
         self.multi = frozenset(
             encode(n) for n in ("content-security-policy", "content-security-policy-report-only")
@@ -59,14 +67,25 @@ class _Block:
         self.secure_pairs = tuple((name, value) for _, name, value in self.secure)
         self.plain_pairs = tuple((name, value) for _, name, value in self.plain)
         cached = (self.cache[1:],) if self.cache else ()
+        anonymous = cached if self.cache_always else ()
         # What a response that set none of the watched fields gets, by (secure, authenticated):
         # ``added[secure + 2 * authenticated]``.
         self.added = (
-            self.plain_pairs,
-            self.secure_pairs,
+            self.plain_pairs + anonymous,
+            self.secure_pairs + anonymous,
             self.plain_pairs + cached,
             self.secure_pairs + cached,
         )
+
+    def for_response(self, headers: Sequence[tuple[Any, Any]]) -> _Block:
+        """The block for a response with these fields: the API set's unless the response may
+        be a document (:func:`~secmw.headers.content.is_document`)."""
+        api = self.api
+        if api is None:
+            return self
+        name = self.content_type
+        types = [value for key, value in headers if key.lower() == name]
+        return self if not types or is_document(types) else api
 
 
 class HeaderPolicy:
@@ -76,7 +95,9 @@ class HeaderPolicy:
     """
 
     __slots__ = (
+        "api",
         "bytes_block",
+        "cache_always",
         "cache_control",
         "csp",
         "fixed",
@@ -97,8 +118,10 @@ class HeaderPolicy:
         hsts_on_http: bool = False,
         csp: ContentSecurityPolicy | None = None,
         cache_control: str | None = None,
+        cache_always: bool = False,
         server: str | None = None,
         override: bool = False,
+        api: HeaderPolicy | None = None,
     ) -> None:
         self.csp = csp
         if csp is not None and not csp.uses_nonce:
@@ -109,6 +132,7 @@ class HeaderPolicy:
         self.hsts = hsts
         self.hsts_on_http = hsts_on_http
         self.cache_control = cache_control
+        self.cache_always = cache_always
         self.server = server
         self.override = override
         names = [name for name, _ in self.fixed]
@@ -118,6 +142,12 @@ class HeaderPolicy:
         self.nonced = csp is not None and csp.uses_nonce
         self.str_block = _Block(self, str, lower=False)
         self.bytes_block = _Block(self, lambda text: text.encode("latin-1"), lower=True)
+        self.api = api
+        """The API set, for responses that are no document; None: this policy's fields go on
+        every response."""
+        if api is not None:
+            self.str_block.api = api.str_block
+            self.bytes_block.api = api.bytes_block
 
     def apply_bytes(
         self,
@@ -137,9 +167,18 @@ class HeaderPolicy:
         """WSGI, for a policy without a nonce: :meth:`apply_bytes` on native strings."""
         return _apply_plain(self.str_block, headers, secure, authenticated, ())
 
-    def headers(self, *, secure: bool = True, authenticated: bool = False) -> list[tuple[str, str]]:
-        """Every header this policy adds to a response that set none (no nonce: a preview)."""
-        return HeaderPass(self, None, secure=secure).apply_str([], authenticated=authenticated)
+    def headers(
+        self,
+        *,
+        secure: bool = True,
+        authenticated: bool = False,
+        content_type: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """Every header this policy adds to a response that set none but ``content_type`` (no
+        nonce: a preview)."""
+        given = [("Content-Type", content_type)] if content_type is not None else []
+        added = HeaderPass(self, None, secure=secure).apply_str(given, authenticated=authenticated)
+        return added[len(given) :]
 
 
 def _apply_plain(
@@ -149,13 +188,16 @@ def _apply_plain(
     authenticated: bool,
     queued: Sequence[tuple[Any, Any]],
 ) -> list[tuple[Any, Any]]:
-    """``headers`` then ``queued``, with the plain policy's ``block`` merged in."""
+    """``headers`` then ``queued``, with the plain policy's ``block`` (or its API set) merged
+    in."""
     out = [*headers, *queued]
+    if block.api is not None:
+        block = block.for_response(out)
     watched = block.watched
     for name, _ in out:
         if name.lower() in watched:
-            extra = [block.cache] if block.cache and authenticated else []
-            return _merge_managed(out, block, secure, extra)
+            cached = block.cache and (authenticated or block.cache_always)
+            return _merge_managed(out, block, secure, [block.cache] if cached else [])
     out += block.added[secure + 2 * authenticated]  # the common case: none of them set
     return out
 
@@ -165,7 +207,8 @@ class HeaderPass:
 
     The app's own security headers are kept (the app knows its pages) unless the policy
     overrides; a managed header the app sent twice, in any casing, leaves once; ``Cache-Control``
-    is added for authenticated requests only when the app set none.
+    is added only when the app set none (to the responses of the API set, or for authenticated
+    requests only). A response that is no document gets the policy's API set, with no nonce.
     """
 
     __slots__ = ("nonce", "policy", "request", "secure")
@@ -187,26 +230,28 @@ class HeaderPass:
         self, headers: Iterable[tuple[bytes, bytes]], *, authenticated: bool | None = None
     ) -> list[tuple[bytes, bytes]]:
         """ASGI: the response headers (lower-case bytes names) with the policy merged in."""
-        block = self.policy.bytes_block
-        extra: list[_Triple[bytes]] = []
-        csp = self.policy.csp
-        if csp is not None and csp.uses_nonce:
-            extra.append((block.csp_name[0], block.csp_name[1], csp.encode(self.nonce)))
-        if block.cache is not None and self._authenticated(authenticated):
-            extra.append(block.cache)
-        return _merge(headers, block, self.secure, extra)
+        return self._apply(self.policy.bytes_block, list(headers), authenticated, raw=True)
 
     def apply_str(
         self, headers: Iterable[tuple[str, str]], *, authenticated: bool | None = None
     ) -> list[tuple[str, str]]:
         """WSGI: the response headers (native strings) with the policy merged in."""
-        block = self.policy.str_block
-        extra: list[_Triple[str]] = []
+        return self._apply(self.policy.str_block, list(headers), authenticated, raw=False)
+
+    def _apply(
+        self, block: _Block, headers: list[Any], authenticated: bool | None, *, raw: bool
+    ) -> list[Any]:
+        chosen = block.for_response(headers)
+        if chosen is not block:  # the API set: no nonce
+            return _apply_plain(
+                chosen, headers, self.secure, self._authenticated(authenticated), ()
+            )
+        extra: list[_Triple[Any]] = []
         csp = self.policy.csp
         if csp is not None and csp.uses_nonce:
-            value = csp.encode(self.nonce).decode("ascii")
-            extra.append((block.csp_name[0], block.csp_name[1], value))
-        if block.cache is not None and self._authenticated(authenticated):
+            value = csp.encode(self.nonce)
+            extra.append((*block.csp_name, value if raw else value.decode("ascii")))
+        if block.cache is not None and (block.cache_always or self._authenticated(authenticated)):
             extra.append(block.cache)
         return _merge(headers, block, self.secure, extra)
 
