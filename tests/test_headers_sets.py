@@ -239,3 +239,19 @@ def test_the_preview_gives_each_set() -> None:
 def test_is_document(values: list[Any], document: bool) -> None:
     """The classification, on bytes (ASGI) and native strings (WSGI)."""
     assert is_document(values) is document
+
+
+def test_the_choice_per_content_type_is_remembered_within_a_bound() -> None:
+    """Each block remembers its choice for a bounded number of Content-Type values; past the
+    bound, and for repeated fields, it still chooses right without remembering."""
+    policy = SecurityHeaders().default
+    block = policy.bytes_block
+    for index in range(200):
+        kind = b"text/html" if index % 2 else b"application/json"
+        fields = [(b"content-type", kind + b"; v=%d" % index)]
+        added = dict(policy.apply_bytes(fields, True, False))
+        assert (b"permissions-policy" in added) == bool(index % 2), index
+    assert 0 < len(block.by_type) <= 64
+    repeated = [(b"content-type", b"application/json"), (b"content-type", b"image/svg+xml")]
+    assert b"permissions-policy" in dict(policy.apply_bytes(repeated, True, False))
+    assert len(block.by_type) <= 64

@@ -98,7 +98,7 @@ def build_policy(settings: HeadersSettings, setting: str = "headers") -> HeaderP
         framing = {k: v for k, v in directives.items() if k == "frame-ancestors"}
         api_csp = {"default-src": ["'none'"], **framing} if directives else {}
         api_cache = s.api_cache_control or cache
-        corp = [("Cross-Origin-Resource-Policy", s.corp)] if s.corp else []
+        corp: list[tuple[str, str]] = [("Cross-Origin-Resource-Policy", s.corp)] if s.corp else []
         api = HeaderPolicy(
             core + corp,
             hsts=hsts,

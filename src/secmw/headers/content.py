@@ -31,22 +31,12 @@ DOCUMENT_TYPES = frozenset((
 ))
 # fmt: on
 _MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
-_KNOWN_MAX = 256
-_known: dict[str | bytes, bool] = {}
-"""Values already classified (apps send few distinct ones); bounded, values from the app only."""
 
 
 def is_document(values: Sequence[str | bytes]) -> bool:
-    """True when a response with these ``Content-Type`` field values gets the full set."""
-    if len(values) != 1:
-        return not values or any(_classify(value) for value in values)
-    value = values[0]
-    known = _known.get(value)
-    if known is None:
-        known = _classify(value)
-        if len(_known) < _KNOWN_MAX:
-            _known[value] = known
-    return known
+    """True when a response with these ``Content-Type`` field values gets the full set (the
+    header blocks remember the answer per value: this runs once for each)."""
+    return not values or any(_classify(value) for value in values)
 
 
 def _classify(value: str | bytes) -> bool:

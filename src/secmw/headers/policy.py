@@ -21,14 +21,17 @@ class _Block:
     __slots__ = (
         "added",
         "api",
+        "by_type",
         "cache",
         "cache_always",
         "content_type",
         "csp_name",
+        "either_watched",
         "multi",
         "plain",
         "plain_pairs",
         "replace",
+        "scanned",
         "secure",
         "secure_pairs",
         "singletons",
@@ -64,6 +67,12 @@ class _Block:
                 self.plain += (field("Server", policy.server),)
         self.replace = frozenset(replace)
         self.watched = frozenset(managed | replace | {encode("cache-control")})
+        self.either_watched = self.watched
+        """The fields either set manages (with the API set attached)."""
+        self.scanned = self.watched
+        """What :meth:`scan` looks for: the fields either set manages and ``Content-Type``."""
+        self.by_type: dict[Any, _Block] = {}
+        """The block chosen for each ``Content-Type`` value seen (None: no such field)."""
         self.secure_pairs = tuple((name, value) for _, name, value in self.secure)
         self.plain_pairs = tuple((name, value) for _, name, value in self.plain)
         cached = (self.cache[1:],) if self.cache else ()
@@ -77,15 +86,52 @@ class _Block:
             self.secure_pairs + cached,
         )
 
-    def for_response(self, headers: Sequence[tuple[Any, Any]]) -> _Block:
-        """The block for a response with these fields: the API set's unless the response may
-        be a document (:func:`~secmw.headers.content.is_document`)."""
+    def scan(self, headers: Sequence[tuple[Any, Any]]) -> tuple[_Block, bool]:
+        """In one pass over a response's fields: the block for it (the API set's unless the
+        response may be a document, :func:`~secmw.headers.content.is_document`) and whether the
+        app set a field that block manages (else its fields are simply appended)."""
         api = self.api
         if api is None:
-            return self
-        name = self.content_type
-        types = [value for key, value in headers if key.lower() == name]
-        return self if not types or is_document(types) else api
+            watched = self.watched
+            for name, _ in headers:
+                if name.lower() in watched:
+                    return self, True
+            return self, False
+        content_type = self.content_type
+        watched = self.scanned
+        found: Any = None
+        managed = False
+        for name, value in headers:
+            key = name.lower()
+            if key in watched:
+                if key != content_type:
+                    managed = True
+                elif found is None:
+                    found = value
+                else:
+                    found = _REPEATED
+        block = self.by_type.get(found)
+        if block is None:
+            block = self._classify(found, headers)
+        return block, managed and any(name.lower() in block.watched for name, _ in headers)
+
+    def _classify(self, found: Any, headers: Sequence[tuple[Any, Any]]) -> _Block:
+        """The block for a ``Content-Type`` value not seen yet (remembered, within a bound), or
+        for several ``Content-Type`` fields (never remembered)."""
+        if found is _REPEATED:
+            types = [value for name, value in headers if name.lower() == self.content_type]
+        else:
+            types = [] if found is None else [found]
+        block = self if is_document(types) or self.api is None else self.api
+        if found is not _REPEATED and len(self.by_type) < _BY_TYPE_MAX:
+            self.by_type[found] = block
+        return block
+
+
+_REPEATED = object()
+"""``_Block.scan``: the response has several ``Content-Type`` fields."""
+_BY_TYPE_MAX = 64
+"""How many ``Content-Type`` values a block remembers its choice for (apps send few)."""
 
 
 class HeaderPolicy:
@@ -146,8 +192,13 @@ class HeaderPolicy:
         """The API set, for responses that are no document; None: this policy's fields go on
         every response."""
         if api is not None:
-            self.str_block.api = api.str_block
-            self.bytes_block.api = api.bytes_block
+            for block, api_block in (
+                (self.str_block, api.str_block),
+                (self.bytes_block, api.bytes_block),
+            ):
+                block.api = api_block
+                block.either_watched = block.watched | api_block.watched
+                block.scanned = block.either_watched | {block.content_type}
 
     def apply_bytes(
         self,
@@ -191,13 +242,11 @@ def _apply_plain(
     """``headers`` then ``queued``, with the plain policy's ``block`` (or its API set) merged
     in."""
     out = [*headers, *queued]
-    if block.api is not None:
-        block = block.for_response(out)
-    watched = block.watched
-    for name, _ in out:
-        if name.lower() in watched:
-            cached = block.cache and (authenticated or block.cache_always)
-            return _merge_managed(out, block, secure, [block.cache] if cached else [])
+    block, managed = block.scan(out)
+    if managed:
+        cache = block.cache
+        extra = [cache] if cache is not None and (authenticated or block.cache_always) else []
+        return _merge_managed(out, block, secure, extra)
     out += block.added[secure + 2 * authenticated]  # the common case: none of them set
     return out
 
@@ -241,19 +290,21 @@ class HeaderPass:
     def _apply(
         self, block: _Block, headers: list[Any], authenticated: bool | None, *, raw: bool
     ) -> list[Any]:
-        chosen = block.for_response(headers)
-        if chosen is not block:  # the API set: no nonce
-            return _apply_plain(
-                chosen, headers, self.secure, self._authenticated(authenticated), ()
-            )
+        chosen, managed = block.scan(headers)
         extra: list[_Triple[Any]] = []
         csp = self.policy.csp
-        if csp is not None and csp.uses_nonce:
+        if chosen is block and csp is not None and csp.uses_nonce:  # the API set has no nonce
             value = csp.encode(self.nonce)
             extra.append((*block.csp_name, value if raw else value.decode("ascii")))
-        if block.cache is not None and (block.cache_always or self._authenticated(authenticated)):
-            extra.append(block.cache)
-        return _merge(headers, block, self.secure, extra)
+        cache = chosen.cache
+        if cache is not None and (chosen.cache_always or self._authenticated(authenticated)):
+            extra.append(cache)
+        if managed:
+            return _merge_managed(headers, chosen, self.secure, extra)
+        # The common case: the app set none of these headers.
+        headers += chosen.secure_pairs if self.secure else chosen.plain_pairs
+        headers += [(name, value) for _, name, value in extra]
+        return headers
 
     def _authenticated(self, given: bool | None) -> bool:
         if given is not None:
@@ -261,24 +312,6 @@ class HeaderPass:
         # Read when the response starts: the authentication layer runs inside this one.
         principal = self.request.state.get("principal") if self.request else None
         return bool(getattr(principal, "is_authenticated", False))
-
-
-def _merge(
-    headers: Iterable[tuple[AnyStr, AnyStr]],
-    block: _Block,
-    secure: bool,
-    extra: list[_Triple[AnyStr]],
-) -> list[tuple[AnyStr, AnyStr]]:
-    out = list(headers)
-    watched = block.watched
-    for name, _ in out:
-        if name.lower() in watched:
-            return _merge_managed(out, block, secure, extra)
-    # The common case: the app set none of these headers.
-    out.extend(block.secure_pairs if secure else block.plain_pairs)
-    for _, name, value in extra:
-        out.append((name, value))
-    return out
 
 
 def _merge_managed(
