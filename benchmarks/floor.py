@@ -39,7 +39,14 @@ from typing import Any
 
 from benchmarks import peers
 from benchmarks.common import CLIENT
-from benchmarks.inprocess_asgi import _drop, _receive, http_scope, raw_app, secmw_sections
+from benchmarks.inprocess_asgi import (
+    CONTENT_TYPE,
+    _drop,
+    _receive,
+    http_scope,
+    raw_app,
+    secmw_sections,
+)
 from benchmarks.inprocess_wsgi import WSGIBench, _close
 from benchmarks.report import X
 
@@ -111,7 +118,8 @@ def floor_of(stack: Any, app: Any) -> Floor:
     scope = http_scope()
     asyncio.run(stack(scope, _receive, _drop))
     policy = stack.layers["headers"].policy.plain_policy_for("/")
-    block = list(policy.bytes_block.added[2])  # plain http, authenticated
+    # What the benchmark's plain-text answer gets on plain http, authenticated (the API set).
+    block = policy.apply_bytes([CONTENT_TYPE], False, True)[1:]
     return Floor(app, scope["state"]["principal"], block)
 
 

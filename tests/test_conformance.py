@@ -41,7 +41,10 @@ HEADERS = {
     "default": {},
     "off": {"enabled": False},
     "nonce": {"csp": {"default-src": ["'none'"], "script-src": ["'self'", "'nonce'"]}},
+    "full": {"api_set": False},
 }
+TYPES = {".json": "application/json", ".html": "text/html; charset=utf-8"}
+"""The Content-Type the apps answer with, by the path's suffix (none otherwise)."""
 LOCAL, LAN, OUTSIDE = ("127.0.0.1", 50000), ("10.1.1.1", 1), ("203.0.113.9", 1)
 
 
@@ -56,6 +59,7 @@ class Row(NamedTuple):
     method: str = "GET"
     scheme: str = "http"
     repeat: int = 1  # GET sent this many times in a row (the last answer checked), then HEAD
+    document: bool | None = None  # the full header set expected (else the API set), if checked
 
 
 ROWS: dict[str, Row] = {
@@ -79,6 +83,11 @@ ROWS: dict[str, Row] = {
     "rate-limited-address": Row("/tight", 429, "rate_limited", client=LAN, repeat=4),
     "rate-limited-principal": Row("/tight", 429, "rate_limited", BEARER, client=LAN, repeat=4),
     "under-the-limit": Row("/tight", 200, fields=BEARER, client=LAN, repeat=2),
+    "json-answer": Row("/items.json", 200, fields=BEARER, document=False),
+    "json-answer-anonymous": Row("/items.json", 200, document=False),
+    "html-answer": Row("/page.html", 200, fields=BEARER, document=True),
+    "untyped-answer": Row("/", 200, document=True),
+    "refusal-problem-json": Row("/private/x", 401, "authentication_required", document=False),
 }
 
 Answer = tuple[int, list[tuple[str, str]], str | None, str, list[dict[str, Any]]]
@@ -91,7 +100,9 @@ async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
     client = scope["client"][0] if scope["client"] else ""
     seen = f"{current_principal().id}|{scope['user'].identity}|{client}|{current_csp_nonce()}"
     status = 401 if scope["path"] == "/own-401" else 200
-    await send({"type": "http.response.start", "status": status, "headers": []})
+    typed = TYPES.get(scope["path"][scope["path"].rfind(".") :])
+    fields = [(b"content-type", typed.encode())] if typed else []
+    await send({"type": "http.response.start", "status": status, "headers": fields})
     await send({"type": "http.response.body", "body": seen.encode()})
 
 
@@ -103,7 +114,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     principal = environ["secmw.principal"]
     seen = f"{current_principal().id}|{principal.identity}|{environ['REMOTE_ADDR']}|"
     seen += str(current_csp_nonce())
-    start_response("401 Unauthorized" if path == "/own-401" else "200 OK", [])
+    typed = TYPES.get(path[path.rfind(".") :])
+    fields = [("Content-Type", typed)] if typed else []
+    start_response("401 Unauthorized" if path == "/own-401" else "200 OK", fields)
     return [seen.encode()]
 
 
@@ -159,8 +172,11 @@ def call_wsgi(app: Any, row: Row, method: str, events: list[Any]) -> Answer:
     return normalized(seen["status"], seen["headers"], body, events)
 
 
-def run_row(apps: dict[str, Any], row: Row, events: list[Any], loop: Any) -> None:
-    """Send the row to every app; all answer alike, as the row says."""
+def run_row(
+    apps: dict[str, Any], row: Row, events: list[Any], loop: Any, headers: str = "default"
+) -> None:
+    """Send the row to every app; all answer alike, as the row says (and with the header set
+    it says, under the ``headers`` settings of :data:`HEADERS`)."""
     for method in ("GET", "HEAD") if row.method == "GET" else (row.method,):
         answers = {}
         for name, app in apps.items():
@@ -177,6 +193,9 @@ def run_row(apps: dict[str, Any], row: Row, events: list[Any], loop: Any) -> Non
             if method == "GET":
                 assert answer[2] == first[2] == row.code, name
         assert first[0] == row.status
+        if row.document is not None and headers != "off":
+            full = any(name == "permissions-policy" for name, _ in first[1])
+            assert full == (row.document or headers == "full")
 
 
 def build(sections: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +216,7 @@ def test_every_driver_answers_alike(name: str, headers: str, events: Any) -> Non
         pytest.skip("without the headers layer the app's error reaches the server")
     loop = asyncio.new_event_loop()
     try:
-        run_row(build({**SECTIONS, "headers": HEADERS[headers]}), row, events, loop)
+        run_row(build({**SECTIONS, "headers": HEADERS[headers]}), row, events, loop, headers)
     finally:
         loop.close()
 

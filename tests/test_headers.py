@@ -80,6 +80,28 @@ def test_default_permissions_policy_denies_every_listed_feature() -> None:
     assert all(item.endswith("=()") for item in items)
 
 
+# Features Debian's Chromium reports as "Unrecognized feature" in the Permissions-Policy header
+# (each is an error in the console of every page that gets it).
+UNRECOGNIZED_BY_CHROMIUM = (
+    "ambient-light-sensor",
+    "battery",
+    "bluetooth",
+    "document-domain",
+    "navigation-override",
+    "web-share",
+)
+
+
+def test_default_permissions_policy_names_no_feature_chromium_rejects() -> None:
+    """The default Permissions-Policy leaves out the features Chromium does not recognise (the
+    browser check in tests/integration/test_browser_csp.py reads its console)."""
+    (policy,) = values(sent(SecurityHeaders()), "Permissions-Policy")
+    features = {item.split("=")[0] for item in policy.split(", ")}
+    assert not features & set(UNRECOGNIZED_BY_CHROMIUM)
+    extended = build(permissions_policy={"web-share": []})
+    assert "web-share=()" in values(sent(extended), "Permissions-Policy")[0].split(", ")
+
+
 def test_defaults_leave_out_optional_headers() -> None:
     """COEP, Cache-Control and Server are not sent by default to an anonymous request."""
     headers = sent(SecurityHeaders())
@@ -327,6 +349,28 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert values(sent(layer, "/admin/users"), "Referrer-Policy") == ["same-origin"]
 
 
+@pytest.mark.parametrize(
+    ("api_set", "document"), [("false", True), ("true", False)], ids=["full-everywhere", "api"]
+)
+def test_api_set_from_environment(
+    monkeypatch: pytest.MonkeyPatch, api_set: str, document: bool
+) -> None:
+    """``SECMW_HEADERS__API_SET=false`` keeps the full set on a JSON response;
+    ``SECMW_HEADERS__API_CACHE_CONTROL`` sets what the API set caches."""
+    monkeypatch.setenv("SECMW_HEADERS__API_SET", api_set)
+    monkeypatch.setenv("SECMW_HEADERS__API_CACHE_CONTROL", "no-store, private")
+    layer = SecurityHeaders(SecuritySettings().headers)
+    headers = sent(layer, app_headers=[("Content-Type", "application/json")])
+    assert len(values(headers, "Permissions-Policy")) == document
+    assert values(headers, "Cache-Control") == ([] if document else ["no-store, private"])
+
+
+def test_api_cache_control_is_checked_at_startup() -> None:
+    """A control character in ``api_cache_control`` fails at startup, naming the variable."""
+    with pytest.raises(ConfigurationError, match="SECMW_HEADERS__API_CACHE_CONTROL"):
+        build(api_cache_control="no-store\r\nSet-Cookie: a=b")
+
+
 def test_permissions_policy_forms() -> None:
     """An object merges over the deny list; a string replaces it; empty sends nothing."""
     merged = values(
@@ -524,8 +568,15 @@ def test_headers_settings_alone_validate() -> None:
 @pytest.mark.parametrize("authenticated", [False, True], ids=["anonymous", "authenticated"])
 @pytest.mark.parametrize(
     "own",
-    [[], [("X-Frame-Options", "SAMEORIGIN")], [("Cache-Control", "public")], [("Server", "x")]],
-    ids=["none", "own-frame-options", "own-cache-control", "own-server"],
+    [
+        [],
+        [("X-Frame-Options", "SAMEORIGIN")],
+        [("Cache-Control", "public")],
+        [("Server", "x")],
+        [("Content-Type", "application/json")],
+        [("Content-Type", "application/json"), ("Cache-Control", "public")],
+    ],
+    ids=["none", "own-frame-options", "own-cache-control", "own-server", "json", "json-cached"],
 )
 def test_a_plain_policy_merges_like_a_header_pass_on_both_sides(
     secure: bool, authenticated: bool, own: list[tuple[str, str]]

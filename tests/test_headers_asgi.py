@@ -28,8 +28,17 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 NONCE_CSP = {"default-src": ["'none'"], "script-src": [NONCE]}
 
 
-def assert_protected(headers: list[tuple[str, str]] | httpx.Headers) -> None:
-    """The response carries the default policy's core headers, each once."""
+DOCUMENT_ONLY = (
+    "permissions-policy",
+    "cross-origin-opener-policy",
+    "x-xss-protection",
+    "x-permitted-cross-domain-policies",
+)
+
+
+def assert_protected(headers: list[tuple[str, str]] | httpx.Headers, *, document: bool) -> None:
+    """The response carries the fields of both sets, each once, and the fields of the document
+    set alone exactly when ``document`` (else it got the API set)."""
     pairs = list(headers.multi_items()) if isinstance(headers, httpx.Headers) else headers
     found: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -38,9 +47,9 @@ def assert_protected(headers: list[tuple[str, str]] | httpx.Headers) -> None:
     assert found["x-frame-options"] == ["DENY"]
     assert found["x-content-type-options"] == ["nosniff"]
     assert found["referrer-policy"] == ["no-referrer"]
-    assert found["cross-origin-opener-policy"] == ["same-origin"]
-    assert found["x-xss-protection"] == ["0"]
-    assert len(found["permissions-policy"]) == 1
+    assert found["cross-origin-resource-policy"] == ["same-origin"]
+    for name in DOCUMENT_ONLY:
+        assert len(found.get(name, [])) == document, name
 
 
 def plain_app(status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
@@ -66,18 +75,19 @@ def denying_app(deny: Deny) -> Any:
 
 
 @pytest.mark.parametrize(
-    "app",
+    ("app", "document"),
     [
-        plain_app(200),
-        denying_app(Deny(403, "address not allowed", "forbidden")),
-        denying_app(Deny(429, "too many requests", "rate_limited", (("retry-after", "7"),))),
+        (plain_app(200), True),
+        (denying_app(Deny(403, "address not allowed", "forbidden")), False),
+        (denying_app(Deny(429, "too many", "rate_limited", (("retry-after", "7"),))), False),
     ],
-    ids=["200", "403-deny", "429-deny"],
+    ids=["200-no-content-type", "403-deny", "429-deny"],
 )
-def test_headers_on_app_and_denial_responses(app: Any) -> None:
-    """A 200 and the 403/429 problem responses of inner layers all leave with the headers."""
+def test_headers_on_app_and_denial_responses(app: Any, document: bool) -> None:
+    """A 200 and the 403/429 problem responses of inner layers all leave with the headers: the
+    full set without a Content-Type, the API set on problem+json."""
     recorder = run_asgi(SecurityHeadersMiddleware(app), http_scope("/x"))
-    assert_protected(recorder.headers)
+    assert_protected(recorder.headers, document=document)
 
 
 def test_headers_on_401_from_the_authentication_layer() -> None:
@@ -87,7 +97,7 @@ def test_headers_on_401_from_the_authentication_layer() -> None:
     )
     recorder = run_asgi(SecurityHeadersMiddleware(inner), http_scope("/private"))
     assert recorder.status == 401
-    assert_protected(recorder.headers)
+    assert_protected(recorder.headers, document=False)
     assert recorder.header_values("www-authenticate")
 
 
@@ -113,7 +123,7 @@ def test_500_when_a_raw_app_raises_before_responding() -> None:
             SecurityHeadersMiddleware(broken)(http_scope(), _receive, recorder),
         )
     assert recorder.status == 500
-    assert_protected(recorder.headers)
+    assert_protected(recorder.headers, document=False)
     assert recorder.header_values("content-type") == ["application/problem+json"]
     assert json.loads(recorder.body)["status"] == 500
     assert b"secret detail" not in recorder.body
@@ -221,7 +231,7 @@ def test_headers_on_403_from_starlette_requires() -> None:
     """Starlette's ``@requires`` 403 gets the headers."""
     response = call(stack(), "GET", "/admin", headers={"Authorization": f"Bearer {make_token()}"})
     assert response.status_code == 403
-    assert_protected(response.headers)
+    assert_protected(response.headers, document=False)
 
 
 def test_headers_on_500_from_a_starlette_endpoint_that_raised() -> None:
@@ -231,7 +241,7 @@ def test_headers_on_500_from_a_starlette_endpoint_that_raised() -> None:
         asyncio.run(stack()(http_scope("/boom"), _receive, recorder))
     starts = [m for m in recorder.messages if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [500]
-    assert_protected(recorder.headers)
+    assert_protected(recorder.headers, document=False)  # Starlette's plain-text 500
     assert call(stack(), "GET", "/boom").status_code == 500
 
 
@@ -255,7 +265,7 @@ def test_streaming_response_passes_through_unbuffered() -> None:
     bodies = [m for m in recorder.messages if m["type"] == "http.response.body"]
     assert b"".join(m.get("body", b"") for m in bodies) == b"chunk0;chunk1;chunk2;"
     assert len([m for m in bodies if m.get("body")]) == 3
-    assert_protected(recorder.headers)
+    assert_protected(recorder.headers, document=False)
 
 
 def test_head_request_keeps_length_and_gets_headers() -> None:
@@ -264,7 +274,8 @@ def test_head_request_keeps_length_and_gets_headers() -> None:
     head = call(stack(), "HEAD", "/ok")
     assert head.content == b""
     assert head.headers["content-length"] == get.headers["content-length"]
-    assert_protected(head.headers)
+    assert_protected(head.headers, document=False)
+    assert head.headers.get_list("cache-control") == ["no-store"]
 
 
 def test_app_duplicates_in_odd_casing_leave_once() -> None:
@@ -302,7 +313,7 @@ def test_ready_policy_object_is_used() -> None:
     policy = SecurityHeaders()
     middleware = SecurityHeadersMiddleware(plain_app(), policy=policy)
     assert middleware.policy is policy
-    assert_protected(run_asgi(middleware, http_scope()).headers)
+    assert_protected(run_asgi(middleware, http_scope()).headers, document=True)
 
 
 # -- a real server -------------------------------------------------------------------------------
@@ -329,5 +340,5 @@ def test_real_uvicorn_server_every_status() -> None:
             headers = {"Authorization": f"Bearer {token}"} if authed else {}
             response = client.request(method, path, headers=headers)
             assert response.status_code == status, (method, path)
-            assert_protected(response.headers)
+            assert_protected(response.headers, document=False)
         assert client.get("/stream").text == "chunk0;chunk1;chunk2;"

@@ -1,5 +1,6 @@
-"""The default policy against the header checks of Mozilla's HTTP Observatory and the OWASP Secure
-Headers Project, re-implemented as assertions.
+"""The default policy against the header checks of Mozilla's HTTP Observatory, the OWASP Secure
+Headers Project (on a page: the full set) and the OWASP REST Security Cheat Sheet (on a JSON
+response: the API set), re-implemented as assertions.
 
 Each rule is a function returning None when the headers pass and the reason when they fail.
 Every rule also runs against a known-bad header set, so none of them can pass vacuously.
@@ -176,6 +177,41 @@ def owasp_no_disclosure(headers: Headers) -> str | None:
     return None
 
 
+# -- OWASP REST Security Cheat Sheet ("Security Headers": what every API response carries) --------
+
+
+def rest_no_store(headers: Headers) -> str | None:
+    """Cache-Control: no-store, on every API response (anonymous ones too)."""
+    values = ",".join(headers.get("cache-control", [])).lower()
+    return None if "no-store" in values else "API response may be cached"
+
+
+def rest_frame_ancestors_none(headers: Headers) -> str | None:
+    """Content-Security-Policy: frame-ancestors 'none'."""
+    ancestors = csp_directives(headers).get("frame-ancestors")
+    return None if ancestors == ["'none'"] else "frame-ancestors is not 'none'"
+
+
+def rest_frame_options_deny(headers: Headers) -> str | None:
+    """X-Frame-Options: DENY."""
+    return None if headers.get("x-frame-options") == ["DENY"] else "X-Frame-Options not DENY"
+
+
+def rest_content_type(headers: Headers) -> str | None:
+    """The app's Content-Type goes out as it was set, once."""
+    values = headers.get("content-type", [])
+    return None if values == ["application/json"] else f"Content-Type {values}"
+
+
+REST_RULES: dict[str, Rule] = {
+    "rest/no-store": rest_no_store,
+    "rest/frame-ancestors-none": rest_frame_ancestors_none,
+    "rest/content-type": rest_content_type,
+    "rest/hsts": observatory_hsts,
+    "rest/nosniff": observatory_nosniff,
+    "rest/x-frame-options-deny": rest_frame_options_deny,
+}
+
 RULES: dict[str, Rule] = {
     "observatory/csp": observatory_csp,
     "observatory/frame-ancestors": observatory_frame_ancestors,
@@ -208,24 +244,36 @@ BAD: list[tuple[str, str]] = [
     ("Cache-Control", "public, max-age=600"),
     ("X-Powered-By", "Express"),
     ("X-Content-Type-Options", "sniff"),
+    ("Content-Type", "text/html"),
 ]
+OBSERVATORY = {name: rule for name, rule in RULES.items() if name.startswith("observatory/")}
 
 
-def default_response() -> Headers:
-    """What the default policy sends on an authenticated https request with no app headers."""
+def default_response(content_type: str = "text/html", *, authenticated: bool = True) -> Headers:
+    """What the default policy sends on an https request (authenticated, by default) to an app
+    that set only ``content_type``."""
     request = RequestView("GET", "/api/items", scheme="https")
     header_pass = SecurityHeaders().start(request)
-    request.state["principal"] = Principal.create("u1", "bearer")
-    return collect(header_pass.apply_str([("Content-Type", "application/json")]))
+    if authenticated:
+        request.state["principal"] = Principal.create("u1", "bearer")
+    return collect(header_pass.apply_str([("Content-Type", content_type)]))
 
 
 @pytest.mark.parametrize("rule", RULES.values(), ids=list(RULES))
 def test_default_policy_passes(rule: Rule) -> None:
-    """The default policy passes this check."""
+    """The default policy passes this check on a page (the full set)."""
     assert rule(default_response()) is None
 
 
-@pytest.mark.parametrize("rule", RULES.values(), ids=list(RULES))
+@pytest.mark.parametrize(
+    "rule", [*REST_RULES.values(), *OBSERVATORY.values()], ids=[*REST_RULES, *OBSERVATORY]
+)
+def test_an_anonymous_json_response_passes(rule: Rule) -> None:
+    """The API set passes the REST cheat sheet's checks and the Observatory's, unauthenticated."""
+    assert rule(default_response("application/json", authenticated=False)) is None
+
+
+@pytest.mark.parametrize("rule", [*RULES.values(), *REST_RULES.values()], ids=[*RULES, *REST_RULES])
 def test_check_catches_a_bad_header_set(rule: Rule) -> None:
     """The check fails on headers a careless app would send (it is not vacuous)."""
     assert rule(collect(BAD)) is not None
@@ -239,5 +287,6 @@ def test_app_cannot_weaken_a_check_under_override(rule: Rule) -> None:
     header_pass = layer.start(request)
     request.state["principal"] = Principal.create("u1", "bearer")
     kept_by_design = {"access-control-allow-origin", "cache-control", "x-powered-by"}
+    # The careless app's page is HTML: the full set replaces its fields.
     app = [(name, value) for name, value in BAD if name.lower() not in kept_by_design]
     assert rule(collect(header_pass.apply_str(app))) is None

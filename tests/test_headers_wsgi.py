@@ -27,21 +27,36 @@ from tests.support import SECRET, make_token, werkzeug_server
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def assert_protected(headers: Any) -> None:
-    """The response carries the default policy's core headers, each once."""
+DOCUMENT_ONLY = (
+    "Permissions-Policy",
+    "Cross-Origin-Opener-Policy",
+    "X-XSS-Protection",
+    "X-Permitted-Cross-Domain-Policies",
+)
+
+
+def assert_protected(headers: Any, *, document: bool) -> None:
+    """The response carries the fields of both sets, each once, and the fields of the document
+    set alone exactly when ``document`` (else it got the API set)."""
     get = headers.getlist if hasattr(headers, "getlist") else headers.get_list
     assert get("Content-Security-Policy") == [API_CSP]
     assert get("X-Frame-Options") == ["DENY"]
     assert get("X-Content-Type-Options") == ["nosniff"]
     assert get("Referrer-Policy") == ["no-referrer"]
-    assert get("Cross-Origin-Opener-Policy") == ["same-origin"]
-    assert get("X-XSS-Protection") == ["0"]
-    assert len(get("Permissions-Policy")) == 1
+    assert get("Cross-Origin-Resource-Policy") == ["same-origin"]
+    for name in DOCUMENT_ONLY:
+        assert len(get(name)) == document, name
 
 
 def plain_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """A raw WSGI app answering 200."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def html_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """A raw WSGI app answering a page."""
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", "2")])
     return [b"ok"]
 
 
@@ -68,17 +83,19 @@ def client(app: Any, **headers: Any) -> Client:
 
 
 @pytest.mark.parametrize(
-    "app",
+    ("app", "document"),
     [
-        plain_app,
-        denying_app(Deny(403, "address not allowed", "forbidden")),
-        denying_app(Deny(429, "too many requests", "rate_limited", (("Retry-After", "7"),))),
+        (plain_app, False),
+        (html_app, True),
+        (denying_app(Deny(403, "address not allowed", "forbidden")), False),
+        (denying_app(Deny(429, "too many", "rate_limited", (("Retry-After", "7"),))), False),
     ],
-    ids=["200", "403-deny", "429-deny"],
+    ids=["200-text", "200-html", "403-deny", "429-deny"],
 )
-def test_headers_on_app_and_denial_responses(app: Any) -> None:
-    """A 200 and the 403/429 problem responses of inner layers all leave with the headers."""
-    assert_protected(client(app).get("/x").headers)
+def test_headers_on_app_and_denial_responses(app: Any, document: bool) -> None:
+    """200s and the 403/429 problem responses of inner layers all leave with the headers: the
+    full set on a page, the API set on text and problem+json."""
+    assert_protected(client(app).get("/x").headers, document=document)
 
 
 def test_headers_on_401_from_the_authentication_layer() -> None:
@@ -88,16 +105,19 @@ def test_headers_on_401_from_the_authentication_layer() -> None:
     )
     response = client(inner).get("/private")
     assert response.status_code == 401
-    assert_protected(response.headers)
+    assert_protected(response.headers, document=False)
     assert response.headers.get("WWW-Authenticate")
 
 
 def test_no_store_for_authenticated_requests_only() -> None:
-    """The principal the inner authentication layer sets decides ``Cache-Control: no-store``."""
-    test_client = client(AuthenticationMiddleware(plain_app, jwt={"secret": SECRET}))
+    """On a page, the principal the inner authentication layer sets decides
+    ``Cache-Control: no-store``; an API response gets it either way."""
+    test_client = client(AuthenticationMiddleware(html_app, jwt={"secret": SECRET}))
     authed = test_client.get("/", headers={"Authorization": f"Bearer {make_token()}"})
     assert authed.headers.getlist("Cache-Control") == ["no-store"]
     assert test_client.get("/").headers.getlist("Cache-Control") == []
+    api_client = client(AuthenticationMiddleware(plain_app, jwt={"secret": SECRET}))
+    assert api_client.get("/").headers.getlist("Cache-Control") == ["no-store"]
 
 
 def raises_before_start(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -116,7 +136,7 @@ def test_500_when_the_app_raises_before_responding(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.ERROR, logger="secmw.headers"):
         response = client(raises_before_start).get("/")
     assert response.status_code == 500
-    assert_protected(response.headers)
+    assert_protected(response.headers, document=False)
     assert response.headers["Content-Type"] == "application/problem+json"
     assert json.loads(response.data)["status"] == 500
     assert b"secret detail" not in response.data
@@ -134,7 +154,7 @@ def test_500_replaces_a_status_not_yet_sent(caplog: pytest.LogCaptureFixture) ->
     head, _, body = output.getvalue().partition(b"\r\n\r\n")
     assert head.startswith(b"Status: 500") or head.startswith(b"HTTP/1.0 500")
     lines = head.decode("latin-1").split("\r\n")[1:]
-    assert_protected(_Multi(tuple(line.split(": ", 1)) for line in lines))  # type: ignore[misc]
+    assert_protected(_Multi(tuple(line.split(": ", 1)) for line in lines), document=False)  # type: ignore[misc]
     assert json.loads(body)["status"] == 500
 
 
@@ -222,17 +242,17 @@ def test_flask_statuses_head_and_streaming(caplog: pytest.LogCaptureFixture) -> 
     test_client = client(flask_app().wsgi_app)
     with caplog.at_level(logging.CRITICAL):
         assert test_client.get("/boom").status_code == 500
-    for method, path, status in [
-        ("GET", "/ok", 200),
-        ("HEAD", "/ok", 200),
-        ("GET", "/forbidden", 403),
-        ("GET", "/boom", 500),
-        ("GET", "/stream", 200),
+    for method, path, status, document in [
+        ("GET", "/ok", 200, False),
+        ("HEAD", "/ok", 200, False),
+        ("GET", "/forbidden", 403, False),
+        ("GET", "/boom", 500, True),  # Flask's error page is HTML
+        ("GET", "/stream", 200, False),
     ]:
         with caplog.at_level(logging.CRITICAL):
             response = test_client.open(path, method=method)
         assert response.status_code == status, (method, path)
-        assert_protected(response.headers)
+        assert_protected(response.headers, document=document)
     assert test_client.get("/stream").data == b"chunk0;chunk1;chunk2;"
     assert test_client.head("/ok").data == b""
 
@@ -269,16 +289,16 @@ def test_real_werkzeug_server_every_status(caplog: pytest.LogCaptureFixture) -> 
         werkzeug_server(SecurityHeadersMiddleware(inner)) as url,
         httpx.Client(base_url=url) as http,
     ):
-        for method, path, authed, status in [
-            ("GET", "/ok", False, 200),
-            ("HEAD", "/ok", False, 200),
-            ("GET", "/stream", False, 200),
-            ("GET", "/forbidden", False, 401),
-            ("GET", "/forbidden", True, 403),
-            ("GET", "/boom", False, 500),
+        for method, path, authed, status, document in [
+            ("GET", "/ok", False, 200, False),
+            ("HEAD", "/ok", False, 200, False),
+            ("GET", "/stream", False, 200, False),
+            ("GET", "/forbidden", False, 401, False),
+            ("GET", "/forbidden", True, 403, False),
+            ("GET", "/boom", False, 500, True),  # Flask's error page is HTML
         ]:
             headers = {"Authorization": f"Bearer {token}"} if authed else {}
             response = http.request(method, path, headers=headers)
             assert response.status_code == status, (method, path)
-            assert_protected(response.headers)
+            assert_protected(response.headers, document=document)
         assert http.get("/stream").text == "chunk0;chunk1;chunk2;"

@@ -188,6 +188,48 @@ def test_the_page_cannot_be_framed(chromium: str, servers: tuple[str, str, list[
     assert messages == ["/frameable"]
 
 
+# -- the default Permissions-Policy, as Chromium reads it -----------------------------------------
+
+
+def console(chromium: str, url: str) -> str:
+    """What headless Chromium logs (its console included) while loading ``url``."""
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "permissions page" in result.stdout  # the page did load
+    return result.stderr
+
+
+def test_the_default_permissions_policy_raises_no_console_error(chromium: str) -> None:
+    """A page with the default policy logs no Permissions-Policy error in Chromium's console,
+    while a control page naming a feature Chromium does not know logs one (the console is read)."""
+
+    async def plain_page(request: Request) -> Response:
+        return HTMLResponse("<!doctype html><html><body><p>permissions page</p></body></html>")
+
+    app = Starlette(routes=[Route("/default", plain_page), Route("/control", plain_page)])
+    control = {"/control": {"permissions_policy": "camera=(), web-share=()"}}
+    with uvicorn_server(SecurityHeadersMiddleware(app, headers={"paths": control})) as url:
+        assert "Unrecognized feature: 'web-share'" in console(chromium, f"{url}/control")
+        logged = console(chromium, f"{url}/default")
+    assert "Permissions-Policy" not in logged
+    assert "Unrecognized feature" not in logged
+
+
 # -- the docs presets, against the real Swagger UI and ReDoc bundles (opt-in) ---------------------
 
 DOCS_ASSETS = os.environ.get("DOCS_PRESET_ASSETS", "")

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
     from secmw.headers.settings import HeadersSettings, PathPolicy
 
 # Powerful features an API page never needs, all denied (W3C Permissions Policy; the list is the
-# OWASP Secure Headers Project's, less features browsers no longer recognise).
+# OWASP Secure Headers Project's, less features Chromium does not recognise: it logs an error on
+# every page for each, "web-share" included, which Chromium on Linux does not know).
 # fmt: off
 DEFAULT_PERMISSIONS = (
     "accelerometer", "autoplay", "camera", "display-capture", "encrypted-media", "fullscreen",
     "geolocation", "gyroscope", "hid", "idle-detection", "magnetometer", "microphone", "midi",
     "payment", "picture-in-picture", "publickey-credentials-get", "screen-wake-lock", "serial",
-    "sync-xhr", "usb", "web-share", "xr-spatial-tracking",
+    "sync-xhr", "usb", "xr-spatial-tracking",
 )
 # fmt: on
 
@@ -59,48 +60,97 @@ def _permissions_policy(value: dict[str, list[str]] | str | None, setting: str) 
 
 
 def build_policy(settings: HeadersSettings, setting: str = "headers") -> HeaderPolicy:
-    """A :class:`HeaderPolicy` from settings; errors name ``<setting>__<FIELD>``.
+    """A :class:`HeaderPolicy` from settings, its API set attached unless ``api_set`` is off;
+    errors name ``<setting>__<FIELD>``.
 
     Raises:
         ConfigurationError: a value with a control character, an unknown CSP directive or
             referrer policy, HSTS preload without the max-age and includeSubDomains it needs.
     """
     s = settings
-    hsts = None
-    if s.hsts:
-        if s.hsts_preload and (s.hsts_max_age < 31_536_000 or not s.hsts_include_subdomains):
-            # hstspreload.org refuses entries with less; a preload that cannot land misleads.
-            raise ConfigurationError(
-                f"{setting}.hsts_preload: needs HSTS_MAX_AGE >= 31536000 and "
-                "HSTS_INCLUDE_SUBDOMAINS"
-            )
-        hsts = f"max-age={s.hsts_max_age}"
-        hsts += "; includeSubDomains" if s.hsts_include_subdomains else ""
-        hsts += "; preload" if s.hsts_preload else ""
-    fixed: list[tuple[str, str]] = [("X-Content-Type-Options", "nosniff")]
-    if s.frame_options:
-        fixed.append(("X-Frame-Options", s.frame_options))
-    directives: Mapping[str, SourceList] = {"default-src": ["'none'"]} if s.csp is None else s.csp
+    hsts = _hsts(s, setting)
     check_url(s.report_uri, f"{setting}.report_uri")
     check_url(s.report_to, f"{setting}.report_to")
-    csp = None
-    if directives:
-        if "frame-ancestors" not in directives and s.frame_options:
-            # Keep CSP and X-Frame-Options saying the same thing (CSP3 supersedes XFO).
-            ancestors = "'none'" if s.frame_options == "DENY" else "'self'"
-            directives = {**directives, "frame-ancestors": [ancestors]}
-        csp = ContentSecurityPolicy(
-            directives,
-            report_only=s.csp_report_only,
-            report_uri=s.report_uri,
-            report_to=s.report_to,
-            setting=f"{setting}.csp",
-        )
+    server = s.server_header
+    check_value(server or "", f"{setting}.server_header")
+    cache = s.authenticated_cache_control
+    check_value(cache, f"{setting}.authenticated_cache_control")
+    check_value(s.api_cache_control, f"{setting}.api_cache_control")
+    # The fields both sets send: what the OWASP REST Security Cheat Sheet asks of every API
+    # response, with Referrer-Policy and CORP.
+    core: list[tuple[str, str]] = [("X-Content-Type-Options", "nosniff")]
+    if s.frame_options:
+        core.append(("X-Frame-Options", s.frame_options))
     if s.referrer_policy:
         tokens = {token.strip() for token in s.referrer_policy.split(",")}
         if not tokens <= REFERRER_POLICIES:
             raise ConfigurationError(f"{setting}.referrer_policy: unknown referrer policy")
-        fixed.append(("Referrer-Policy", s.referrer_policy))
+        core.append(("Referrer-Policy", s.referrer_policy))
+    directives: Mapping[str, SourceList] = {"default-src": ["'none'"]} if s.csp is None else s.csp
+    if directives and "frame-ancestors" not in directives and s.frame_options:
+        # Keep CSP and X-Frame-Options saying the same thing (CSP3 supersedes XFO).
+        ancestors = "'none'" if s.frame_options == "DENY" else "'self'"
+        directives = {**directives, "frame-ancestors": [ancestors]}
+    api = None
+    if s.api_set:
+        # A response that is no document loads nothing and runs nothing: the API CSP is
+        # default-src 'none' with the document policy's framing rule, whatever else that allows.
+        framing = {k: v for k, v in directives.items() if k == "frame-ancestors"}
+        api_csp = {"default-src": ["'none'"], **framing} if directives else {}
+        api_cache = s.api_cache_control or cache
+        corp: list[tuple[str, str]] = [("Cross-Origin-Resource-Policy", s.corp)] if s.corp else []
+        api = HeaderPolicy(
+            core + corp,
+            hsts=hsts,
+            hsts_on_http=s.hsts_on_http,
+            csp=_csp(api_csp, s, setting),
+            cache_control=api_cache or None,
+            cache_always=bool(s.api_cache_control),
+            server=server,
+            override=s.override,
+        )
+    return HeaderPolicy(
+        core + _document_fields(s, setting),
+        hsts=hsts,
+        hsts_on_http=s.hsts_on_http,
+        csp=_csp(directives, s, setting),
+        cache_control=cache or None,
+        server=server,
+        override=s.override,
+        api=api,
+    )
+
+
+def _hsts(s: HeadersSettings, setting: str) -> str | None:
+    if not s.hsts:
+        return None
+    if s.hsts_preload and (s.hsts_max_age < 31_536_000 or not s.hsts_include_subdomains):
+        # hstspreload.org refuses entries with less; a preload that cannot land misleads.
+        raise ConfigurationError(
+            f"{setting}.hsts_preload: needs HSTS_MAX_AGE >= 31536000 and HSTS_INCLUDE_SUBDOMAINS"
+        )
+    hsts = f"max-age={s.hsts_max_age}"
+    hsts += "; includeSubDomains" if s.hsts_include_subdomains else ""
+    return hsts + ("; preload" if s.hsts_preload else "")
+
+
+def _csp(
+    directives: Mapping[str, SourceList], s: HeadersSettings, setting: str
+) -> ContentSecurityPolicy | None:
+    if not directives:
+        return None
+    return ContentSecurityPolicy(
+        directives,
+        report_only=s.csp_report_only,
+        report_uri=s.report_uri,
+        report_to=s.report_to,
+        setting=f"{setting}.csp",
+    )
+
+
+def _document_fields(s: HeadersSettings, setting: str) -> list[tuple[str, str]]:
+    """The fields only a document (or a worker's script) gets, after the core ones."""
+    fixed = []
     permissions = _permissions_policy(s.permissions_policy, f"{setting}.permissions_policy")
     if permissions:
         fixed.append(("Permissions-Policy", permissions))
@@ -116,19 +166,7 @@ def build_policy(settings: HeadersSettings, setting: str = "headers") -> HeaderP
     if s.xss_protection:
         # "0" turns off the legacy XSS auditor, whose "1; mode=block" opened leaks (OWASP).
         fixed.append(("X-XSS-Protection", "0"))
-    server = s.server_header
-    check_value(server or "", f"{setting}.server_header")
-    cache = s.authenticated_cache_control
-    check_value(cache, f"{setting}.authenticated_cache_control")
-    return HeaderPolicy(
-        fixed,
-        hsts=hsts,
-        hsts_on_http=s.hsts_on_http,
-        csp=csp,
-        cache_control=cache or None,
-        server=server,
-        override=s.override,
-    )
+    return fixed
 
 
 def build_path_policies(settings: HeadersSettings) -> PathTable[HeaderPolicy]:

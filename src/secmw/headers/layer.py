@@ -4,11 +4,15 @@ Everything here is pure: header blocks are validated and encoded once when a
 :class:`SecurityHeaders` is built, and the per-request pass (:meth:`HeaderPass.apply`) merges
 them into the response's own headers in one scan, without I/O.
 
-The default is the strict policy of the OWASP Secure Headers Project for an API: HSTS for a year
-(RFC 6797, HTTPS only), ``nosniff``, ``X-Frame-Options: DENY`` with CSP ``frame-ancestors
-'none'``, CSP ``default-src 'none'``, ``Referrer-Policy: no-referrer``, a deny-by-default
-``Permissions-Policy``, COOP and CORP ``same-origin``, ``X-XSS-Protection: 0`` and
-``Cache-Control: no-store`` on responses to authenticated requests.
+Each policy has two sets, chosen by the response's ``Content-Type`` when it starts
+(:mod:`secmw.headers.content`). Responses that are no document get the API set of the OWASP REST
+Security Cheat Sheet: HSTS for a year (RFC 6797, HTTPS only), ``nosniff``, ``X-Frame-Options:
+DENY``, CSP ``default-src 'none'; frame-ancestors 'none'``, ``Referrer-Policy: no-referrer``,
+CORP ``same-origin`` and ``Cache-Control: no-store`` unless the app set its own. Documents, and
+responses without a ``Content-Type``, get the full set of the OWASP Secure Headers Project: the
+same fields (``Cache-Control`` on responses to authenticated requests only, the configured CSP)
+with a deny-by-default ``Permissions-Policy``, COOP ``same-origin``, ``X-XSS-Protection: 0`` and
+``X-Permitted-Cross-Domain-Policies: none``.
 """
 
 from __future__ import annotations

@@ -53,6 +53,16 @@ class HeadersSettings(Section):
     """Security headers (``headers.*``); the defaults are the strict API policy."""
 
     enabled: bool = Field(True, description="Run the security headers layer.")
+    api_set: bool = Field(
+        True,
+        description="Responses that are no document (JSON, problem+json, text...) get the API "
+        "set; false: the full document set on every response.",
+    )
+    api_cache_control: str = Field(
+        "no-store",
+        description="Cache-Control on every API-set response that set none; empty: only "
+        "`AUTHENTICATED_CACHE_CONTROL`, on responses to authenticated requests.",
+    )
     hsts: bool = Field(True, description="Send Strict-Transport-Security.")
     hsts_max_age: int = Field(31_536_000, ge=0, description="HSTS max-age in seconds (one year).")
     hsts_include_subdomains: bool = Field(True, description="HSTS includeSubDomains.")
