@@ -45,8 +45,7 @@ class AuthGate(Stepwise):
             # A token the verified-token cache answers for: what find() would try first.
             known = self.chain.cached_principal(view)
             if known is not None:
-                view.state["principal"] = known
-                return PASS
+                return self._settle(view, known)
         found = self.chain.find(view)
         if found.__class__ is Found:
             return advance(self._verify(view, found))
@@ -79,6 +78,8 @@ class AuthGate(Stepwise):
         return self._settle(view, result)
 
     def _settle(self, view: RequestView, result: Principal | Deny) -> Pass | Deny:
+        if result.__class__ is not Deny and self.chain.scopes is not None:
+            result = self.chain.authorize(view, result) or result  # type: ignore[arg-type]
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=view, status=result.status)
             return result

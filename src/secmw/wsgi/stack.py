@@ -38,6 +38,8 @@ class SecurityStack(Driver, StackLayer):
     measure = MetricsMiddleware
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.routes_read:
+            self.read_routes()  # a conflict raises at every request until it is fixed
         return self.entry(environ, start_response)  # type: ignore[no-any-return]
 
     def close(self) -> None:

@@ -1,0 +1,165 @@
+"""Compiling route marks into the per-path rules the environment gives, refusing conflicts.
+
+Each decorated route becomes a setting entry keyed by its path pattern:
+
+- ``@route.limit`` an item of ``rate_limit.rules`` (with the route's methods);
+- ``@route.exempt("rate_limit")`` an entry of ``rate_limit.exempt.paths``;
+- ``@route.public`` an entry of ``auth.public``;
+- ``@route.requires_auth`` / ``@route.requires`` an item of ``auth.scopes`` (with its methods);
+- ``@route.headers`` an entry of ``headers.paths``.
+
+The decorated rules come before those of the environment, in the router's order. A decorator and
+an environment rule of the same kind that both cover a route are a conflict: the stack refuses to
+start and names both, rather than pick one silently. So is a decorator whose rule would reach
+another route the router sends elsewhere (``@route.public`` on ``GET /items/{id}`` while
+``POST /items/{id}`` is not public, or a route before it that its pattern covers): rules cover a
+path, and a decorator must not widen onto a route that does not carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.core.paths import PathTable
+from secmw.errors import ConfigurationError
+from secmw.route.marks import Marks
+from secmw.route.table import RouteEntry, RouteTable
+
+_PATH_WIDE = ("exempt", "public", "headers")
+_METHOD_WIDE = ("limit", "access")
+
+
+def apply_routes(settings: SecuritySettings, table: RouteTable) -> SecuritySettings:
+    """``settings`` with the rules of the decorated routes of ``table`` added.
+
+    Raises:
+        ConfigurationError: a decorator conflicting with an environment rule, or reaching a
+            route that does not carry it.
+    """
+    decorated = [entry for entry in table.routes if entry.marks is not None]
+    if not decorated:
+        return settings
+    _check_reach(table.routes)
+    _check_environment(settings, decorated)
+    rl, auth, hd = settings.rate_limit, settings.auth, settings.headers
+    rules: list[Any] = []
+    exempt: list[str] = []
+    public: list[str] = []
+    scopes: list[Any] = []
+    paths: dict[str, Any] = {}
+    for entry in decorated:
+        marks, pattern = entry.marks, entry.pattern
+        if marks is None or pattern is None:  # a decorated route always has a pattern
+            continue
+        if marks.limit is not None:
+            mark = marks.limit
+            rules.append(
+                {
+                    "path": pattern,
+                    "methods": list(entry.methods),
+                    "limit": mark.limit,
+                    "cost": mark.cost,
+                    "name": mark.name,
+                    "key": mark.key,
+                    "per_path": mark.per_path,
+                    "include_default": mark.include_default,
+                }
+            )
+        if "rate_limit" in marks.exempt:
+            exempt.append(pattern)
+        if marks.access == "public":
+            public.append(pattern)
+        elif marks.access == "authenticated":
+            scopes.append({"path": pattern, "methods": list(entry.methods), "scopes": marks.scopes})
+        if marks.headers is not None:
+            paths.setdefault(pattern, marks.headers)
+    overrides = {
+        "rate_limit": {
+            **dict(rl),
+            "rules": [*rules, *rl.rules],
+            "exempt": {**dict(rl.exempt), "paths": [*exempt, *rl.exempt.paths]},
+        },
+        "auth": {
+            **dict(auth),
+            "public": [*public, *auth.public],
+            "scopes": [*scopes, *auth.scopes],
+        },
+        "headers": {**dict(hd), "paths": {**paths, **hd.paths}},
+    }
+    return resolve_settings(settings, overrides)
+
+
+def _kinds(marks: Marks) -> dict[str, object]:
+    return {
+        "limit": marks.limit,
+        "exempt": marks.exempt or None,
+        "public": marks.access == "public" or None,
+        "access": (marks.access, marks.scopes) if marks.access == "authenticated" else None,
+        "headers": marks.headers,
+    }
+
+
+def _overlap(a: tuple[str, ...], b: Iterable[str]) -> bool:
+    other = set(b)
+    return not a or not other or bool(set(a) & other)
+
+
+def _covers(pattern: str, path: str | None) -> bool:
+    return path is not None and PathTable([(pattern, None)]).match(path) is not None
+
+
+def _check_reach(routes: list[RouteEntry]) -> None:
+    for index, entry in enumerate(routes):
+        if entry.marks is None or entry.pattern is None:
+            continue
+        for kind, value in _kinds(entry.marks).items():
+            if value is None:
+                continue
+            wide = kind in _PATH_WIDE
+            for position, other in enumerate(routes):
+                if other is entry or not _covers(entry.pattern, other.pattern):
+                    continue
+                if not wide and (position > index or not _overlap(entry.methods, other.methods)):
+                    continue  # after it, the router never reaches ``other`` for these methods
+                if _kinds(other.marks or Marks())[kind] is None:
+                    raise ConfigurationError(
+                        f"route {entry.label}: {entry.marks.describe()} would also cover route"
+                        f" {other.label}, which does not carry it; decorate that route too"
+                    )
+
+
+def _check_environment(settings: SecuritySettings, decorated: list[RouteEntry]) -> None:
+    rl, auth = settings.rate_limit, settings.auth
+    for entry in decorated:
+        marks, template = entry.marks, entry.pattern
+        if marks is None or template is None:
+            continue
+        found: list[tuple[str, str]] = []
+        if marks.limit is not None or marks.exempt:
+            found += [
+                ("rate_limit.rules", r.path)
+                for r in rl.rules
+                if _covers(r.path, template) and _overlap(entry.methods, r.methods)
+            ]
+        if marks.limit is not None:
+            found += [
+                ("rate_limit.exempt.paths", p) for p in rl.exempt.paths if _covers(p, template)
+            ]
+        if marks.access is not None:
+            found += [
+                ("auth.scopes", r.path)
+                for r in auth.scopes
+                if _covers(r.path, template) and _overlap(entry.methods, r.methods)
+            ]
+        if marks.access == "authenticated":
+            found += [("auth.public", p) for p in auth.public if _covers(p, template)]
+        if marks.headers is not None:
+            found += [("headers.paths", p) for p in settings.headers.paths if _covers(p, template)]
+        if found:
+            setting, pattern = found[0]
+            raise ConfigurationError(
+                f"route {entry.label}: {marks.describe()} conflicts with the {setting} entry"
+                f" {pattern!r}: remove one of them"
+            )
