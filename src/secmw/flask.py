@@ -125,7 +125,7 @@ class _Marking:
 class SecMW:
     """The Flask extension: ``SecMW(app)`` or ``SecMW().init_app(app)``.
 
-    ``init_app`` reads the ``SECMW_*`` keys of ``app.config`` over the environment (the app's
+    ``init_app`` reads the settings keys of ``app.config`` over the environment (the app's
     keys win; see :func:`secmw.config.mapping.settings_from_mapping`), wraps ``app.wsgi_app``
     with :class:`secmw.wsgi.SecurityStack` and registers the problem+json handlers of Flask's
     401 and 403. The ``secmw.route`` marks of the app's routes are compiled at the first

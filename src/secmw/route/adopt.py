@@ -4,12 +4,14 @@ warning for decorated views the stack cannot see (their policy is not enforced).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from secmw.config.settings import SecuritySettings
 from secmw.route.compile import apply_routes
 from secmw.route.marks import marked_views
 from secmw.route.table import read_routes
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 logger = logging.getLogger("secmw.route")
 

@@ -19,13 +19,16 @@ path, and a decorator must not widen onto a route that does not carry it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from secmw.config.settings import SecuritySettings, resolve_settings
 from secmw.core.paths import PathTable
+from secmw.core.section import settings_or_environment
 from secmw.errors import ConfigurationError
 from secmw.route.marks import Marks
 from secmw.route.table import RouteEntry, RouteTable
+
+if TYPE_CHECKING:
+    from secmw.config.settings import SecuritySettings
 
 _PATH_WIDE = ("exempt", "public", "headers")
 _METHOD_WIDE = ("limit", "access")
@@ -88,7 +91,8 @@ def apply_routes(settings: SecuritySettings, table: RouteTable) -> SecuritySetti
         },
         "headers": {**dict(hd), "paths": {**paths, **hd.paths}},
     }
-    return resolve_settings(settings, overrides)
+    merged: SecuritySettings = settings_or_environment(settings, overrides)
+    return merged
 
 
 def _kinds(marks: Marks) -> dict[str, object]:

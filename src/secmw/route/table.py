@@ -18,9 +18,10 @@ from typing import Any
 from secmw.errors import ConfigurationError
 from secmw.route.marks import Marks, marks_of
 
-_STARLETTE_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}$")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_STARLETTE_PARAM = re.compile(r"^\{(?P<name>" + _NAME + r")(?::(?P<conv>" + _NAME + r"))?\}$")
 _FLASK_PARAM = re.compile(
-    r"^<(?:([A-Za-z_][A-Za-z0-9_]*)(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>$"
+    r"^<(?:(?P<conv>" + _NAME + r")(?:\([^)]*\))?:)?(?P<name>" + _NAME + r")>$"
 )
 _MAX_DEPTH = 16
 
