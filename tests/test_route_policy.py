@@ -236,7 +236,8 @@ def test_conflict_with_the_environment_fails_naming_both(
     with pytest.raises(ConfigurationError) as caught:
         _apply(app, **sections)
     assert setting in str(caught.value)
-    assert "/items/{id}" in str(caught.value) and "@route." in str(caught.value)
+    assert "/items/{id}" in str(caught.value)
+    assert "@route." in str(caught.value)
 
 
 def test_public_is_not_a_conflict_with_required() -> None:
