@@ -340,3 +340,16 @@ def test_sub_app_with_its_own_stack_keeps_its_marks() -> None:
     inner = Starlette(routes=[Route("/x", route.limit("1/minute")(view()))])
     app = Starlette(routes=[Mount("/api", app=SecurityStack(inner, jwt={"secret": SECRET}))])
     assert read_routes(app).routes == []
+
+
+def test_public_route_before_a_protected_pattern_stays_public() -> None:
+    """``@route.public`` on ``/items/new`` before ``@route.requires`` on ``/items/{id}``."""
+    app = Starlette(
+        routes=[
+            Route("/items/new", route.public(view())),
+            Route("/items/{id}", route.requires("items:read")(view())),
+        ]
+    )
+    stack = SecurityStack(app, jwt={"secret": SECRET})
+    assert run_asgi(stack, http_scope("/items/new")).status == 200
+    assert run_asgi(stack, http_scope("/items/7")).status == 401

@@ -210,13 +210,14 @@ class AuthChain:
     def authorize(self, request: RequestView, principal: Principal) -> Deny | None:
         """The ``auth.scopes`` rule of the request, applied to ``principal``: None to go on,
         401 with the challenges for the anonymous principal, 403 ``insufficient_scope`` for one
-        lacking a scope. A CORS preflight (anonymous by ``preflight_anonymous``) goes on."""
+        lacking a scope. A path of ``public``, the token endpoint and a CORS preflight
+        (anonymous by ``preflight_anonymous``) go on."""
         if self.scopes is None:
             return None
         if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
             return None
         path = request.normalized_path
-        if path in self.token_endpoint:
+        if path in self.public or path in self.token_endpoint:
             return None
         refused = self.scopes.refusal(request.method, path, principal, self.bearer_realm)
         if isinstance(refused, tuple):

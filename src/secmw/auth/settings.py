@@ -157,7 +157,7 @@ class AuthSettings(Section):
         default_factory=list, description="Path patterns where anonymous requests get 401."
     )
     public: StrList = Field(
-        default_factory=list, description="Path patterns exempt from `required`."
+        default_factory=list, description="Path patterns exempt from `required` and `scopes`."
     )
     scopes: list[ScopeRule] = Field(
         default_factory=list,

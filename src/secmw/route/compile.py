@@ -127,7 +127,9 @@ def _check_reach(routes: list[RouteEntry]) -> None:
                     continue
                 if not wide and (position > index or not _overlap(entry.methods, other.methods)):
                     continue  # after it, the router never reaches ``other`` for these methods
-                if _kinds(other.marks or Marks())[kind] is None:
+                theirs = _kinds(other.marks or Marks())
+                # A public route before a protected pattern stays public (auth.public wins).
+                if theirs[kind] is None and not (kind == "access" and theirs["public"]):
                     raise ConfigurationError(
                         f"route {entry.label}: {entry.marks.describe()} would also cover route"
                         f" {other.label}, which does not carry it; decorate that route too"

@@ -84,7 +84,18 @@ def _read(owner: Any, prefix: str, table: RouteTable, depth: int) -> None:
     if _is_flask(owner):
         _read_flask(owner, prefix, table)
         return
-    for route in owner.routes:
+    _read_routes(owner.routes, prefix, table, depth)
+
+
+def _read_routes(routes: Any, prefix: str, table: RouteTable, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if callable(candidates):  # FastAPI's included router: its routes with their prefixes
+            found = [getattr(c, "starlette_route", None) or c for c in candidates()]
+            _read_routes(found, prefix, table, depth + 1)
+            continue
         path = getattr(route, "path", None)
         endpoint = getattr(route, "endpoint", None)
         if isinstance(path, str) and endpoint is not None:
