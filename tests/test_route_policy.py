@@ -353,3 +353,11 @@ def test_public_route_before_a_protected_pattern_stays_public() -> None:
     stack = SecurityStack(app, jwt={"secret": SECRET})
     assert run_asgi(stack, http_scope("/items/new")).status == 200
     assert run_asgi(stack, http_scope("/items/7")).status == 401
+
+
+def test_sub_app_with_its_own_middleware_stack_keeps_its_marks() -> None:
+    """A mounted app with ``add_middleware(SecurityStack)``: not read by the stack outside."""
+    inner = Starlette(routes=[Route("/x", route.limit("1/minute")(view()))])
+    inner.add_middleware(SecurityStack, jwt={"secret": SECRET})
+    app = Starlette(routes=[Mount("/api", app=inner), Route("/y", route.public(view()))])
+    assert [entry.pattern for entry in read_routes(app).routes] == ["/y"]

@@ -124,6 +124,10 @@ def _has_stack(app: Any) -> bool:
             return False
         if getattr(current, "reads_routes", False):
             return True
+        # A Starlette or FastAPI app builds its middleware at startup: look at what was added.
+        added = getattr(current, "user_middleware", None) or ()
+        if any(getattr(getattr(m, "cls", None), "reads_routes", False) for m in added):
+            return True
         current = getattr(current, "app", None)
     return False
 
