@@ -18,6 +18,7 @@ path, and a decorator must not widen onto a route that does not carry it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -110,24 +111,47 @@ def _overlap(a: tuple[str, ...], b: Iterable[str]) -> bool:
     return not a or not other or bool(set(a) & other)
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern_table(pattern: str) -> PathTable[None]:
+    return PathTable([(pattern, None)])
+
+
 def _covers(pattern: str, path: str | None) -> bool:
-    return path is not None and PathTable([(pattern, None)]).match(path) is not None
+    return path is not None and _pattern_table(pattern).match(path) is not None
+
+
+def _head(pattern: str | None) -> str:
+    return (pattern or "/").lstrip("/").split("/", 1)[0].lower()
+
+
+def _is_variable(segment: str) -> bool:
+    return segment.startswith(("{", "*")) or not segment
 
 
 def _check_reach(routes: list[RouteEntry]) -> None:
+    kinds = [_kinds(route.marks or Marks()) for route in routes]
+    by_head: dict[str, list[int]] = {}  # first path segment -> the routes starting with it
+    for position, route in enumerate(routes):
+        by_head.setdefault(_head(route.pattern), []).append(position)
     for index, entry in enumerate(routes):
         if entry.marks is None or entry.pattern is None:
             continue
-        for kind, value in _kinds(entry.marks).items():
+        head = _head(entry.pattern)
+        # A pattern starting with a literal segment covers only routes starting with it.
+        candidates = range(len(routes)) if _is_variable(head) else by_head.get(head, [])
+        covered = [
+            (position, routes[position])
+            for position in candidates
+            if position != index and _covers(entry.pattern, routes[position].pattern)
+        ]
+        for kind, value in kinds[index].items():
             if value is None:
                 continue
             wide = kind in _PATH_WIDE
-            for position, other in enumerate(routes):
-                if other is entry or not _covers(entry.pattern, other.pattern):
-                    continue
+            for position, other in covered:
                 if not wide and (position > index or not _overlap(entry.methods, other.methods)):
                     continue  # after it, the router never reaches ``other`` for these methods
-                theirs = _kinds(other.marks or Marks())
+                theirs = kinds[position]
                 # A public route before a protected pattern stays public (auth.public wins).
                 if theirs[kind] is None and not (kind == "access" and theirs["public"]):
                     raise ConfigurationError(
