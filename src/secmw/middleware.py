@@ -181,6 +181,8 @@ class StackLayer(Side):
     ) -> None:
         self.settings = resolved = resolve_settings(settings, overrides)
         self.routes_read = False
+        self.retired: list[Any] = getattr(self, "retired", [])
+        """Layers and throttles of a build replaced when the routes were read (to close)."""
         self._given = (app, revocation, secret_for)
         self._routes_lock = threading.Lock()
         audit.configure(resolved.audit)
@@ -225,9 +227,12 @@ class StackLayer(Side):
             app, revocation, secret_for = self._given
             merged = routed_settings(self.settings, app)
             if merged is not None:
+                # The first build's edges never served: closed with the stack's own.
+                retired = [*self.retired, *self.layers.values(), self.throttle]
                 StackLayer.__init__(
                     self, app, settings=merged, revocation=revocation, secret_for=secret_for
                 )
+                self.retired = [edge for edge in retired if edge is not None]
             self.routes_read = True
 
 

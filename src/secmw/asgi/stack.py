@@ -73,7 +73,7 @@ class SecurityStack(Driver, StackLayer):
         and the identity providers' connection pools. Done by itself when the app's lifespan
         shutdown completes (the server must run the lifespan: uvicorn's default
         ``--lifespan auto`` does for Starlette and FastAPI)."""
-        for layer in self.layers.values():
+        for layer in [*self.layers.values(), *self.retired]:
             await layer.aclose()
         if self.throttle is not None:
             await self.throttle.aclose()

@@ -46,7 +46,7 @@ class SecurityStack(Driver, StackLayer):
         """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles,
         and the identity providers' connection pools (for example when the app shuts down, or
         at the end of a test)."""
-        for layer in self.layers.values():
+        for layer in [*self.layers.values(), *self.retired]:
             layer.close()
         if self.throttle is not None:
             self.throttle.close()
