@@ -45,7 +45,10 @@ class AuthGate(Stepwise):
             # A token the verified-token cache answers for: what find() would try first.
             known = self.chain.cached_principal(view)
             if known is not None:
-                return self._settle(view, known)
+                if self.chain.scopes is not None:
+                    return self._settle(view, known)  # checked like a fresh one
+                view.state["principal"] = known
+                return PASS
         found = self.chain.find(view)
         if found.__class__ is Found:
             return advance(self._verify(view, found))
