@@ -13,7 +13,8 @@ from flask import Flask
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from secmw import route
 from secmw.asgi import SecurityStack
@@ -22,7 +23,7 @@ from secmw.errors import ConfigurationError
 from secmw.route.compile import apply_routes
 from secmw.route.table import read_routes
 from secmw.wsgi import SecurityStack as WSGIStack
-from tests.support import SECRET, Recorder, http_scope, run_asgi
+from tests.support import SECRET, Recorder, http_scope, make_token, run_asgi
 
 
 async def ok(request: Request) -> PlainTextResponse:
@@ -361,3 +362,20 @@ def test_sub_app_with_its_own_middleware_stack_keeps_its_marks() -> None:
     inner.add_middleware(SecurityStack, jwt={"secret": SECRET})
     app = Starlette(routes=[Mount("/api", app=inner), Route("/y", route.public(view()))])
     assert [entry.pattern for entry in read_routes(app).routes] == ["/y"]
+
+
+def test_websocket_route_requires() -> None:
+    """``@route.requires`` on a websocket route: an anonymous handshake is refused before
+    accept, a token with the scope is let through to the endpoint."""
+
+    @route.requires("feed:read")
+    async def feed(websocket: WebSocket) -> None:
+        await websocket.close(code=1000)
+
+    stack = SecurityStack(Starlette(routes=[WebSocketRoute("/feed", feed)]), jwt={"secret": SECRET})
+    refused = run_asgi(stack, http_scope("/feed", type="websocket"))
+    (closed,) = refused.messages
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1008)
+    token = [("authorization", f"Bearer {make_token(SECRET, scope='feed:read')}")]
+    accepted = run_asgi(stack, http_scope("/feed", type="websocket", headers=token))
+    assert accepted.messages[-1]["code"] == 1000
