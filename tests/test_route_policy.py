@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from secmw.errors import ConfigurationError
 from secmw.route.compile import apply_routes
 from secmw.route.table import read_routes
 from secmw.wsgi import SecurityStack as WSGIStack
+from tests.redis_support import clients_after_closing, connected_clients
 from tests.support import SECRET, Recorder, http_scope, make_token, run_asgi
 
 
@@ -379,3 +381,45 @@ def test_websocket_route_requires() -> None:
     token = [("authorization", f"Bearer {make_token(SECRET, scope='feed:read')}")]
     accepted = run_asgi(stack, http_scope("/feed", type="websocket", headers=token))
     assert accepted.messages[-1]["code"] == 1000
+
+
+def test_rebuilt_stack_closes_every_redis_client_at_shutdown(redis_url: str) -> None:
+    """Reading the marks rebuilds the layers; the lifespan shutdown closes the connections of
+    the build that served and of the one it replaced."""
+    app = Starlette(routes=[Route("/x", route.limit("5/minute")(view()))])
+    stack = SecurityStack(
+        app, jwt={"secret": SECRET}, rate_limit={"storage_uri": redis_url, "key_prefix": "rebuilt"}
+    )
+
+    async def run() -> int:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        await queue.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(
+            stack({"type": "lifespan", "asgi": {"version": "3.0"}}, queue.get, send)
+        )
+        while not sent:
+            await asyncio.sleep(0.01)
+        assert stack.retired  # the build replaced when the routes were read
+        status = Recorder()
+        await stack(http_scope("/x"), _empty, status)
+        await queue.put({"type": "lifespan.shutdown"})
+        await lifespan
+        assert [m["type"] for m in sent] == [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]
+        return status.status
+
+    with redis.Redis.from_url(redis_url) as probe:
+        before = connected_clients(probe)
+        assert asyncio.run(run()) == 200
+        assert clients_after_closing(probe, before) == before
+
+
+async def _empty() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
