@@ -21,6 +21,7 @@ from secmw import route
 from secmw.asgi import SecurityStack
 from secmw.config.settings import SecuritySettings
 from secmw.errors import ConfigurationError
+from secmw.flask import SecMW
 from secmw.route.compile import apply_routes
 from secmw.route.table import read_routes
 from secmw.wsgi import SecurityStack as WSGIStack
@@ -423,3 +424,24 @@ def test_rebuilt_stack_closes_every_redis_client_at_shutdown(redis_url: str) -> 
 
 async def _empty() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class WSGIBridge:
+    """The shape of a WSGI-in-ASGI bridge (a2wsgi's ``WSGIMiddleware``): the app on ``.app``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not served here")
+
+
+def test_mounted_flask_app_with_its_own_stack_keeps_its_marks() -> None:
+    """Flask with SecMW under a WSGI bridge: read by the ASGI stack outside until it has its own
+    stack, then left to it."""
+    flask_app = Flask("inner")
+    flask_app.add_url_rule("/x", "x", route.limit("1/minute")(lambda: "x"))
+    bare = Starlette(routes=[Mount("/legacy", app=WSGIBridge(flask_app))])
+    assert "/legacy/x" in [entry.pattern for entry in read_routes(bare).routes]
+    SecMW(flask_app, settings=SecuritySettings(jwt={"secret": SECRET}))
+    assert read_routes(bare).routes == []

@@ -128,7 +128,8 @@ def _has_stack(app: Any) -> bool:
         added = getattr(current, "user_middleware", None) or ()
         if any(getattr(getattr(m, "cls", None), "reads_routes", False) for m in added):
             return True
-        current = getattr(current, "app", None)
+        # A Flask app's stack sits on its ``wsgi_app``.
+        current = current.wsgi_app if _is_flask(current) else getattr(current, "app", None)
     return False
 
 
