@@ -38,6 +38,7 @@ NEEDLES = {
         "separate": "RateLimitMiddleware(",
         "flask-cors": "from flask_cors import CORS",
         "close": "atexit.register(app.wsgi_app.close)",
+        "extension": "security.init_app(app)",
     },
 }
 
@@ -319,3 +320,31 @@ def test_flask_cors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert actual.headers["x-content-type-options"] == "nosniff"
     assert refused.status_code == 401
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_flask_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extension block: app.config settings, public health, problem+json for the stack's,
+    require_scopes', route.requires' and abort's refusals, the route limit."""
+    app = load(FLASK, "extension", monkeypatch)
+    health, anonymous, missing, listed, aborted, mine = wsgi_get(
+        app,
+        ("GET", "/health", {}),
+        ("GET", "/items", {}),
+        ("GET", "/items", bearer("other")),
+        ("GET", "/items", bearer()),
+        ("DELETE", "/items/0", bearer("items:write")),
+        ("DELETE", "/items/5", bearer("items:read")),
+    )
+    assert health.status_code == 200
+    assert anonymous.status_code == 401  # SECMW_AUTH__REQUIRED from app.config
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert missing.json()["code"] == "insufficient_scope"
+    assert 'scope="items:read"' in missing.headers["www-authenticate"]
+    assert listed.json() == {"items": [], "for": "alice"}
+    assert (aborted.status_code, aborted.json()["code"]) == (403, "forbidden")
+    assert (mine.status_code, mine.json()["code"]) == (403, "insufficient_scope")
+    for response in (anonymous, missing, aborted, mine):
+        assert response.headers["content-type"] == "application/problem+json"
+    # Ten a minute: the aborted DELETE was charged; the refused one never reached the limit.
+    deletes = wsgi_get(app, *[("DELETE", "/items/5", bearer("items:write"))] * 10)
+    assert [r.status_code for r in deletes] == [200] * 9 + [429]

@@ -8,6 +8,7 @@ throttle, sync or async, like ``limits`` and ``limits.aio``) and how to close th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ from secmw.ip.filter import IPFilter
 from secmw.ip.gate import IPGate
 from secmw.ratelimit.gate import rate_limit_gate
 from secmw.ratelimit.policy import KeyFunc
+from secmw.route.adopt import routed_settings
 from secmw.stores.revocation import AsyncRevocationStore, RevocationStore
 
 
@@ -159,6 +161,9 @@ class StackLayer(Side):
     """``SecurityStack``'s arguments: the side's single-layer middlewares, built from one set of
     settings, whose gates one driver runs in the stack's fixed order (``secmw.core.layers``)."""
 
+    reads_routes: ClassVar[bool] = True
+    """Reads the route table of the app it protects for ``secmw.route`` marks, once, before
+    the first lifespan or request (a stack further out leaves this app's routes to it)."""
     layer_types: ClassVar[dict[Layer, Any]]
     """The side's middleware class of each layer but ``"metrics"``."""
     measure: ClassVar[type[Any]]
@@ -175,6 +180,11 @@ class StackLayer(Side):
         **overrides: Any,
     ) -> None:
         self.settings = resolved = resolve_settings(settings, overrides)
+        self.routes_read = False
+        self.retired: list[Any] = getattr(self, "retired", [])
+        """Layers and throttles of a build replaced when the routes were read (to close)."""
+        self._given = (app, revocation, secret_for)
+        self._routes_lock = threading.Lock()
         audit.configure(resolved.audit)
         enabled = stack_layers(resolved, step_up=secret_for is not None)
         throttle = self.throttle_type(settings=resolved) if "rate_limit" in enabled else None
@@ -201,6 +211,29 @@ class StackLayer(Side):
     def drive(self, *args: Any) -> Any:
         """The driver's own ``__call__``."""
         raise NotImplementedError  # pragma: no cover - the driver's
+
+    def read_routes(self) -> None:
+        """Compile the ``secmw.route`` marks of the protected app's routes into the settings and
+        rebuild the layers on them; done once (the sides call it before the first lifespan or
+        request). Nothing was served yet, so the edges built first never connected.
+
+        Raises:
+            ConfigurationError: a mark conflicting with the settings or another route; raised
+                again at every call until fixed (the stack never serves without the marks).
+        """
+        with self._routes_lock:
+            if self.routes_read:
+                return
+            app, revocation, secret_for = self._given
+            merged = routed_settings(self.settings, app)
+            if merged is not None:
+                # The first build's edges never served: closed with the stack's own.
+                retired = [*self.retired, *self.layers.values(), self.throttle]
+                StackLayer.__init__(
+                    self, app, settings=merged, revocation=revocation, secret_for=secret_for
+                )
+                self.retired = [edge for edge in retired if edge is not None]
+            self.routes_read = True
 
 
 def _no_secret(principal: Principal) -> None:

@@ -10,6 +10,7 @@ from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import StepUpMiddleware
+from secmw.errors import ConfigurationError
 from secmw.middleware import StackLayer
 
 
@@ -55,6 +56,16 @@ class SecurityStack(Driver, StackLayer):
     measure = MetricsMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.routes_read:
+            try:
+                self.read_routes()
+            except ConfigurationError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # Refused at startup: the server stops (uvicorn exits) and shows why.
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
         await self.entry(scope, receive, send)
 
     async def aclose(self) -> None:
@@ -62,7 +73,7 @@ class SecurityStack(Driver, StackLayer):
         and the identity providers' connection pools. Done by itself when the app's lifespan
         shutdown completes (the server must run the lifespan: uvicorn's default
         ``--lifespan auto`` does for Starlette and FastAPI)."""
-        for layer in self.layers.values():
+        for layer in [*self.layers.values(), *self.retired]:
             await layer.aclose()
         if self.throttle is not None:
             await self.throttle.aclose()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from secmw.auth.scopes import ScopeRules
 from secmw.core.deny import Deny
 from secmw.core.paths import PathSet
 from secmw.core.principal import ANONYMOUS, Principal
@@ -171,8 +172,12 @@ class AuthChain:
         public: PathSet | None = None,
         preflight_anonymous: bool = True,
         token_endpoint: PathSet | None = None,
+        scopes: ScopeRules | None = None,
     ) -> None:
         self.authenticators = tuple(authenticators)
+        self.scopes = scopes if scopes else None
+        self.bearer_realm = self._find_bearer_realm(self.authenticators)
+        """The realm of the bearer scheme (for insufficient_scope challenges), or None."""
         self.token_endpoint = token_endpoint or PathSet(())
         self._by_authorization = {
             a.authorization_scheme: a for a in self.authenticators if a.authorization_scheme
@@ -194,6 +199,30 @@ class AuthChain:
             else b""
         )
         self._cached_max = getattr(first, "max_token_bytes", 0) + len(self._cached_prefix)
+
+    @staticmethod
+    def _find_bearer_realm(authenticators: Sequence[Authenticator]) -> str | None:
+        for authenticator in authenticators:
+            if authenticator.authorization_scheme == "bearer":
+                return str(getattr(authenticator, "realm", "api"))
+        return None
+
+    def authorize(self, request: RequestView, principal: Principal) -> Deny | None:
+        """The ``auth.scopes`` rule of the request, applied to ``principal``: None to go on,
+        401 with the challenges for the anonymous principal, 403 ``insufficient_scope`` for one
+        lacking a scope. A path of ``public``, the token endpoint and a CORS preflight
+        (anonymous by ``preflight_anonymous``) go on."""
+        if self.scopes is None:
+            return None
+        if self.preflight_anonymous and request.method == "OPTIONS" and request.is_cors_preflight:
+            return None
+        path = request.normalized_path
+        if path in self.public or path in self.token_endpoint:
+            return None
+        refused = self.scopes.refusal(request.method, path, principal, self.bearer_realm)
+        if isinstance(refused, tuple):
+            return self.deny(401, "authentication required", "authentication_required")
+        return refused
 
     def challenge_headers(self) -> tuple[tuple[str, str], ...]:
         """One ``WWW-Authenticate`` field per configured scheme."""

@@ -19,6 +19,7 @@ from secmw.auth.jwks import DEFAULT_ALGORITHMS, JWKSKeySource
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.keyring import load_ring, ring_entries
 from secmw.auth.reload import WatchedFile
+from secmw.auth.scopes import ScopeRules
 from secmw.auth.session import SessionAuthenticator, Sessions
 from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
 from secmw.core.paths import PathSet
@@ -307,6 +308,7 @@ def build_chain(
         required=PathSet(settings.auth.required, setting="auth.required"),
         public=PathSet(settings.auth.public, setting="auth.public"),
         preflight_anonymous=settings.auth.cors_preflight_anonymous,
+        scopes=ScopeRules(settings.auth.scopes),
         token_endpoint=PathSet(
             [settings.tokens.endpoint_path] if settings.tokens.endpoint_path else [],
             setting="tokens.endpoint_path",

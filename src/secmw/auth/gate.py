@@ -45,6 +45,8 @@ class AuthGate(Stepwise):
             # A token the verified-token cache answers for: what find() would try first.
             known = self.chain.cached_principal(view)
             if known is not None:
+                if self.chain.scopes is not None:
+                    return self._settle(view, known)  # checked like a fresh one
                 view.state["principal"] = known
                 return PASS
         found = self.chain.find(view)
@@ -79,6 +81,8 @@ class AuthGate(Stepwise):
         return self._settle(view, result)
 
     def _settle(self, view: RequestView, result: Principal | Deny) -> Pass | Deny:
+        if result.__class__ is not Deny and self.chain.scopes is not None:
+            result = self.chain.authorize(view, result) or result  # type: ignore[arg-type]
         if isinstance(result, Deny):
             audit.emit("auth.denied", result.detail, request=view, status=result.status)
             return result

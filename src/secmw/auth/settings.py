@@ -119,6 +119,31 @@ class BasicSettings(Section):
     )
 
 
+class ScopeRule(Section):
+    """One per-route requirement (an item of ``auth.scopes``): anonymous callers get 401 with the
+    challenges, callers lacking a scope 403 ``insufficient_scope``."""
+
+    path: str = Field(description="Path pattern (secmw.core.paths syntax): `/items/{id}`.")
+    methods: StrList = Field(default_factory=list, description="Methods; empty for all.")
+    scopes: StrList = Field(
+        default_factory=list, description="Scopes the caller must hold; empty: authenticated."
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [method.upper() for method in value]
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_tokens(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+            if not scope or any(c in '"\\' or not "!" <= c <= "~" for c in scope):
+                raise ValueError(f"invalid scope {scope!r} (RFC 6749 section 3.3)")
+        return value
+
+
 class AuthSettings(Section):
     """The authentication layer as a whole (``auth.*``)."""
 
@@ -132,7 +157,12 @@ class AuthSettings(Section):
         default_factory=list, description="Path patterns where anonymous requests get 401."
     )
     public: StrList = Field(
-        default_factory=list, description="Path patterns exempt from `required`."
+        default_factory=list, description="Path patterns exempt from `required` and `scopes`."
+    )
+    scopes: list[ScopeRule] = Field(
+        default_factory=list,
+        description='JSON list of `{"path", "methods", "scopes"}`: per-route requirements;'
+        " the first matching rule applies.",
     )
     cors_preflight_anonymous: bool = Field(
         True, description="Let CORS preflight requests through unauthenticated."

@@ -38,13 +38,15 @@ class SecurityStack(Driver, StackLayer):
     measure = MetricsMiddleware
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.routes_read:
+            self.read_routes()  # a conflict raises at every request until it is fixed
         return self.entry(environ, start_response)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the Redis clients of the rate-limit layer and of the failed-attempt throttles,
         and the identity providers' connection pools (for example when the app shuts down, or
         at the end of a test)."""
-        for layer in self.layers.values():
+        for layer in [*self.layers.values(), *self.retired]:
             layer.close()
         if self.throttle is not None:
             self.throttle.close()

@@ -1,0 +1,204 @@
+"""The same decorated app on Starlette, FastAPI, FastOpenAPI (Starlette and Flask routers) and
+Flask, for the route-policy tests; built fresh per test, decorators written as a user would.
+
+Routes:
+- ``GET /limited``: ``@route.limit("2/minute", key="ip")``;
+- ``GET /items/{id}``: ``@route.requires("items:read")``;
+- ``GET /health``: ``@route.public`` (the settings require authentication everywhere else);
+- ``GET /page``: ``@route.headers(csp=...)`` and ``@route.exempt("rate_limit")``;
+- ``GET /plain``: undecorated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastopenapi.routers import FlaskRouter, StarletteRouter
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from secmw import route
+
+ASGI_FRAMEWORKS = ("starlette", "fastapi", "fastopenapi")
+WSGI_FRAMEWORKS = ("flask", "fastopenapi-flask")
+PAGE_CSP = {"default-src": ["'self'"], "img-src": ["'self'", "data:"]}
+
+
+def settings(storage: str, prefix: str) -> dict[str, Any]:
+    """Sections for the stack: authentication required everywhere, a roomy default limit."""
+    return {
+        "jwt": {"secret": "s" * 32},
+        "auth": {"required": ["/**"]},
+        "rate_limit": {"storage_uri": storage, "default": "50/minute", "key_prefix": prefix},
+    }
+
+
+def starlette_app() -> Starlette:
+    @route.limit("2/minute", key="ip")
+    async def limited(request: Request) -> JSONResponse:
+        return JSONResponse({"view": "limited"})
+
+    @route.requires("items:read")
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse({"view": "items", "id": request.path_params["id"]})
+
+    @route.public
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"view": "health"})
+
+    @route.headers(csp=PAGE_CSP)
+    @route.exempt("rate_limit")
+    async def page(request: Request) -> JSONResponse:
+        return JSONResponse({"view": "page"})
+
+    async def plain(request: Request) -> JSONResponse:
+        return JSONResponse({"view": "plain"})
+
+    return Starlette(
+        routes=[
+            Route("/limited", limited),
+            Route("/items/{id}", item),
+            Route("/health", health),
+            Route("/page", page),
+            Route("/plain", plain),
+        ]
+    )
+
+
+def fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/limited")
+    @route.limit("2/minute", key="ip")
+    async def limited() -> dict[str, str]:
+        return {"view": "limited"}
+
+    @app.get("/items/{id}")
+    @route.requires("items:read")
+    async def item(id: int) -> dict[str, Any]:
+        return {"view": "items", "id": id}
+
+    @route.public  # above the route decorator works as well
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"view": "health"}
+
+    @app.get("/page")
+    @route.headers(csp=PAGE_CSP)
+    @route.exempt("rate_limit")
+    async def page() -> dict[str, str]:
+        return {"view": "page"}
+
+    @app.get("/plain")
+    async def plain() -> dict[str, str]:
+        return {"view": "plain"}
+
+    return app
+
+
+def fastopenapi_app() -> Starlette:
+    app = Starlette()
+    router = StarletteRouter(app=app)
+
+    @router.get("/limited")
+    @route.limit("2/minute", key="ip")
+    async def limited() -> dict[str, str]:
+        return {"view": "limited"}
+
+    @router.get("/items/{id}")
+    @route.requires("items:read")
+    async def item(id: int) -> dict[str, Any]:
+        return {"view": "items", "id": id}
+
+    @router.get("/health")
+    @route.public
+    async def health() -> dict[str, str]:
+        return {"view": "health"}
+
+    @router.get("/page")
+    @route.headers(csp=PAGE_CSP)
+    @route.exempt("rate_limit")
+    async def page() -> dict[str, str]:
+        return {"view": "page"}
+
+    @router.get("/plain")
+    async def plain() -> dict[str, str]:
+        return {"view": "plain"}
+
+    return app
+
+
+def flask_app() -> Flask:
+    app = Flask("routes")
+
+    @app.get("/limited")
+    @route.limit("2/minute", key="ip")
+    def limited() -> dict[str, str]:
+        return {"view": "limited"}
+
+    @app.get("/items/<int:id>")
+    @route.requires("items:read")
+    def item(id: int) -> dict[str, Any]:
+        return {"view": "items", "id": id}
+
+    @app.get("/health")
+    @route.public
+    def health() -> dict[str, str]:
+        return {"view": "health"}
+
+    @app.get("/page")
+    @route.headers(csp=PAGE_CSP)
+    @route.exempt("rate_limit")
+    def page() -> dict[str, str]:
+        return {"view": "page"}
+
+    @app.get("/plain")
+    def plain() -> dict[str, str]:
+        return {"view": "plain"}
+
+    return app
+
+
+def fastopenapi_flask_app() -> Flask:
+    app = Flask("fastopenapi_routes")
+    router = FlaskRouter(app=app)
+
+    @router.get("/limited")
+    @route.limit("2/minute", key="ip")
+    def limited() -> dict[str, str]:
+        return {"view": "limited"}
+
+    @router.get("/items/{id}")
+    @route.requires("items:read")
+    def item(id: int) -> dict[str, Any]:
+        return {"view": "items", "id": id}
+
+    @router.get("/health")
+    @route.public
+    def health() -> dict[str, str]:
+        return {"view": "health"}
+
+    @router.get("/page")
+    @route.headers(csp=PAGE_CSP)
+    @route.exempt("rate_limit")
+    def page() -> dict[str, str]:
+        return {"view": "page"}
+
+    @router.get("/plain")
+    def plain() -> dict[str, str]:
+        return {"view": "plain"}
+
+    return app
+
+
+BUILDERS = {
+    "starlette": starlette_app,
+    "fastapi": fastapi_app,
+    "fastopenapi": fastopenapi_app,
+    "flask": flask_app,
+    "fastopenapi-flask": fastopenapi_flask_app,
+}
