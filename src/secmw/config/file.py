@@ -66,13 +66,11 @@ def read_settings_table(path: Path, model: type[BaseModel]) -> dict[str, Any]:
             ``[tool.secmw]`` table of a ``pyproject.toml`` is missing, or a key is unknown.
     """
     table: Any = _parse(path)
-    for depth, key in enumerate(table_header(path)):
+    header = table_header(path)
+    for key in header:
         table = table.get(key) if isinstance(table, dict) else None
-        if table is None:
-            header = ".".join(PYPROJECT_TABLE[: depth + 1])
-            raise FileConfigurationError(f"{CONFIG_FILE}: {path} has no [{header}] table")
     if not isinstance(table, dict):
-        raise FileConfigurationError(f"{CONFIG_FILE}: {path}: [tool.secmw] must be a table")
+        raise FileConfigurationError(f"{CONFIG_FILE}: {path} has no [{'.'.join(header)}] table")
     unknown = [_unknown(loc, model) for loc in _unknown_keys(table, model, ())]
     if unknown:
         raise FileConfigurationError(f"{path}: " + "; ".join(unknown))
