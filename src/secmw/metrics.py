@@ -140,7 +140,10 @@ class Metrics:
         self.events.labels(event.name).inc()
         layer = DENIALS.get(event.name)
         if layer is not None:
-            unavailable = event.name.endswith(".unavailable") or event.extra.get("status") == 503
+            unavailable = event.name.endswith(".unavailable") or 503 in (
+                event.status,
+                event.extra.get("status"),
+            )
             self.decisions.labels(layer, "unavailable" if unavailable else "deny").inc()
             tally = current_tally.get()
             if tally is not None:

@@ -80,7 +80,7 @@ class AuthGate(Stepwise):
 
     def _settle(self, view: RequestView, result: Principal | Deny) -> Pass | Deny:
         if isinstance(result, Deny):
-            audit.emit("auth.denied", result.detail, request=view, status=result.status)
+            audit.emit("auth.denied", result.detail, request=view, denial=result)
             return result
         view.state["principal"] = result  # later gates (rate limits, headers) read it here
         return PASS
