@@ -32,6 +32,7 @@ Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` so workers share their counts
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -199,14 +200,32 @@ def active() -> Metrics | None:
     return _active
 
 
+StorageObserver = Callable[[str, float, bool], None]
+"""Receives each storage round trip: backend, seconds, whether it failed."""
+
+_storage_observers: list[StorageObserver] = []
+
+
+def add_storage_observer(observer: StorageObserver) -> None:
+    """Receive every rate-limit storage round trip (OpenTelemetry uses it), metrics on or off."""
+    _storage_observers.append(observer)
+
+
+def remove_storage_observer(observer: StorageObserver) -> None:
+    """Stop sending round trips to ``observer``."""
+    _storage_observers.remove(observer)
+
+
 def observe_storage(backend: str, seconds: float, *, failed: bool = False) -> None:
     """Record one rate-limit storage round trip (``backend``: ``"redis"``, ``"memory"``)."""
     metrics = _active
-    if metrics is None:
-        return
-    metrics.storage_latency.labels(backend).observe(seconds)
-    if failed:
-        metrics.storage_errors.labels(backend).inc()
+    if metrics is not None:
+        metrics.storage_latency.labels(backend).observe(seconds)
+        if failed:
+            metrics.storage_errors.labels(backend).inc()
+    if _storage_observers:
+        for observer in _storage_observers:
+            observer(backend, seconds, failed)
 
 
 def count_token_cache(hit: bool, cache: str = "jwt") -> None:

@@ -10,6 +10,7 @@ from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import StepUpMiddleware
+from secmw.asgi.tracing import TracingMiddleware
 from secmw.middleware import StackLayer
 
 
@@ -53,6 +54,7 @@ class SecurityStack(Driver, StackLayer):
         "headers": SecurityHeadersMiddleware,
     }
     measure = MetricsMiddleware
+    trace = TracingMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.entry(scope, receive, send)

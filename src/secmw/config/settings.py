@@ -29,6 +29,7 @@ from secmw.errors import ConfigurationError, name_settings_with
 from secmw.headers.settings import HeadersSettings
 from secmw.ip.settings import IPSettings
 from secmw.metrics import MetricsSettings
+from secmw.otel import OTelSettings
 from secmw.ratelimit.settings import RateLimitSettings
 from secmw.tokens import TokenSettings
 
@@ -62,6 +63,7 @@ class SecuritySettings(BaseSettings):
     tokens: TokenSettings = TokenSettings()
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
+    otel: OTelSettings = OTelSettings()
 
     def __init__(self, **values: Any) -> None:
         try:
