@@ -124,6 +124,7 @@ def test_ip_and_rate_limit_refusals_carry_status_code_and_rule(
     ]
     assert refused[0]["rule"] == "/internal/*"
     assert refused[1]["rule"] == "default"
+    assert refused[1]["principal_id"] == "alice"  # refused after authentication: named
     assert refused[1]["request_id"] is None
     assert token not in lines.getvalue()
 

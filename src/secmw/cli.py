@@ -1,4 +1,5 @@
-"""The ``secmw`` command: hash keys and passwords, mint test tokens, check configuration, demo.
+"""The ``secmw`` command: hash keys and passwords, mint test tokens, check configuration, watch
+refusals, demo.
 
 Every error prints one line and exits non-zero (2 for invalid configuration), never a traceback.
 """
@@ -23,6 +24,7 @@ from secmw.config.settings import SecuritySettings
 from secmw.demo import serve
 from secmw.errors import ConfigurationError
 from secmw.tokens import mint_access_token
+from secmw.top import run as run_top
 
 EXIT_CONFIG = 2
 
@@ -113,6 +115,13 @@ def _write_schema(output: str | None) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    """Show refusals, rate-limited clients and dependency health from audit JSON lines."""
+    if args.window <= 0 or args.interval <= 0:
+        raise ValueError("--window and --interval take a positive number of seconds")
+    return run_top(args.file, once=args.once, window=args.window, interval=args.interval)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the demo app (one process)."""
     serve(framework=args.framework, host=args.host, port=args.port)
@@ -148,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--output", metavar="FILE", help="with --schema: write it to FILE")
     config.set_defaults(func=cmd_config)
+
+    top = commands.add_parser(
+        "top", help="live view of refusals from audit JSON lines (a file, or stdin)"
+    )
+    top.add_argument("file", nargs="?", help="a log file, followed as it grows (default: stdin)")
+    top.add_argument("--once", action="store_true", help="read to the end, show one frame")
+    top.add_argument("--window", type=float, default=10.0, help="seconds the rates cover")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    top.set_defaults(func=cmd_top)
 
     demo = commands.add_parser("demo", help="serve the demo app")
     demo.add_argument("--framework", choices=["starlette", "flask"], default="starlette")

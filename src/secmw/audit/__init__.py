@@ -278,6 +278,10 @@ def emit(
     log = level >= _threshold and logger.isEnabledFor(level)
     if not log and not _hooks:
         return
+    if principal is None and request is not None:
+        known = request.state.get("principal")
+        if known is not None and known.is_authenticated:
+            principal = known.id  # a refusal after authentication (a rate limit) names whom
     event = AuditEvent(
         name,
         reason,
