@@ -10,6 +10,7 @@ import logging.config
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,9 @@ SECTIONS: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def lines() -> Iterator[io.StringIO]:
-    """What a JSONFormatter handler on the ``secmw.audit`` logger writes."""
+@contextmanager
+def json_audit_log() -> Iterator[io.StringIO]:
+    """What a JSONFormatter handler on the ``secmw.audit`` logger writes meanwhile."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JSONFormatter())
@@ -45,6 +46,13 @@ def lines() -> Iterator[io.StringIO]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    """The JSON audit log written during the test."""
+    with json_audit_log() as stream:
+        yield stream
 
 
 def asgi_ok(scope: Any, receive: Any, send: Any) -> Any:

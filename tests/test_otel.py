@@ -22,6 +22,7 @@ from werkzeug.test import Client
 
 from secmw import asgi, audit, metrics, otel, wsgi
 from tests.support import SECRET, Recorder, empty_receive, http_scope, make_token, run_asgi
+from tests.test_json_logs import asgi_ok, wsgi_ok
 
 SIDES = ["asgi", "wsgi"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,19 +56,6 @@ def telemetry() -> Iterator[Telemetry]:
     yield installed
     otel.disable()
     installed.meter_provider.shutdown()
-
-
-def asgi_ok(scope: Any, receive: Any, send: Any) -> Any:
-    async def app() -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    return app()
-
-
-def wsgi_ok(environ: Any, start_response: Any) -> list[bytes]:
-    start_response("200 OK", [])
-    return [b"ok"]
 
 
 def sections(storage: str = "memory://") -> dict[str, Any]:

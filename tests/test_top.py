@@ -3,26 +3,22 @@ lines (a file or a pipe), other lines skipped, a quiet end on Ctrl-C or at the e
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from secmw import asgi, audit
-from secmw.audit import JSONFormatter
 from secmw.cli import main
 from secmw.top import Tally, parse_line, render
 from tests.support import SECRET, http_scope, make_token, run_asgi
+from tests.test_json_logs import asgi_ok, json_audit_log
 
 FOREIGN = [
     'INFO:     127.0.0.1:5000 - "GET /items HTTP/1.1" 200 OK\n',
@@ -35,25 +31,13 @@ FOREIGN = [
 ]
 
 
-async def ok(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
-
-
 @pytest.fixture
-def audit_lines() -> Iterator[list[str]]:
+def audit_lines() -> list[str]:
     """The JSON lines real refusals through the stack write: 3 rate-limited requests of alice
     from 192.0.2.9, one missing credential, one storage outage."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JSONFormatter())
-    logger = logging.getLogger("secmw.audit")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
+    with json_audit_log() as stream:
         stack = asgi.SecurityStack(
-            ok,
+            asgi_ok,
             jwt={"secret": SECRET},
             auth={"required": ["/*"]},
             rate_limit={"default": "2/minute"},
@@ -66,10 +50,7 @@ def audit_lines() -> Iterator[list[str]]:
             run_asgi(stack, scope)
         run_asgi(stack, http_scope("/x", client=("192.0.2.10", 1)))
         audit.emit("ratelimit.storage_down", "redis unreachable")
-        yield stream.getvalue().splitlines(keepends=True)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
+    return stream.getvalue().splitlines(keepends=True)
 
 
 def test_only_audit_records_are_read() -> None:
