@@ -259,3 +259,17 @@ def test_without_the_extra_the_stack_runs_and_enabling_names_the_extra() -> None
     assert result.stdout.strip() == (
         "SECMW_OTEL__ENABLED: OpenTelemetry needs opentelemetry-api (pip install 'secmw[otel]')"
     )
+
+
+def test_a_refused_websocket_handshake_is_a_403_span(telemetry: Telemetry) -> None:
+    """A handshake closed before accept is recorded as refused (403), not as an error."""
+    app = stack("asgi", **sections())
+    recorder = Recorder()
+    scope = http_scope("/items", type="websocket", client=("192.0.2.7", 5000))
+    asyncio.run(app(scope, empty_receive, recorder))
+    assert recorder.messages[0]["type"] in ("websocket.close", "websocket.http.response.start")
+    (span,) = telemetry.spans.get_finished_spans()
+    assert span.name == "secmw WEBSOCKET"
+    assert span.attributes["http.response.status_code"] in (401, 403)
+    assert span.status.is_ok
+    assert decisions(span)[-1][:2] == ("auth", "refused")

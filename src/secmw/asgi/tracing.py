@@ -41,10 +41,13 @@ class TracingMiddleware:
         status: list[int] = []
 
         async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            sent = message["type"]
+            if sent == "http.response.start":
                 status.append(message["status"])
-            elif message["type"] == "websocket.accept":
+            elif sent == "websocket.accept":
                 status.append(101)
+            elif sent == "websocket.close" and not status:
+                status.append(403)  # a handshake refused before accept (ASGI spec: HTTP 403)
             await send(message)
 
         try:
