@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -21,7 +23,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from werkzeug.test import Client
 
 from secmw import asgi, audit, metrics, otel, wsgi
-from tests.support import SECRET, Recorder, empty_receive, http_scope, make_token, run_asgi
+from tests.support import (
+    SECRET,
+    Recorder,
+    empty_receive,
+    http_scope,
+    make_token,
+    run_asgi,
+    uvicorn_server,
+    werkzeug_server,
+)
 from tests.test_json_logs import asgi_ok, wsgi_ok
 
 SIDES = ["asgi", "wsgi"]
@@ -273,3 +284,25 @@ def test_a_refused_websocket_handshake_is_a_403_span(telemetry: Telemetry) -> No
     assert span.attributes["http.response.status_code"] in (401, 403)
     assert span.status.is_ok
     assert decisions(span)[-1][:2] == ("auth", "refused")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("side", SIDES)
+def test_spans_from_a_real_server(side: str, telemetry: Telemetry) -> None:
+    """Served by uvicorn or werkzeug on 127.0.0.1 and called over HTTP: the refused and the
+    allowed request are one span each, with the gate events and the client's address."""
+    app = stack(side, **sections())
+    server = uvicorn_server(app) if side == "asgi" else werkzeug_server(app)
+    token = make_token(sub="carol")
+    with server as base, httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/internal/x").status_code == 403
+        assert client.get("/items", headers={"Authorization": f"Bearer {token}"}).text == "ok"
+        deadline = time.monotonic() + 10  # a span ends once the server has sent the answer
+        while len(telemetry.spans.get_finished_spans()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    refused, allowed = telemetry.spans.get_finished_spans()
+    assert refused.attributes["client.address"] == "127.0.0.1"
+    assert decisions(refused)[-1] == ("ip", "refused", 403, "ip_not_allowed")
+    assert allowed.attributes["user.id"] == "carol"
+    assert allowed.attributes["http.response.status_code"] == 200
+    assert [d[1] for d in decisions(allowed)] == ["allowed"] * 4
