@@ -173,16 +173,19 @@ def test_other_records_are_formatted_too() -> None:
 
 
 def test_state_changes_and_summaries_have_their_outcome(lines: io.StringIO) -> None:
-    """Events without a refused request are notices; a dedup summary says it is one."""
+    """State changes are notices, a refusal without a request is still one, and a dedup
+    summary says it is one."""
     audit.configure(audit.AuditSettings(level="DEBUG", dedup_window=60))
     audit.emit("ratelimit.storage_down", "redis unreachable")
     for _ in range(2):
         audit.emit("jwks.fetch_failed", "timeout", endpoint="https://user:pw@idp.test/jwks?k=v")
+    audit.emit("auth.failed", "invalid credentials at the token endpoint")
     audit.flush()
     outcomes = [(line["event"], line["outcome"]) for line in parsed(lines)]
     assert outcomes == [
         ("ratelimit.storage_down", "notice"),
         ("jwks.fetch_failed", "notice"),
+        ("auth.failed", "refused"),  # a refusal outside a request: no status, still refused
         ("audit.suppressed", "suppressed"),
     ]
     assert "pw@" not in lines.getvalue()

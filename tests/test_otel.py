@@ -171,6 +171,11 @@ def test_refusals_are_events_with_their_reason_and_are_counted(
         ("ip.denied", "ip_not_allowed"): 1,
         ("ratelimit.exceeded", "rate_limited"): 1,
     }
+    audit.emit("auth.failed", "invalid credentials at the token endpoint")  # no request
+    audit.emit("ratelimit.storage_up", "answers again")  # a state change: no refusal
+    counted = {p.attributes["secmw.event"]: p.value for p in telemetry.points("secmw.refusals")}
+    assert counted["auth.failed"] == 1
+    assert "ratelimit.storage_up" not in counted
     assert forged not in repr([s.to_json() for s in spans])
 
 

@@ -76,7 +76,7 @@ def test_the_frame_shows_rates_clients_and_dependencies(audit_lines: list[str]) 
     assert "       3  192.0.2.9" in frame
     assert "principal alice" in frame
     assert "rule default" in frame
-    assert "rate-limit storage   DOWN" in frame
+    assert "ratelimit            DOWN" in frame
     assert "redis unreachable" in frame
 
 
@@ -149,7 +149,7 @@ def test_a_pipe_is_shown_live_and_ctrl_c_ends_quietly(audit_lines: list[str]) ->
         process.stdin.flush()
         seen = _read_until(process, b"principal alice", timeout=30)
         assert b"ratelimit.exceeded" in seen
-        assert b"rate-limit storage   DOWN" in seen
+        assert b"ratelimit            DOWN" in seen
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:

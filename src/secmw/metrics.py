@@ -39,32 +39,13 @@ from typing import Any
 from pydantic import Field
 
 from secmw import audit
+from secmw.audit.kinds import DENIALS, STATE_CHANGES
 from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
 _VARIABLE = "metrics.enabled"
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-# Denial events: the layer that refused. Other events (state changes) only count by name.
-DENIALS = {
-    "ip.denied": "ip",
-    "auth.denied": "auth",
-    "auth.failed": "token",
-    "totp.denied": "totp",
-    "ratelimit.exceeded": "ratelimit",
-    "ratelimit.unidentified": "ratelimit",
-    "ratelimit.unavailable": "ratelimit",
-    "request.rejected": "request",
-}
-STATE_CHANGES = {
-    "ratelimit.storage_down": ("ratelimit", 0),
-    "ratelimit.storage_up": ("ratelimit", 1),
-    "jwks.fetch_failed": ("jwks", 0),
-    "jwks.recovered": ("jwks", 1),
-    "introspection.failed": ("introspection", 0),
-    "introspection.recovered": ("introspection", 1),
-}
 
 
 class MetricsSettings(Section):

@@ -22,17 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from secmw.audit.kinds import STATE_CHANGES
+
 AUDIT_LOGGER = "secmw.audit"
 CLEAR = "\x1b[H\x1b[2J"
-DEPENDENCIES = {
-    "ratelimit.storage_down": ("rate-limit storage", False),
-    "ratelimit.storage_up": ("rate-limit storage", True),
-    "jwks.fetch_failed": ("jwks", False),
-    "jwks.recovered": ("jwks", True),
-    "introspection.failed": ("introspection", False),
-    "introspection.recovered": ("introspection", True),
-}
-"""State-change events: the dependency they are about, and whether it answers again."""
 
 
 def parse_line(line: str) -> dict[str, Any] | None:
@@ -102,10 +95,10 @@ class Tally:
         self.records += 1
         at = record_time(record, now)
         self.latest = max(self.latest, at)
-        state = DEPENDENCIES.get(record["event"])
+        state = STATE_CHANGES.get(record["event"])
         if state is not None:
             name, up = state
-            self.dependencies[name] = Dependency(up, at, str(record.get("reason") or ""))
+            self.dependencies[name] = Dependency(bool(up), at, str(record.get("reason") or ""))
         if record["outcome"] not in ("refused", "unavailable"):
             return
         if record["outcome"] == "unavailable":

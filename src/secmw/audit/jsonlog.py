@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from secmw.audit.kinds import DENIALS
+
 EVENT_ATTRIBUTE = "secmw_event"
 """The log record attribute holding the audit event as plain data."""
 
@@ -23,9 +25,12 @@ def outcome(event: Mapping[str, Any]) -> str:
     """``refused`` (a 4xx answer), ``unavailable`` (5xx: a dependency could not decide),
     ``suppressed`` (a dedup summary) or ``notice`` (a state change, no request refused)."""
     status = event.get("status")
+    name = event.get("name")
     if isinstance(status, int):
         return "refused" if status < 500 else "unavailable"
-    if event.get("name") == "audit.suppressed":
+    if name in DENIALS:  # a refusal outside a request (the token endpoint's)
+        return "unavailable" if str(name).endswith(".unavailable") else "refused"
+    if name == "audit.suppressed":
         return "suppressed"
     return "notice"
 

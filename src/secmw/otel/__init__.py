@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import Field
 
 from secmw import audit, metrics
+from secmw.audit.kinds import DENIALS
 from secmw.core.deny import Deny
 from secmw.core.gate import PASS, Need, Plain
 from secmw.core.request import RequestView
@@ -104,14 +105,16 @@ class Telemetry:
         span.end()
 
     def on_event(self, event: audit.AuditEvent) -> None:
-        """The audit hook: count refusals by event, reason code and status."""
-        if event.status is None:
+        """The audit hook: count refusals (an event with the status answered, or a denial the
+        Prometheus metrics count too) by event, reason code and status."""
+        if event.status is None and event.name not in DENIALS:
             return
-        attributes = {
+        attributes: dict[str, Any] = {
             "secmw.event": event.name,
             "secmw.reason_code": event.code or "",
-            "http.response.status_code": event.status,
         }
+        if event.status is not None:
+            attributes["http.response.status_code"] = event.status
         self.refusals.add(1, attributes)
 
     def on_storage(self, backend: str, seconds: float, failed: bool) -> None:
