@@ -9,7 +9,8 @@ FRAMEWORK ?= starlette
 .PHONY: help install demo test pytest lint typecheck bench fuzz soak clean
 
 help:
-	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage)"
+	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage;"
+	@echo "              CONFIG=secmw.toml reads that configuration file)"
 	@echo "make test   - install the dev extras and run every check (lint, types, tests)"
 	@echo "make bench  - run the benchmarks (installs the bench extra)"
 	@echo "make fuzz   - coverage-guided fuzzing of every parser (FUZZ_RUNS per harness)"
@@ -35,8 +36,9 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.dev-installed
 
+# CONFIG=secmw.toml: read that configuration file (SECMW_CONFIG_FILE) below the environment.
 demo: $(VENV)/.demo-installed
-	$(BIN)/secmw demo --framework $(FRAMEWORK) --host $(HOST) --port $(PORT)
+	$(if $(CONFIG),SECMW_CONFIG_FILE=$(abspath $(CONFIG)) )$(BIN)/secmw demo --framework $(FRAMEWORK) --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests benchmarks

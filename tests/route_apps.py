@@ -5,7 +5,7 @@ Routes:
 - ``GET /limited``: ``@route.limit("2/minute", key="ip")``;
 - ``GET /items/{id}``: ``@route.requires("items:read")``;
 - ``GET /health``: ``@route.public`` (the settings require authentication everywhere else);
-- ``GET /page``: ``@route.headers(csp=...)`` and ``@route.exempt("rate_limit")``;
+- ``GET /page`` (HTML): ``@route.headers(csp=...)`` and ``@route.exempt("rate_limit")``;
 - ``GET /plain``: undecorated.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastopenapi.routers import FlaskRouter, StarletteRouter
 from flask import Flask
+from flask import Response as FlaskResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from secmw import route
@@ -26,6 +27,8 @@ from secmw import route
 ASGI_FRAMEWORKS = ("starlette", "fastapi", "fastopenapi")
 WSGI_FRAMEWORKS = ("flask", "fastopenapi-flask")
 PAGE_CSP = {"default-src": ["'self'"], "img-src": ["'self'", "data:"]}
+# The page is HTML: a document gets the full header set, with the route's CSP.
+PAGE = "<!doctype html><title>page</title><p>page</p>"
 
 
 def settings(storage: str, prefix: str) -> dict[str, Any]:
@@ -52,8 +55,8 @@ def starlette_app() -> Starlette:
 
     @route.headers(csp=PAGE_CSP)
     @route.exempt("rate_limit")
-    async def page(request: Request) -> JSONResponse:
-        return JSONResponse({"view": "page"})
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE)
 
     async def plain(request: Request) -> JSONResponse:
         return JSONResponse({"view": "plain"})
@@ -87,11 +90,11 @@ def fastapi_app() -> FastAPI:
     async def health() -> dict[str, str]:
         return {"view": "health"}
 
-    @app.get("/page")
+    @app.get("/page", response_class=HTMLResponse)
     @route.headers(csp=PAGE_CSP)
     @route.exempt("rate_limit")
-    async def page() -> dict[str, str]:
-        return {"view": "page"}
+    async def page() -> str:
+        return PAGE
 
     @app.get("/plain")
     async def plain() -> dict[str, str]:
@@ -122,8 +125,8 @@ def fastopenapi_app() -> Starlette:
     @router.get("/page")
     @route.headers(csp=PAGE_CSP)
     @route.exempt("rate_limit")
-    async def page() -> dict[str, str]:
-        return {"view": "page"}
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
 
     @router.get("/plain")
     async def plain() -> dict[str, str]:
@@ -153,8 +156,8 @@ def flask_app() -> Flask:
     @app.get("/page")
     @route.headers(csp=PAGE_CSP)
     @route.exempt("rate_limit")
-    def page() -> dict[str, str]:
-        return {"view": "page"}
+    def page() -> str:
+        return PAGE
 
     @app.get("/plain")
     def plain() -> dict[str, str]:
@@ -185,8 +188,8 @@ def fastopenapi_flask_app() -> Flask:
     @router.get("/page")
     @route.headers(csp=PAGE_CSP)
     @route.exempt("rate_limit")
-    def page() -> dict[str, str]:
-        return {"view": "page"}
+    def page() -> FlaskResponse:
+        return FlaskResponse(PAGE, mimetype="text/html")
 
     @router.get("/plain")
     def plain() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The ``secmw`` command: hash keys and passwords, mint test tokens, check configuration, demo.
+"""The ``secmw`` command: hash keys and passwords, mint test tokens, check configuration, watch
+refusals, demo.
 
 Every error prints one line and exits non-zero (2 for invalid configuration), never a traceback.
 """
@@ -16,10 +17,14 @@ from typing import Any
 from secmw.auth.apikey import hash_api_key
 from secmw.auth.passwords import hash_password
 from secmw.config.check import check_settings
+from secmw.config.file import config_file
+from secmw.config.origin import Origins
+from secmw.config.schema import settings_schema
 from secmw.config.settings import SecuritySettings
 from secmw.demo import serve
 from secmw.errors import ConfigurationError
 from secmw.tokens import mint_access_token
+from secmw.top import run as run_top
 
 EXIT_CONFIG = 2
 
@@ -77,13 +82,44 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Validate every section, print the effective settings (secrets masked) and warnings."""
+    """Validate every section, print the effective settings (secrets masked) and warnings; or
+    where each value came from (``--sources``); or the JSON Schema of a file (``--schema``)."""
+    if args.schema:
+        return _write_schema(args.output)
     report = check_settings()
-    print(json.dumps(report.effective, indent=2, sort_keys=True, default=str))
+    if args.sources:
+        origins = Origins(SecuritySettings)
+        for variable, value, origin in origins.report(report.effective):
+            print(f"{variable} = {json.dumps(value, default=str)}  # {origin}")
+    else:
+        print(json.dumps(report.effective, indent=2, sort_keys=True, default=str))
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print("configuration ok", file=sys.stderr)
+    path = config_file()
+    print(f"configuration ok{f' (file: {path})' if path else ''}", file=sys.stderr)
     return 0
+
+
+def _write_schema(output: str | None) -> int:
+    text = json.dumps(settings_schema(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        print(f"secmw: cannot write the schema to {output}: {reason}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """Show refusals, rate-limited clients and dependency health from audit JSON lines."""
+    if args.window <= 0 or args.interval <= 0:
+        raise ValueError("--window and --interval take a positive number of seconds")
+    return run_top(args.file, once=args.once, window=args.window, interval=args.interval)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -113,7 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     config = commands.add_parser("config", help="validate SECMW_* settings and show them")
+    config.add_argument(
+        "--sources", action="store_true", help="show where each value came from, one per line"
+    )
+    config.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of a configuration file"
+    )
+    config.add_argument("--output", metavar="FILE", help="with --schema: write it to FILE")
     config.set_defaults(func=cmd_config)
+
+    top = commands.add_parser(
+        "top", help="live view of refusals from audit JSON lines (a file, or stdin)"
+    )
+    top.add_argument("file", nargs="?", help="a log file, followed as it grows (default: stdin)")
+    top.add_argument("--once", action="store_true", help="read to the end, show one frame")
+    top.add_argument("--window", type=float, default=10.0, help="seconds the rates cover")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    top.set_defaults(func=cmd_top)
 
     demo = commands.add_parser("demo", help="serve the demo app")
     demo.add_argument("--framework", choices=["starlette", "flask"], default="starlette")

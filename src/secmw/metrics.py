@@ -32,38 +32,20 @@ Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` so workers share their counts
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from pydantic import Field
 
 from secmw import audit
+from secmw.audit.kinds import DENIALS, STATE_CHANGES
 from secmw.core.section import Section
 from secmw.errors import ConfigurationError
 
 _VARIABLE = "metrics.enabled"
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-# Denial events: the layer that refused. Other events (state changes) only count by name.
-DENIALS = {
-    "ip.denied": "ip",
-    "auth.denied": "auth",
-    "auth.failed": "token",
-    "totp.denied": "totp",
-    "ratelimit.exceeded": "ratelimit",
-    "ratelimit.unidentified": "ratelimit",
-    "ratelimit.unavailable": "ratelimit",
-    "request.rejected": "request",
-}
-STATE_CHANGES = {
-    "ratelimit.storage_down": ("ratelimit", 0),
-    "ratelimit.storage_up": ("ratelimit", 1),
-    "jwks.fetch_failed": ("jwks", 0),
-    "jwks.recovered": ("jwks", 1),
-    "introspection.failed": ("introspection", 0),
-    "introspection.recovered": ("introspection", 1),
-}
 
 
 class MetricsSettings(Section):
@@ -140,7 +122,10 @@ class Metrics:
         self.events.labels(event.name).inc()
         layer = DENIALS.get(event.name)
         if layer is not None:
-            unavailable = event.name.endswith(".unavailable") or event.extra.get("status") == 503
+            unavailable = event.name.endswith(".unavailable") or 503 in (
+                event.status,
+                event.extra.get("status"),
+            )
             self.decisions.labels(layer, "unavailable" if unavailable else "deny").inc()
             tally = current_tally.get()
             if tally is not None:
@@ -196,14 +181,32 @@ def active() -> Metrics | None:
     return _active
 
 
+StorageObserver = Callable[[str, float, bool], None]
+"""Receives each storage round trip: backend, seconds, whether it failed."""
+
+_storage_observers: list[StorageObserver] = []
+
+
+def add_storage_observer(observer: StorageObserver) -> None:
+    """Receive every rate-limit storage round trip (OpenTelemetry uses it), metrics on or off."""
+    _storage_observers.append(observer)
+
+
+def remove_storage_observer(observer: StorageObserver) -> None:
+    """Stop sending round trips to ``observer``."""
+    _storage_observers.remove(observer)
+
+
 def observe_storage(backend: str, seconds: float, *, failed: bool = False) -> None:
     """Record one rate-limit storage round trip (``backend``: ``"redis"``, ``"memory"``)."""
     metrics = _active
-    if metrics is None:
-        return
-    metrics.storage_latency.labels(backend).observe(seconds)
-    if failed:
-        metrics.storage_errors.labels(backend).inc()
+    if metrics is not None:
+        metrics.storage_latency.labels(backend).observe(seconds)
+        if failed:
+            metrics.storage_errors.labels(backend).inc()
+    if _storage_observers:
+        for observer in _storage_observers:
+            observer(backend, seconds, failed)
 
 
 def count_token_cache(hit: bool, cache: str = "jwt") -> None:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from secmw import audit
+from secmw import audit, otel
 from secmw.auth.base import AuthChain
 from secmw.auth.build import build_chain, provider_pools
 from secmw.auth.gate import AuthGate
@@ -168,6 +168,8 @@ class StackLayer(Side):
     """The side's middleware class of each layer but ``"metrics"``."""
     measure: ClassVar[type[Any]]
     """The side's ``MetricsMiddleware``, around the stack when ``metrics.enabled``."""
+    trace: ClassVar[type[Any]]
+    """The side's ``TracingMiddleware``, outermost when ``otel.enabled``."""
 
     def __init__(
         self,
@@ -204,9 +206,14 @@ class StackLayer(Side):
         remote = any(getattr(getattr(t, "limiter", None), "remote", None) for t in throttles)
         closes = remote or any(layer.own_closes for layer in self.layers.values())
         gates = [gate for layer in self.layers.values() for gate in layer.own_gates]
+        telemetry = otel.current() if resolved.otel.enabled else None
+        if telemetry is not None:
+            named = [(name, g) for name, layer in self.layers.items() for g in layer.own_gates]
+            gates = [otel.traced(name, gate, telemetry) for name, gate in named]
         self.setup(app, gates, closes=closes)
-        self.entry = self.measure(self.drive) if "metrics" in enabled else self.drive
-        """What the side's ``__call__`` runs: the driver, measured or not."""
+        entry = self.measure(self.drive) if "metrics" in enabled else self.drive
+        self.entry = entry if telemetry is None else self.trace(entry, telemetry=telemetry)
+        """What the side's ``__call__`` runs: the driver, measured or traced or neither."""
 
     def drive(self, *args: Any) -> Any:
         """The driver's own ``__call__``."""

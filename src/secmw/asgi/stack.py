@@ -10,6 +10,7 @@ from secmw.asgi.ipfilter import IPFilterMiddleware
 from secmw.asgi.metrics import MetricsMiddleware
 from secmw.asgi.ratelimit import RateLimitMiddleware
 from secmw.asgi.stepup import StepUpMiddleware
+from secmw.asgi.tracing import TracingMiddleware
 from secmw.errors import ConfigurationError
 from secmw.middleware import StackLayer
 
@@ -54,6 +55,7 @@ class SecurityStack(Driver, StackLayer):
         "headers": SecurityHeadersMiddleware,
     }
     measure = MetricsMiddleware
+    trace = TracingMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.routes_read:

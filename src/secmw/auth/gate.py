@@ -84,7 +84,7 @@ class AuthGate(Stepwise):
         if result.__class__ is not Deny and self.chain.scopes is not None:
             result = self.chain.authorize(view, result) or result  # type: ignore[arg-type]
         if isinstance(result, Deny):
-            audit.emit("auth.denied", result.detail, request=view, status=result.status)
+            audit.emit("auth.denied", result.detail, request=view, denial=result)
             return result
         view.state["principal"] = result  # later gates (rate limits, headers) read it here
         return PASS

@@ -71,7 +71,9 @@ class StepUpGate(Stepwise):
         denied = yield from self.decide(view, principal)
         if denied is None:
             return PASS
-        audit.emit("totp.denied", denied.detail, request=view, principal=principal.id)
+        audit.emit(
+            "totp.denied", denied.detail, request=view, principal=principal.id, denial=denied
+        )
         return denied
 
     def decide(self, request: RequestView, principal: Principal) -> Decision:

@@ -29,7 +29,7 @@ _PATH = re.compile(
 )
 
 
-def _section(annotation: Any) -> type[BaseModel] | None:
+def section_model(annotation: Any) -> type[BaseModel] | None:
     """The settings model an annotation holds (also inside ``X | None``), else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
@@ -48,7 +48,7 @@ def _known_prefix(model: type[BaseModel], parts: list[str]) -> int:
         if current is None or part not in current.model_fields:
             break
         count += 1
-        current = _section(current.model_fields[part].annotation)
+        current = section_model(current.model_fields[part].annotation)
     return count if count >= 2 else 0
 
 

@@ -171,7 +171,7 @@ class Rejection(Plain):
         rejection = view.rejection
         if rejection is None:
             return PASS
-        audit.emit("request.rejected", rejection.detail, request=view)
+        audit.emit("request.rejected", rejection.detail, request=view, denial=rejection)
         return rejection
 
 

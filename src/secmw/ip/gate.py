@@ -30,5 +30,5 @@ class IPGate(Plain):
         refusal = self.filter.check(view)
         if refusal is None:
             return PASS
-        audit.emit("ip.denied", refusal.reason, request=view, rule=refusal.rule)
+        audit.emit("ip.denied", refusal.reason, request=view, rule=refusal.rule, denial=DENIED)
         return DENIED

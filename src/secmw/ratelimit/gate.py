@@ -44,7 +44,7 @@ class RateLimitGate(Plain):
         if plan is None:
             return PASS
         if isinstance(plan, Deny):
-            audit.emit("ratelimit.unidentified", plan.detail, request=view)
+            audit.emit("ratelimit.unidentified", plan.detail, request=view, denial=plan)
             return plan
         memory = self._memory
         if memory is not None:

@@ -27,6 +27,7 @@ def announce_refusal(request: RequestView, plan: Plan, refusal: Deny) -> None:
         refusal.detail,
         request=request,
         rule=plan.rule,
+        denial=refusal,
         level=logging.INFO,
     )
 

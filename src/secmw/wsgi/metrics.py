@@ -41,10 +41,10 @@ class MetricsMiddleware:
             raise
         finally:
             current_tally.reset(token)  # the layers have decided once the app returned
-        return _Timed(body, lambda: self.metrics.finish(tally, time.perf_counter() - started))
+        return OnClose(body, lambda: self.metrics.finish(tally, time.perf_counter() - started))
 
 
-class _Timed:
+class OnClose:
     """The app's response iterable; reports once when the server closes it."""
 
     __slots__ = ("_body", "_done")

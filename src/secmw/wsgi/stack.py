@@ -13,6 +13,7 @@ from secmw.wsgi.ipfilter import IPFilterMiddleware
 from secmw.wsgi.metrics import MetricsMiddleware
 from secmw.wsgi.ratelimit import RateLimitMiddleware
 from secmw.wsgi.stepup import StepUpMiddleware
+from secmw.wsgi.tracing import TracingMiddleware
 
 
 class SecurityStack(Driver, StackLayer):
@@ -36,6 +37,7 @@ class SecurityStack(Driver, StackLayer):
         "headers": SecurityHeadersMiddleware,
     }
     measure = MetricsMiddleware
+    trace = TracingMiddleware
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self.routes_read:

@@ -12,6 +12,8 @@ logged): an event identical to one logged less than ``dedup_window`` seconds ago
 not logged, and one ``audit.suppressed`` record with the count is logged when that window ends
 (at the next event, or at :func:`flush`). So an attack that repeats one request writes two lines
 per window, not one per request.
+
+:class:`JSONFormatter` writes each event (and any other record) as one JSON line.
 """
 
 from __future__ import annotations
@@ -27,8 +29,24 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from secmw.audit.jsonlog import EVENT_ATTRIBUTE, JSONFormatter
+from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 from secmw.core.section import Section
+
+__all__ = [
+    "SUPPRESSED",
+    "AuditEvent",
+    "AuditSettings",
+    "Deduplicator",
+    "JSONFormatter",
+    "add_hook",
+    "configure",
+    "emit",
+    "flush",
+    "remove_hook",
+    "request_id",
+]
 
 AuditLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -88,6 +106,12 @@ class AuditEvent:
     path: str | None = None
     rule: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    status: int | None = None
+    """The status answered, when the event is a refusal."""
+    code: str | None = None
+    """The refusal's machine-readable reason (``ip_not_allowed``, ``invalid_token``...)."""
+    request_id: str | None = None
+    """The request's ``X-Request-ID``, when it carries a plausible one."""
 
     def as_dict(self) -> dict[str, Any]:
         """The event as plain data (for JSON logs)."""
@@ -242,16 +266,22 @@ def emit(
     request: RequestView | None = None,
     principal: str | None = None,
     rule: str | None = None,
+    denial: Deny | None = None,
     level: int = logging.WARNING,
     **extra: Any,
 ) -> None:
     """Log an event and hand it to the hooks. Costs nothing when nobody listens.
 
-    A hook that raises is logged and skipped: an observer must not turn a denial into a 500.
+    ``denial``: the refusal answered, for its status and code. A hook that raises is logged and
+    skipped: an observer must not turn a denial into a 500.
     """
     log = level >= _threshold and logger.isEnabledFor(level)
     if not log and not _hooks:
         return
+    if principal is None and request is not None:
+        known = request.state.get("principal")
+        if known is not None and known.is_authenticated:
+            principal = known.id  # a refusal after authentication (a rate limit) names whom
     event = AuditEvent(
         name,
         reason,
@@ -260,6 +290,9 @@ def emit(
         request.path if request else None,
         rule,
         {key: _scrub(value) for key, value in extra.items()} if extra else {},
+        denial.status if denial else None,
+        (denial.code or None) if denial else None,
+        request_id(request) if request else None,
     )
     if log:
         admitted, due = _dedup.admit(event, level)
@@ -274,8 +307,22 @@ def emit(
             logger.error("audit hook %s failed on %s", _name_of(hook), name, exc_info=True)
 
 
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+
+
+def request_id(request: RequestView) -> str | None:
+    """The request's ``X-Request-ID`` (set by a proxy or the client), when it is one short token
+    of safe characters; anything else is dropped rather than logged."""
+    values = request.header_values(REQUEST_ID_HEADER)
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
+    return value if _REQUEST_ID.fullmatch(value) else None
+
+
 def _log(event: AuditEvent, level: int) -> None:
-    logger.log(level, "%s: %s", event.name, event.reason, extra={"secmw_event": event.as_dict()})
+    logger.log(level, "%s: %s", event.name, event.reason, extra={EVENT_ATTRIBUTE: event.as_dict()})
 
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
