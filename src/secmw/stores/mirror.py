@@ -129,6 +129,10 @@ class RevocationMirror:
         """Async twin of :meth:`is_revoked` (no I/O)."""
         return self.is_revoked(*ids)
 
+    def remaining(self, key: str) -> float:
+        """Seconds this process goes on refusing ``key`` (0 when it does not know it)."""
+        return max(0.0, self._entries.get(key, NEVER) - self._monotonic())
+
     def _stale(self, now: float) -> None:
         age = "never synced" if self.confirmed == NEVER else f"{now - self.confirmed:.0f}s"
         if self.stale_policy == "refuse":
