@@ -91,12 +91,13 @@ def demo(framework: str, redis: RedisServer, statuses: list[int], **env: str) ->
         with served.client:
             yield served
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
 
 
 def within(bound: float, check: Callable[[], bool]) -> float:
