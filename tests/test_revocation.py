@@ -4,6 +4,7 @@ the Redis denylist each process keeps (on a real redis-server)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,14 +13,18 @@ from typing import Any
 import pytest
 
 from secmw.auth.base import Credential
-from secmw.auth.build import build_jwt_authenticator
+from secmw.auth.build import build_chain, build_jwt_authenticator
+from secmw.auth.gate import AuthGate
 from secmw.auth.jwt import JWTAuthenticator
 from secmw.auth.settings import JWTSettings
 from secmw.config.settings import SecuritySettings
 from secmw.core.deny import Deny
+from secmw.core.gate import PASS, Need, Pass
 from secmw.core.principal import Principal
+from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.stores.mirror import RevocationMirror
+from secmw.stores.redis import client_pair
 from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
 from tests.identity_support import FakeClock
 from tests.redis_support import RedisServer, free_port
@@ -86,7 +91,8 @@ def mirrors() -> Iterator[Callable[..., RevocationMirror]]:
 
     def make(url: str, **options: Any) -> RevocationMirror:
         options.setdefault("heartbeat", 0.2)
-        store = RedisRevocationStore.from_url(url, timeout=0.3, prefix=prefix)
+        clock = options.get("clock", time.time)  # a skewed process: its store's clock too
+        store = RedisRevocationStore(*client_pair(url, 0.3), prefix=prefix, clock=clock)
         built.append(RevocationMirror(store, **options))
         return built[-1]
 
@@ -114,7 +120,8 @@ def test_mirror_hears_revocations_from_other_processes_stores(
 ) -> None:
     """What one mirror, or a plain Redis store, revokes, another mirror refuses shortly after."""
     first, second = mirrors(redis_url), mirrors(redis_url)
-    assert first.wait_synced(5) and second.wait_synced(5)
+    assert first.wait_synced(5)
+    assert second.wait_synced(5)
     first.revoke("by-mirror", time.time() + 60)
     assert first.is_revoked("by-mirror")  # at once, here
     eventually(lambda: second.is_revoked("by-mirror"), within=1.0)
@@ -170,7 +177,8 @@ def test_stale_mirror_applies_its_policy_and_refuses_what_it_knows(
     redis_process.kill()
     time.sleep(0.4)
     refused = auth.verify(Credential("bearer", known))
-    assert isinstance(refused, Deny) and refused.status == 401
+    assert isinstance(refused, Deny)
+    assert refused.status == 401
     answer = auth.verify(Credential("bearer", other))
     if policy == "serve":
         assert isinstance(answer, Principal)
@@ -188,11 +196,13 @@ def test_revocation_while_redis_is_down_applies_here_and_reaches_redis_on_return
     redis_process.start()
     mirror = mirrors(redis_process.url)
     other = mirrors(redis_process.url)
-    assert mirror.wait_synced(5) and other.wait_synced(5)
+    assert mirror.wait_synced(5)
+    assert other.wait_synced(5)
     redis_process.kill()
     mirror.revoke("during-outage", time.time() + 60)
     asyncio.run(mirror.arevoke("async-during-outage", time.time() + 60))
-    assert mirror.is_revoked("during-outage") and mirror.is_revoked("async-during-outage")
+    assert mirror.is_revoked("during-outage")
+    assert mirror.is_revoked("async-during-outage")
     assert not other.is_revoked("during-outage")
     assert "revocation.deferred" in [event.name for event in events]
     redis_process.start()
@@ -211,7 +221,8 @@ def test_clock_skew_between_processes_does_not_readmit_a_revoked_token(
     token for at least its whole remaining life (entries travel as durations, plus a margin)."""
     ahead = mirrors(redis_url, clock=lambda: time.time() + 5)
     reader = mirrors(redis_url)
-    assert ahead.wait_synced(5) and reader.wait_synced(5)
+    assert ahead.wait_synced(5)
+    assert reader.wait_synced(5)
     expires = time.time() + 10  # the token's exp, by a true clock
     ahead.revoke("skewed", expires)
     eventually(lambda: reader.is_revoked("skewed"), within=1.0)
@@ -241,10 +252,62 @@ def test_local_mirror_is_asked_without_io_on_the_cached_path_too(
     mirror.revoke("cached", time.time() + 60)
     assert auth.cached(token) is None
     refused = asyncio.run(auth.averify(Credential("bearer", token)))
-    assert isinstance(refused, Deny) and refused.detail == "token revoked"
+    assert isinstance(refused, Deny)
+    assert refused.detail == "token revoked"
 
 
 def test_bad_stale_policy_names_the_variable() -> None:
     """An unknown policy fails at startup naming SECMW_JWT__REVOCATION_STALE_POLICY."""
     with pytest.raises(ConfigurationError, match="SECMW_JWT__REVOCATION_STALE_POLICY"):
         SecuritySettings(jwt={"revocation_stale_policy": "maybe"})
+
+
+def test_auth_gate_decides_a_mirrored_token_without_a_need(
+    mirrors: Callable[..., RevocationMirror],
+) -> None:
+    """Behind the gate: a token seen before passes straight from check(), with no Need for the
+    driver to perform; its first check and its refusal once revoked await nothing."""
+    mirror = mirrors(unreachable_url())
+    chain = build_chain(SecuritySettings(jwt={"secret": SECRET}), revocation=mirror)
+    gate = AuthGate(chain, raw=True)
+    token = make_token(jti="gated")
+    view = RequestView.from_scope(
+        {"type": "http", "method": "GET", "path": "/", "headers": [bearer_field(token)]}
+    )
+    first = gate.check(view)  # not cached yet: the signature check, with nothing to await
+    assert isinstance(first, Need)
+    assert first.acall is None
+    assert isinstance(gate.resume(first, first.call(*first.args)), Pass)
+    assert gate.check(view) is PASS
+    mirror.revoke("gated", time.time() + 60)
+    again = gate.check(view)  # the refusal takes the long way (challenge, throttle, audit)
+    assert isinstance(again, Need)
+    assert again.acall is None
+    refused = gate.resume(again, again.call(*again.args))
+    assert isinstance(refused, Deny)
+    assert refused.detail == "token revoked"
+
+
+def bearer_field(token: str) -> tuple[bytes, bytes]:
+    return (b"authorization", f"Bearer {token}".encode())
+
+
+def test_frozen_redis_is_noticed_and_known_revocations_stay_refused(
+    redis_process: RedisServer, mirrors: Callable[..., RevocationMirror], events: list[Any]
+) -> None:
+    """SIGSTOP: the unanswered pings end the session (no silent staleness), what the mirror
+    knows stays refused; SIGCONT: it loads again."""
+    redis_process.start()
+    mirror = mirrors(redis_process.url)
+    assert mirror.wait_synced(5)
+    mirror.revoke("before-freeze", time.time() + 60)
+    process = redis_process.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        eventually(lambda: "revocation.mirror_disconnected" in [e.name for e in events], 5.0)
+        assert mirror.is_revoked("before-freeze")
+        loads = mirror.syncs
+    finally:
+        process.send_signal(signal.SIGCONT)
+    eventually(lambda: mirror.syncs > loads, within=5.0)
