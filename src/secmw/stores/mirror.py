@@ -100,6 +100,7 @@ class RevocationMirror:
         self.syncs = 0
         """Full loads done (tests and metrics wait on it)."""
         self._stale_reported = NEVER
+        self._reported_down = -1  # the load count at the last disconnection reported
         _after_fork.add(self)
         if start:
             self.start()
@@ -230,15 +231,17 @@ class RevocationMirror:
     def _run(self) -> None:
         backoff = 0.05
         while not self._closing.is_set():
+            loads = self.syncs
             try:
                 self._session()
-                backoff = 0.05
             except REDIS_ERRORS as exc:
-                audit.emit("revocation.mirror_disconnected", type(exc).__name__)
+                if loads != self._reported_down:  # once per outage, not once per retry
+                    self._reported_down = loads
+                    audit.emit("revocation.mirror_disconnected", type(exc).__name__)
             except Exception as exc:  # a reply the mirror cannot read: start over, never die
                 audit.emit("revocation.mirror_error", type(exc).__name__)
+            backoff = 0.05 if self.syncs != loads else min(backoff * 2, self.heartbeat)
             self._closing.wait(backoff)
-            backoff = min(backoff * 2, self.heartbeat)
 
     def _session(self) -> None:
         """One subscription: load in full once subscribed, follow the messages, ping, reload."""
@@ -330,8 +333,12 @@ class RevocationMirror:
         self._closing.set()
 
     def _forked(self) -> None:
-        # The parent's thread does not exist here and its lock may have been held at the fork.
+        # The parent's thread does not exist here and its locks may have been held at the fork.
+        closing = self._closing.is_set()
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        if closing:
+            self._closing.set()
         self._thread = None
 
 
