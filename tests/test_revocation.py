@@ -26,6 +26,8 @@ from secmw.errors import ConfigurationError
 from secmw.stores.mirror import RevocationMirror
 from secmw.stores.redis import client_pair
 from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
+from secmw.tokens import Account, TokenIssuer
+from secmw.tokens.oauth import OAuthError
 from tests.identity_support import FakeClock
 from tests.redis_support import RedisServer, free_port
 from tests.support import SECRET, make_token
@@ -311,3 +313,17 @@ def test_frozen_redis_is_noticed_and_known_revocations_stay_refused(
     finally:
         process.send_signal(signal.SIGCONT)
     eventually(lambda: mirror.syncs > loads, within=5.0)
+
+
+def test_refresh_against_a_refusing_stale_mirror_is_503_not_500(
+    mirrors: Callable[..., RevocationMirror],
+) -> None:
+    """The token endpoint asks the mirror whether a family is revoked: stale under the refuse
+    policy, that is 503 temporarily_unavailable (never a 500), and nothing is issued."""
+    mirror = mirrors(unreachable_url(), stale_policy="refuse")
+    issuer = TokenIssuer(revocation=mirror, jwt={"secret": SECRET})
+    issued = issuer.issue(Account.create("alice", scopes=["read"]))
+    assert issued.refresh_token is not None
+    answer = issuer.refresh(issued.refresh_token)
+    assert isinstance(answer, OAuthError)
+    assert (answer.status, answer.error) == (503, "temporarily_unavailable")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from secmw import audit
+from secmw.errors import StoreUnavailable
 from secmw.stores.redis import REDIS_ERRORS
 from secmw.stores.revocation import RedisRevocationStore, read_announcement
 
@@ -40,7 +41,7 @@ StalePolicy = Literal["serve", "refuse"]
 NEVER = float("-inf")
 
 
-class RevocationUnavailable(Exception):
+class RevocationUnavailable(StoreUnavailable):
     """The mirror is stale past its bound and its policy refuses (the request gets 503)."""
 
 
