@@ -5,7 +5,8 @@ Proves what docs/redis.md promises: a logout in one process is refused by the ot
 documented delay (the delays measured are printed: run with ``-s`` to read them); Redis killed,
 valid tokens keep working and known revoked ones stay refused; a logout during the outage applies
 at once where it was made and everywhere once Redis is back; a subscription killed while Redis
-stays up is noticed; no bearer request costs a Redis command for revocation; never a 5xx.
+stays up is noticed; no bearer request costs a Redis command for revocation; never a 5xx. And
+mirrors on a real Redis Cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import httpx
 import jwt as pyjwt
 import pytest
 
-from tests.redis_support import RedisServer, free_port
+from secmw.stores.mirror import RevocationMirror
+from secmw.stores.revocation import RedisRevocationStore
+from tests.redis_support import RedisServer, cluster_url, free_port
 from tests.support import SECRET
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
@@ -214,3 +217,23 @@ def test_bearer_requests_send_no_revocation_command_to_redis(
     per_request = {name: count / requests for name, count in calls.items() if count >= requests}
     print(f"\n{mirror=}: Redis commands per bearer request {per_request}")
     assert calls.get("exists", 0) == (0 if mirror == "true" else requests)
+
+
+def test_mirrors_on_a_redis_cluster(redis_cluster: list[RedisServer]) -> None:
+    """On a Cluster: a mirror loads the entries every node holds and hears another's revocation
+    (the keyless PUBLISH goes out apart from the key's write)."""
+    url = cluster_url(redis_cluster)
+    RedisRevocationStore.from_url(url, timeout=2.0, prefix="cm:").revoke("old", time.time() + 60)
+    first, second = (
+        RevocationMirror(RedisRevocationStore.from_url(url, timeout=2.0, prefix="cm:"))
+        for _ in range(2)
+    )
+    try:
+        assert first.wait_synced(10)
+        assert second.wait_synced(10)
+        assert second.is_revoked("old")
+        first.revoke("new", time.time() + 60)
+        within(DELAY_BOUND, lambda: second.is_revoked("new"))
+    finally:
+        first.close()
+        second.close()
