@@ -183,22 +183,16 @@ class JWTAuthenticator:
         nothing else to consult but a denylist answered from memory (no JWKS key set). None
         otherwise: ``verify`` decides. The chain calls it for the token it extracted, saving a
         credential object."""
-        if self.key_source is not None:
-            return None
-        if self.revocation is None:
-            return self.cache.principal(token)
-        if not self._local_revocation:
+        if self.key_source is not None or not (self.revocation is None or self._local_revocation):
             return None
         known = self.cache.principal(token)
-        if known is None:
+        if known is None or self.revocation is None:
+            return known
+        try:  # revoked, or a stale mirror that refuses: ``verify`` answers (401 or 503)
+            ids = denylist_ids(known.claims)
+            return None if ids and self._is_revoked_sync(ids) else known
+        except Exception:
             return None
-        ids = denylist_ids(known.claims)
-        try:
-            if ids and self._is_revoked_sync(ids):
-                return None  # ``verify`` refuses it, with its challenge and audit event
-        except Exception:  # a stale mirror that refuses: ``verify`` answers the 503
-            return None
-        return known
 
     @property
     def needs_io(self) -> bool:
