@@ -169,7 +169,8 @@ def test_a_logout_in_one_process_is_refused_by_the_other_within_the_bound(
 def test_redis_outage_keeps_valid_tokens_and_known_revocations(redis: RedisServer) -> None:
     """The demo with its default settings (its Redis named): Redis killed, a valid token is
     answered 200 in both processes, a token revoked before stays 401; a logout during the outage
-    is 401 at once where it was made, and reaches the other process once Redis is back."""
+    is 401 at once where it was made, and reaches the other process once Redis is back. Redis
+    frozen (SIGSTOP): the same answers."""
     statuses: list[int] = []
     with ExitStack() as stack:
         asgi = stack.enter_context(demo("starlette", redis, statuses))
@@ -193,6 +194,16 @@ def test_redis_outage_keeps_valid_tokens_and_known_revocations(redis: RedisServe
         with redis.client() as client:
             assert client.exists(f"secmw:revoked:{jti(later)}")
         assert wsgi.me(valid) == 200
+
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)  # frozen: connections open, nothing answers
+        try:
+            for process in (asgi, wsgi):
+                assert process.me(valid) == 200
+                assert process.me(revoked) == 401
+                assert process.me(later) == 401
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
     assert all(status < 500 for status in statuses)
 
 
