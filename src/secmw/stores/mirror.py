@@ -246,7 +246,7 @@ class RevocationMirror:
 
     def _session(self) -> None:
         """One subscription: load in full once subscribed, follow the messages, ping, reload."""
-        pubsub: Any = self.store._sync().pubsub()
+        pubsub = self.store.subscription()
         try:
             pubsub.subscribe(self.store.channel)
             heard = pinged = self._monotonic()

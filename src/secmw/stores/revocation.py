@@ -235,6 +235,10 @@ class RedisRevocationStore:
         """Async twin of :meth:`is_revoked`."""
         return bool(await self._asynchronous().exists(*(self.prefix + one for one in ids)))
 
+    def subscription(self) -> Any:
+        """A redis-py ``PubSub`` on the sync client, not yet subscribed to :attr:`channel`."""
+        return self._sync().pubsub()
+
     def entries(self, batch: int = 1000) -> dict[str, float]:
         """Every entry with its remaining life in seconds (``SCAN`` then ``PTTL`` by batches):
         what a mirror loads when it (re)connects."""
