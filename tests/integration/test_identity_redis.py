@@ -22,6 +22,7 @@ from secmw.auth.totp import RedisReplayStore, StepUp, replay_store_from_settings
 from secmw.config.settings import SecuritySettings
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
+from secmw.stores.mirror import RevocationMirror
 from secmw.stores.revocation import RedisRevocationStore
 from secmw.stores.sessions import RedisSessionStore
 from tests.identity_support import FakeClock
@@ -115,9 +116,18 @@ def test_denylist_outage_is_503(redis_process: RedisServer, prefix: str) -> None
 
 
 def test_revocation_url_setting_builds_the_redis_store(redis_url: str) -> None:
-    """SECMW_JWT__REVOCATION_URL gives the bearer scheme a Redis denylist."""
+    """SECMW_JWT__REVOCATION_URL gives the bearer scheme a Redis denylist, mirrored in the
+    process by default, asked directly with SECMW_JWT__REVOCATION_MIRROR=false."""
     settings = SecuritySettings(jwt={"secret": SECRET, "revocation_url": redis_url})
     (auth,) = build_chain(settings).authenticators
+    assert isinstance(auth, JWTAuthenticator)
+    assert isinstance(auth.revocation, RevocationMirror)
+    auth.revocation.close()
+    assert isinstance(auth.revocation.store, RedisRevocationStore)
+    direct = SecuritySettings(
+        jwt={"secret": SECRET, "revocation_url": redis_url, "revocation_mirror": False}
+    )
+    (auth,) = build_chain(direct).authenticators
     assert isinstance(auth, JWTAuthenticator)
     assert isinstance(auth.revocation, RedisRevocationStore)
 

@@ -25,6 +25,7 @@ from secmw.auth.settings import APIKeyEntry, BasicUserEntry, JWTSettings
 from secmw.core.paths import PathSet
 from secmw.core.section import read_json_file, read_secret_file
 from secmw.errors import ConfigurationError
+from secmw.stores.mirror import RevocationMirror
 from secmw.stores.revocation import AsyncRevocationStore, RedisRevocationStore, RevocationStore
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def build_jwt_authenticator(
     else:
         return None
     if revocation is None and jwt.revocation_url:
-        revocation = _redis_store(RedisRevocationStore, jwt.revocation_url, "jwt.revocation_url")
+        revocation = revocation_store(jwt, jwt.revocation_url)
     return JWTAuthenticator(
         key or None,
         key_source=source,
@@ -95,6 +96,22 @@ def build_jwt_authenticator(
         max_token_bytes=jwt.max_token_bytes,
         typ=jwt.typ,
         verification_keys=ring,
+    )
+
+
+def revocation_store(jwt: JWTSettings, url: str) -> RedisRevocationStore | RevocationMirror:
+    """The Redis denylist at ``url``, mirrored in this process unless ``jwt.revocation_mirror``
+    is off. A bad URL names ``jwt.revocation_url``."""
+    store: RedisRevocationStore = _redis_store(RedisRevocationStore, url, "jwt.revocation_url")
+    if not jwt.revocation_mirror:
+        return store
+    return RevocationMirror(
+        store,
+        max_staleness=jwt.revocation_max_staleness,
+        stale_policy=jwt.revocation_stale_policy,
+        resync_interval=jwt.revocation_resync_interval,
+        max_entries=jwt.revocation_max_entries,
+        margin=jwt.leeway + jwt.revocation_clock_skew,
     )
 
 
@@ -175,11 +192,15 @@ def build_introspection_authenticator(
     )
 
 
-def provider_pools(chain: AuthChain) -> list[ProviderClient]:
-    """The identity providers' connection pools the chain holds (JWKS, introspection)."""
-    pools: list[ProviderClient] = []
+def provider_pools(chain: AuthChain) -> list[ProviderClient | RevocationMirror]:
+    """The connections the chain holds and its middleware closes at shutdown: the identity
+    providers' pools (JWKS, introspection) and the revocation mirror (its thread and Redis)."""
+    pools: list[ProviderClient | RevocationMirror] = []
     for authenticator in chain.authenticators:
         for part in (authenticator, getattr(authenticator, "jwt", None)):
+            mirror = getattr(part, "revocation", None)
+            if isinstance(mirror, RevocationMirror) and mirror not in pools:
+                pools.append(mirror)
             part = getattr(part, "opaque", part)  # a BearerDispatcher's introspection side
             for owner in (part, getattr(part, "key_source", None)):
                 pool = getattr(owner, "http", None)

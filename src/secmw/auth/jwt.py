@@ -16,7 +16,9 @@ must be allowed and fit that key's type. A successful check is cached per token 
 (:class:`secmw.auth.cache.TokenCache`), so a client repeating its token pays the signature once;
 the revocation denylist is consulted on every request, cached or not, in one lookup covering the
 token's ``jti`` and its family (``fam``, see :mod:`secmw.stores.revocation`), and an unreachable
-denylist refuses with 503 rather than letting a possibly revoked token through.
+denylist refuses with 503 rather than letting a possibly revoked token through. A denylist that
+answers from memory (``answers_locally``: :class:`secmw.stores.mirror.RevocationMirror`) is asked
+without awaiting anything, on the cached path too.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ class JWTAuthenticator:
         cache_size: Verified tokens remembered (0 turns the cache off).
         negative_ttl: Seconds a refused token is remembered.
         revocation: Denylist of ``jti`` values and token families, consulted on every request
-            (sync ``is_revoked`` for WSGI, async ``ais_revoked`` for ASGI), one lookup for the
-            token's ``jti`` and its ``fam`` claim. Tokens without ``jti`` cannot be revoked one
+            (sync ``is_revoked`` for WSGI, async ``ais_revoked`` for ASGI; sync on both sides
+            for a store that ``answers_locally``), one lookup for the token's ``jti`` and its
+            ``fam`` claim. Tokens without ``jti`` cannot be revoked one
             by one: add ``"jti"`` to ``require`` to refuse them.
         clock: UNIX time source of the cache (injected in tests).
         typ: Accepted ``typ`` header values (``["at+jwt"]``: RFC 9068 §4 access tokens only, so
@@ -137,6 +140,8 @@ class JWTAuthenticator:
         self._decoder = pyjwt.PyJWT(options={"require": self._required})
         self.cache = TokenCache(cache_size, negative_ttl=negative_ttl, clock=clock)
         self.revocation = revocation
+        # An in-memory answer (a mirror of the Redis denylist): no I/O, so no await either.
+        self._local_revocation = bool(getattr(revocation, "answers_locally", False))
         is_revoked = getattr(revocation, "is_revoked", None)
         ais_revoked = getattr(revocation, "ais_revoked", None)
         if revocation is not None and is_revoked is None and ais_revoked is None:
@@ -175,17 +180,26 @@ class JWTAuthenticator:
 
     def cached(self, token: str | bytes) -> Principal | None:
         """The principal for a token the cache alone answers for: checked before, unexpired, and
-        nothing else to consult (no denylist, no JWKS key set). None otherwise: ``verify``
-        decides. The chain calls it for the token it extracted, saving a credential object."""
-        if self.revocation is not None or self.key_source is not None:
+        nothing else to consult but a denylist answered from memory (no JWKS key set). None
+        otherwise: ``verify`` decides. The chain calls it for the token it extracted, saving a
+        credential object."""
+        if self.key_source is not None or not (self.revocation is None or self._local_revocation):
             return None
-        return self.cache.principal(token)
+        known = self.cache.principal(token)
+        if known is None or self.revocation is None:
+            return known
+        try:  # revoked, or a stale mirror that refuses: ``verify`` answers (401 or 503)
+            ids = denylist_ids(known.claims)
+            return None if ids and self._is_revoked_sync(ids) else known
+        except Exception:
+            return None
 
     @property
     def needs_io(self) -> bool:
         """Whether a check may wait on the network (a JWKS fetch, an async denylist); without,
         the ASGI adapter calls :meth:`verify` directly instead of awaiting :meth:`averify`."""
-        return self.key_source is not None or self._ais_revoked is not None
+        remote = self._ais_revoked is not None and not self._local_revocation
+        return self.key_source is not None or remote
 
     def extract(self, request: RequestView, authorization: str | None) -> Credential | Deny | None:
         """The bearer token from the ``Authorization`` parameter the chain handed over."""
@@ -230,7 +244,7 @@ class JWTAuthenticator:
         if not ids:
             return result
         try:
-            if self._ais_revoked is not None:
+            if self._ais_revoked is not None and not self._local_revocation:
                 revoked = bool(await self._ais_revoked(*ids))
             else:
                 revoked = self._is_revoked_sync(ids)

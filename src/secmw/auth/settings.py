@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -69,6 +69,36 @@ class JWTSettings(Section):
         None,
         description="Redis URL of the `jti` denylist (redis://, rediss://, unix://,"
         " redis+cluster://, redis+sentinel://, valkey://).",
+    )
+    revocation_mirror: bool = Field(
+        True,
+        description="Keep a copy of the Redis denylist in each process, updated by pub/sub: no"
+        " Redis call per request, and known revocations still refused while Redis is down.",
+    )
+    revocation_max_staleness: float = Field(
+        30,
+        gt=0,
+        le=86400,
+        description="Seconds the mirror may go without confirming its subscription before"
+        " `revocation_stale_policy` applies.",
+    )
+    revocation_stale_policy: Literal["serve", "refuse"] = Field(
+        "serve",
+        description="Past the staleness bound: `serve` (admit tokens not known revoked, emit a"
+        " `revocation.stale` audit event) or `refuse` (503).",
+    )
+    revocation_resync_interval: float = Field(
+        60, ge=1, le=86400, description="Seconds between two full reloads of the mirror."
+    )
+    revocation_max_entries: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="Cap on the revoked ids one mirror holds."
+    )
+    revocation_clock_skew: float = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="Seconds a revocation outlives its token beyond `leeway`, so processes whose"
+        " clocks disagree by up to that much still refuse it.",
     )
 
 

@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from secmw.auth.apikey import hash_api_key
-from secmw.auth.build import _redis_store
+from secmw.auth.build import revocation_store
 from secmw.auth.passwords import dummy_hash, hash_password, verify_password
 from secmw.config.settings import SecuritySettings, resolve_settings
-from secmw.stores.revocation import MemoryRevocationStore, RedisRevocationStore
+from secmw.stores.revocation import MemoryRevocationStore
 from secmw.tokens import Account, TokenIssuer
 
 DEMO_USERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
@@ -125,13 +125,14 @@ class Demo:
 
 
 def _revocation_store(settings: SecuritySettings) -> Any:
-    """Redis (any deployment) when the rate limiter or the denylist setting points at one."""
+    """Redis (any deployment, mirrored in the process unless ``jwt.revocation_mirror`` is off)
+    when the rate limiter or the denylist setting points at one."""
     url = settings.jwt.revocation_url
     storage = settings.rate_limit.storage_uri.get_secret_value()
     if not url and not storage.startswith("memory"):
         url = storage
     if url:
-        return _redis_store(RedisRevocationStore, url, "jwt.revocation_url")
+        return revocation_store(settings.jwt, url)
     return MemoryRevocationStore()
 
 

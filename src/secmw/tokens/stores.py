@@ -29,8 +29,9 @@ class TokenStoreError(StoreUnavailable):
     """
 
 
-# A store backed by redis-py (a revocation store, say) fails with redis-py's errors.
-STORE_ERRORS: tuple[type[Exception], ...] = (TokenStoreError, *REDIS_ERRORS)
+# A store backed by redis-py (a revocation store, say) fails with redis-py's errors; a stale
+# revocation mirror whose policy refuses raises a StoreUnavailable of its own.
+STORE_ERRORS: tuple[type[Exception], ...] = (StoreUnavailable, *REDIS_ERRORS)
 """Exceptions that mean "a store is unavailable" (answer 503, never 500)."""
 
 
