@@ -27,15 +27,21 @@ neither may app modules that declare their own ``security_scopes: SecurityScopes
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 from fastopenapi import Depends, Response, Security, SecurityScopes
-from fastopenapi.errors import AuthenticationError, AuthorizationError, InternalServerError
+from fastopenapi.errors import (
+    APIError,
+    AuthenticationError,
+    AuthorizationError,
+    InternalServerError,
+)
 
-from secmw.authz import Authorizer, check_permission
+from secmw import openapi
+from secmw.access import AccessRules, EnvironmentAuthorizer, Rule
+from secmw.authz import Authorizer
 from secmw.config.settings import SecuritySettings
 from secmw.core.context import current_principal
 from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
@@ -51,6 +57,35 @@ Dependency = Callable[..., Any]
 
 class MiddlewareMissingError(InternalServerError):
     """A secured route ran without secmw's authentication middleware: 500, generic body."""
+
+
+class AuthenticationDenied(AuthenticationError):
+    """401 from a secmw dependency, carrying its :class:`~secmw.core.deny.Deny` (rendered as
+    problem+json once :func:`~secmw.fastopenapi.install` ran, FastOpenAPI's format before)."""
+
+    def __init__(self, deny: Deny) -> None:
+        super().__init__(deny.detail)
+        self.deny = deny
+
+
+class AuthorizationDenied(AuthorizationError):
+    """403 from a secmw dependency, carrying its :class:`~secmw.core.deny.Deny`."""
+
+    def __init__(self, deny: Deny) -> None:
+        super().__init__(deny.detail)
+        self.deny = deny
+
+
+def refusal(deny: Deny) -> APIError:
+    """The FastOpenAPI error for a Deny of a secmw dependency."""
+    return AuthenticationDenied(deny) if deny.status == 401 else AuthorizationDenied(deny)
+
+
+def secured(dependency: Dependency) -> Dependency:
+    """Mark a dependency as one of secmw's (the installer checks such routes before their body
+    is parsed)."""
+    dependency.secmw_secured = True  # type: ignore[attr-defined]
+    return dependency
 
 
 class SecurityBridge:
@@ -77,19 +112,19 @@ class SecurityBridge:
         return bridge
 
     def _setup(self, get_authorizer: Callable[[], Authorizer]) -> None:
-        self._get_authorizer = get_authorizer
+        self.rules = AccessRules(get_authorizer)
 
         def principal(security_scopes: SecurityScopes) -> Principal:
             """``Security(principal, scopes=[...])``: the request's principal; 401 when
             anonymous, 403 when a scope is missing."""
             return self.authorize(security_scopes.scopes)
 
-        self.principal: Dependency = principal
+        self.principal: Dependency = secured(principal)
 
     @property
     def authorizer(self) -> Authorizer:
         """The authorizer the checks use."""
-        return self._get_authorizer()
+        return self.rules.authorizer
 
     def authorize(self, scopes: Iterable[str] = ()) -> Principal:
         """The request's principal, checked: authenticated and holding every scope in ``scopes``.
@@ -97,46 +132,29 @@ class SecurityBridge:
         Use it in your own dependencies with ``security_scopes.scopes``.
 
         Raises:
-            AuthenticationError: the anonymous principal (401).
-            AuthorizationError: a scope is missing (403).
+            AuthenticationDenied: the anonymous principal (401).
+            AuthorizationDenied: a scope is missing (403 ``insufficient_scope``).
             MiddlewareMissingError: no secmw authentication layer ran (500, logged).
         """
-        try:
-            found = current_principal()
-        except MiddlewareNotInstalled as exc:
-            logger.error(
-                "secmw.fastopenapi: no principal for a secured route: wrap the app in"
-                " secmw.asgi.AuthenticationMiddleware (Starlette) or"
-                " secmw.wsgi.AuthenticationMiddleware (Flask), or in SecurityStack"
-            )
-            raise MiddlewareMissingError() from exc
-        if not found.is_authenticated:
-            raise AuthenticationError("Authentication required")
-        missing = self.authorizer.missing_scopes(found, scopes)
-        if missing:
-            raise AuthorizationError(f"Missing scope: {' '.join(missing)}")
+        found = request_principal()
+        deny = self.rules.scopes(found, scopes)
+        if deny is not None:
+            raise refusal(deny)
         return found
 
     def require_roles(self, *roles: str) -> Dependency:
         """``Depends(require_roles("admin", "moderator"))``: at least one of the roles
         (roles a role includes count)."""
-        return self._check(roles, "One of roles", lambda a, p: a.has_any_role(p, *roles))
+        return self._check(self.rules.any_role(*roles))
 
     def require_all_roles(self, *roles: str) -> Dependency:
         """``Depends(require_all_roles("admin", "auditor"))``: every one of the roles."""
-        return self._check(roles, "Roles", lambda a, p: a.has_all_roles(p, *roles))
+        return self._check(self.rules.all_roles(*roles))
 
     def require_permissions(self, *permissions: str) -> Dependency:
         """``Depends(require_permissions("users:delete"))``: every permission, granted by the
         principal's roles through the hierarchy (wildcards included)."""
-        for permission in permissions:
-            try:
-                check_permission(permission)
-            except ValueError as exc:
-                raise ConfigurationError(f"require_permissions: {exc}") from None
-        return self._check(
-            permissions, "Permission", lambda a, p: a.has_permissions(p, *permissions)
-        )
+        return self._check(self.rules.permissions(*permissions))
 
     def require_owner(
         self,
@@ -165,19 +183,14 @@ class SecurityBridge:
             resource: Annotated[Any, Depends(load)],
         ) -> Any:
             self.authorize(security_scopes.scopes)
-            if not self.authorizer.is_owner(current, owner(resource), or_roles=allowed):
-                raise AuthorizationError("You do not own this resource")
+            deny = self.rules.owner(current, owner(resource), allowed)
+            if deny is not None:
+                raise refusal(deny)
             return resource
 
-        return dependency
+        return secured(dependency)
 
-    def _check(
-        self, names: tuple[str, ...], label: str, check: Callable[[Authorizer, Principal], bool]
-    ) -> Dependency:
-        if not names:
-            raise ConfigurationError(f"{label}: name at least one")
-        message = f"{label} required: {', '.join(names)}"
-
+    def _check(self, rule: Rule) -> Dependency:
         # ``current`` is a nested Security so that /openapi.json marks the route as secured even
         # under Depends(); the outer Security's scopes arrive in ``security_scopes`` only
         # (FastOpenAPI does not pass them down to nested dependencies), so they are checked here.
@@ -185,50 +198,31 @@ class SecurityBridge:
             security_scopes: SecurityScopes, current: Annotated[Principal, Security(self.principal)]
         ) -> Principal:
             self.authorize(security_scopes.scopes)
-            if not check(self.authorizer, current):
-                raise AuthorizationError(message)
+            deny = rule(current)
+            if deny is not None:
+                raise refusal(deny)
             return current
 
-        return dependency
+        return secured(dependency)
 
 
-class _EnvironmentAuthorizer:
-    """The module-level bridge's authorizer: built from the environment once, on first use."""
-
-    def __init__(self) -> None:
-        self._value: Authorizer | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Authorizer:
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = Authorizer.from_settings(None)
-        return self._value
-
-    def set(self, authorizer: Authorizer) -> None:
-        with self._lock:
-            self._value = authorizer
+def request_principal() -> Principal:
+    """The principal of the request being served, or a logged 500 without the middleware: a
+    secured route never runs as anonymous because the layer is missing."""
+    try:
+        return current_principal()
+    except MiddlewareNotInstalled as exc:
+        logger.error(
+            "secmw.fastopenapi: no principal for a secured route: wrap the app in"
+            " secmw.asgi.AuthenticationMiddleware (Starlette) or"
+            " secmw.wsgi.AuthenticationMiddleware (Flask), or in SecurityStack"
+        )
+        raise MiddlewareMissingError() from exc
 
 
-_environment = _EnvironmentAuthorizer()
-bridge = SecurityBridge.deferred(_environment)
+environment_authorizer = EnvironmentAuthorizer()
+bridge = SecurityBridge.deferred(environment_authorizer)
 """The module-level bridge; its methods are this module's functions."""
-
-
-def configure(settings: Any = None, *, authorizer: Authorizer | None = None) -> SecurityBridge:
-    """Set the module-level bridge's authorizer from explicit settings (or the environment, read
-    now): call it at app start so a bad ``authz.roles`` fails there."""
-    _environment.set(authorizer or Authorizer.from_settings(settings))
-    return bridge
-
-
-principal = bridge.principal
-authorize = bridge.authorize
-require_roles = bridge.require_roles
-require_all_roles = bridge.require_all_roles
-require_permissions = bridge.require_permissions
-require_owner = bridge.require_owner
 
 
 def token_response(result: IssuedTokens | OAuthError) -> Response:
@@ -295,53 +289,7 @@ def security_schemes(
     ``auth.order``."""
     if settings is None:
         settings = SecuritySettings()
-    found: dict[str, dict[str, Any]] = {}
-    for name in settings.auth.order:
-        if name == "bearer" and _has_jwt(settings):
-            url = token_url or settings.tokens.token_url
-            flows = _oauth2_flows(settings, url, scopes) if url else {}
-            if flows:
-                found["oauth2"] = {"type": "oauth2", "flows": flows}
-            found["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-        elif name == "apikey" and (settings.api_keys.keys or settings.api_keys.file):
-            if settings.api_keys.header:
-                found["apikey"] = {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": settings.api_keys.header,
-                }
-            if settings.api_keys.query_param:
-                found["apikey-query"] = {
-                    "type": "apiKey",
-                    "in": "query",
-                    "name": settings.api_keys.query_param,
-                }
-        elif name == "basic" and (settings.basic.users or settings.basic.users_file):
-            found["basic"] = {"type": "http", "scheme": "basic"}
-    return found
-
-
-def _oauth2_flows(
-    settings: Any, url: str, scopes: Mapping[str, str] | None
-) -> dict[str, dict[str, Any]]:
-    """The OAuth2 flows the token endpoint answers: password (when ``tokens.password_grant`` is
-    on), client credentials (when ``tokens.clients`` lists a client)."""
-    known = {**settings.tokens.scopes, **(scopes or {})}
-    flows: dict[str, dict[str, Any]] = {}
-    if settings.tokens.password_grant:
-        flows["password"] = {"tokenUrl": url, "refreshUrl": url, "scopes": known}
-    if settings.tokens.clients:
-        flows["clientCredentials"] = {"tokenUrl": url, "scopes": known}
-    return flows
-
-
-_SCHEME_NAMES = {
-    "oauth2": "OAuth2",
-    "bearer": "BearerAuth",
-    "apikey": "ApiKeyAuth",
-    "apikey-query": "ApiKeyQuery",
-    "basic": "BasicAuth",
-}
+    return openapi.security_schemes(settings, token_url=token_url, scopes=scopes)
 
 
 def describe_security(router: Any, settings: Any = None, *, token_url: str | None = None) -> None:
@@ -352,15 +300,7 @@ def describe_security(router: Any, settings: Any = None, *, token_url: str | Non
     accepted alternative. FastOpenAPI 1.0 has no public setter for several, so this writes the
     router's scheme table directly. Call it before the schema is first served.
     """
-    schemes = security_schemes(settings, token_url=token_url)
-    if "oauth2" in schemes:
-        del schemes["bearer"]  # the same bearer token: the flow already describes it
-    router._security_schemes = {_SCHEME_NAMES[kind]: scheme for kind, scheme in schemes.items()}
-    router._openapi_schema = None
-
-
-def _has_jwt(settings: Any) -> bool:
-    jwt = settings.jwt
-    return bool(jwt.secret or jwt.secret_file or jwt.public_key or jwt.public_key_file) or bool(
-        getattr(jwt, "jwks_url", None)
+    router._security_schemes = openapi.named_schemes(
+        settings if settings is not None else SecuritySettings(), token_url=token_url
     )
+    router._openapi_schema = None

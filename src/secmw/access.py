@@ -1,0 +1,157 @@
+"""Route-level access decisions, as :class:`~secmw.core.deny.Deny` values. Framework-free.
+
+The FastAPI and FastOpenAPI bridges declare dependencies in their framework's shape and raise
+what these functions decide, so a refusal from a route reads like one from the middleware:
+problem+json, the same codes, the same challenges.
+
+- Anonymous: 401 ``authentication_required``, without a challenge of its own: the
+  authentication layer adds one ``WWW-Authenticate`` per configured scheme to every 401 that
+  carries none.
+- A scope missing: 403 ``insufficient_scope`` with ``WWW-Authenticate: Bearer
+  error="insufficient_scope", scope="..."`` naming the scopes the operation needs
+  (RFC 6750 §3.1).
+- A role, permission or ownership check failing: 403 ``forbidden``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from secmw.authz import Authorizer, check_permission
+from secmw.core.deny import Deny, quote_param
+from secmw.core.principal import Principal
+from secmw.errors import ConfigurationError
+
+AUTHENTICATION_REQUIRED = Deny(401, "Authentication required", "authentication_required")
+
+Rule = Callable[[Principal], "Deny | None"]
+"""A check on an authenticated principal: None to let it through, else the refusal."""
+
+
+def insufficient_scope(required: Iterable[str], missing: Iterable[str]) -> Deny:
+    """403 with the RFC 6750 §3.1 challenge; ``scope`` lists what the operation needs."""
+    needed = quote_param(" ".join(required))
+    challenge = f'Bearer error="insufficient_scope", scope={needed}'
+    return Deny(
+        403,
+        f"Missing scope: {' '.join(missing)}",
+        "insufficient_scope",
+        (("www-authenticate", challenge),),
+    )
+
+
+def forbidden(detail: str) -> Deny:
+    """403 for a role, permission or ownership check."""
+    return Deny(403, detail, "forbidden")
+
+
+def check_scopes(scopes: Iterable[str], where: str) -> tuple[str, ...]:
+    """The scopes, each a valid RFC 6749 §3.3 scope-token, else ConfigurationError naming
+    ``where``.
+
+    A scope with a space would be two scopes in a token's ``scope`` claim and in the
+    ``insufficient_scope`` challenge; a control character or a quote cannot be sent in a header.
+    """
+    found = tuple(scopes)
+    for scope in found:
+        if not isinstance(scope, str) or not scope or not all(_scope_char(c) for c in scope):
+            raise ConfigurationError(
+                f"{where}: invalid scope {scope!r}: a scope is one or more printable ASCII"
+                ' characters, no space, no " and no \\ (RFC 6749 section 3.3)'
+            )
+    return found
+
+
+def _scope_char(char: str) -> bool:
+    # NQCHAR: %x21 / %x23-5B / %x5D-7E
+    code = ord(char)
+    return code == 0x21 or 0x23 <= code <= 0x5B or 0x5D <= code <= 0x7E
+
+
+class AccessRules:
+    """Scope, role, permission and ownership decisions against one authorizer.
+
+    Args:
+        get_authorizer: Asked for the authorizer at each decision (so a module-level bridge can
+            read the environment on first use).
+    """
+
+    def __init__(self, get_authorizer: Callable[[], Authorizer]) -> None:
+        self._get_authorizer = get_authorizer
+
+    @classmethod
+    def of(cls, authorizer: Authorizer) -> AccessRules:
+        """Rules bound to one authorizer."""
+        return cls(lambda: authorizer)
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The authorizer the decisions use."""
+        return self._get_authorizer()
+
+    def scopes(self, principal: Principal, scopes: Iterable[str]) -> Deny | None:
+        """401 for the anonymous principal, 403 when a scope is missing, else None."""
+        if not principal.is_authenticated:
+            return AUTHENTICATION_REQUIRED
+        required = list(scopes)
+        missing = self.authorizer.missing_scopes(principal, required)
+        return insufficient_scope(required, missing) if missing else None
+
+    def any_role(self, *roles: str) -> Rule:
+        """At least one of ``roles`` (roles a role includes count)."""
+        return self._rule(roles, "One of roles", lambda a, p: a.has_any_role(p, *roles))
+
+    def all_roles(self, *roles: str) -> Rule:
+        """Every one of ``roles``."""
+        return self._rule(roles, "Roles", lambda a, p: a.has_all_roles(p, *roles))
+
+    def permissions(self, *permissions: str) -> Rule:
+        """Every permission, granted through the role hierarchy (wildcards included)."""
+        for permission in permissions:
+            try:
+                check_permission(permission)
+            except ValueError as exc:
+                raise ConfigurationError(f"require_permissions: {exc}") from None
+        return self._rule(
+            permissions, "Permission", lambda a, p: a.has_permissions(p, *permissions)
+        )
+
+    def owner(self, principal: Principal, owner_id: object, roles: Iterable[str]) -> Deny | None:
+        """None when the principal owns the resource or holds one of ``roles``."""
+        if self.authorizer.is_owner(principal, owner_id, or_roles=roles):
+            return None
+        return forbidden("You do not own this resource")
+
+    def _rule(
+        self, names: tuple[str, ...], label: str, check: Callable[[Authorizer, Principal], bool]
+    ) -> Rule:
+        if not names:
+            raise ConfigurationError(f"{label}: name at least one")
+        refusal = forbidden(f"{label} required: {', '.join(names)}")
+
+        def rule(principal: Principal) -> Deny | None:
+            return None if check(self.authorizer, principal) else refusal
+
+        return rule
+
+
+class EnvironmentAuthorizer:
+    """A module-level bridge's authorizer: built from the environment once, on first use, or
+    set explicitly (``configure``)."""
+
+    def __init__(self) -> None:
+        self._value: Authorizer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Authorizer:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = Authorizer.from_settings(None)
+        return self._value
+
+    def set(self, authorizer: Authorizer) -> None:
+        """Use ``authorizer`` from now on."""
+        with self._lock:
+            self._value = authorizer

@@ -1,0 +1,188 @@
+"""FastAPI dependencies over the principal secmw's middleware set: ``Security(principal,
+scopes=[...])`` with FastAPI's own ``Security`` and ``SecurityScopes``, and role, permission
+and ownership checks. The decisions are :mod:`secmw.access`'s, shared with the FastOpenAPI
+bridge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Security
+from fastapi.openapi.models import HTTPBase as HTTPBaseModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+from starlette.requests import HTTPConnection
+
+from secmw.access import AccessRules, EnvironmentAuthorizer, Rule
+from secmw.authz import Authorizer
+from secmw.core.context import current_principal
+from secmw.core.deny import Deny
+from secmw.core.principal import Principal
+from secmw.errors import MiddlewareNotInstalled
+
+logger = logging.getLogger("secmw")
+
+Dependency = Callable[..., Any]
+MARKER_NAME = "secmw"
+"""The placeholder scheme name FastAPI writes on each operation that depends on a principal;
+:func:`secmw.fastapi.install` replaces it with the configured schemes."""
+
+
+class Denied(HTTPException):
+    """A refusal from a secmw dependency: an ``HTTPException`` (so FastAPI answers it even
+    without :func:`~secmw.fastapi.install`) carrying the :class:`~secmw.core.deny.Deny` that
+    ``install`` renders as problem+json."""
+
+    def __init__(self, deny: Deny) -> None:
+        super().__init__(deny.status, deny.detail, dict(deny.headers) or None)
+        self.deny = deny
+
+
+class SecuredMarker(SecurityBase):
+    """Tells FastAPI's OpenAPI generator an operation is secured, with its scopes.
+
+    FastAPI lists an operation's ``security`` (scopes collected through nested dependencies,
+    router dependencies and included routers) only for dependencies that are ``SecurityBase``
+    instances. The principal dependency depends on this one, which reads nothing: the middleware
+    has already checked the credential.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBaseModel(scheme="bearer", description="secmw")
+        self.scheme_name = MARKER_NAME
+
+    def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+MARKER = SecuredMarker()
+
+
+class SecurityBridge:
+    """The dependencies, bound to one :class:`~secmw.authz.Authorizer`.
+
+    The module-level :func:`principal`, :func:`require_roles`... belong to a bridge that reads
+    ``authz.*`` from the environment at its first use (or takes :func:`configure`'s settings);
+    build your own bridge to hold explicit settings.
+
+    Args:
+        authorizer: The role hierarchy and scope rules; default: built from ``settings``.
+        settings: ``SecuritySettings`` for the authorizer; default: the environment, read now.
+    """
+
+    def __init__(self, authorizer: Authorizer | None = None, *, settings: Any = None) -> None:
+        fixed = authorizer or Authorizer.from_settings(settings)
+        self._setup(lambda: fixed)
+
+    @classmethod
+    def deferred(cls, get_authorizer: Callable[[], Authorizer]) -> SecurityBridge:
+        """A bridge asking ``get_authorizer`` for its authorizer at each check."""
+        bridge = cls.__new__(cls)
+        bridge._setup(get_authorizer)
+        return bridge
+
+    def _setup(self, get_authorizer: Callable[[], Authorizer]) -> None:
+        self.rules = AccessRules(get_authorizer)
+
+        def principal(
+            security_scopes: SecurityScopes, _: Annotated[None, Depends(MARKER)]
+        ) -> Principal:
+            """``Security(principal, scopes=[...])``: the request's principal; 401 when
+            anonymous, 403 ``insufficient_scope`` when a scope is missing."""
+            return self.authorize(security_scopes.scopes)
+
+        self.principal: Dependency = principal
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The authorizer the checks use."""
+        return self.rules.authorizer
+
+    def authorize(self, scopes: Iterable[str] = ()) -> Principal:
+        """The request's principal, checked: authenticated and holding every scope in ``scopes``.
+
+        Raises:
+            Denied: 401 for the anonymous principal, 403 for a missing scope.
+            HTTPException: 500 when no secmw authentication layer ran (logged).
+        """
+        found = request_principal()
+        deny = self.rules.scopes(found, scopes)
+        if deny is not None:
+            raise Denied(deny)
+        return found
+
+    def require_roles(self, *roles: str) -> Dependency:
+        """``Security(require_roles("admin", "moderator"))``: at least one of the roles (roles a
+        role includes count)."""
+        return self._check(self.rules.any_role(*roles))
+
+    def require_all_roles(self, *roles: str) -> Dependency:
+        """``Security(require_all_roles("admin", "auditor"))``: every one of the roles."""
+        return self._check(self.rules.all_roles(*roles))
+
+    def require_permissions(self, *permissions: str) -> Dependency:
+        """``Security(require_permissions("users:delete"))``: every permission, granted by the
+        principal's roles through the hierarchy (wildcards included)."""
+        return self._check(self.rules.permissions(*permissions))
+
+    def require_owner(
+        self,
+        load: Dependency,
+        *,
+        owner: Callable[[Any], object] = attrgetter("owner_id"),
+        roles: Iterable[str] = (),
+    ) -> Dependency:
+        """``Security(require_owner(load_post, roles=["admin"]))``: the resource ``load`` finds,
+        for its owner or a holder of one of ``roles`` only.
+
+        Args:
+            load: A dependency loading the resource (FastAPI resolves its parameters, such as a
+                path parameter); it may raise ``HTTPException(404)``. It runs after
+                authentication, so an anonymous caller learns nothing.
+            owner: Reads the owner's id from the resource (``resource.owner_id`` by default).
+            roles: Roles that may act on resources they do not own (``"admin"``).
+        """
+        allowed = tuple(roles)
+
+        # Sub-dependencies resolve in parameter order: ``current`` (authentication) first.
+        def dependency(
+            current: Annotated[Principal, Security(self.principal)],
+            resource: Annotated[Any, Depends(load)],
+        ) -> Any:
+            deny = self.rules.owner(current, owner(resource), allowed)
+            if deny is not None:
+                raise Denied(deny)
+            return resource
+
+        return dependency
+
+    def _check(self, rule: Rule) -> Dependency:
+        # FastAPI hands the outer Security's scopes down to the nested principal dependency.
+        def dependency(current: Annotated[Principal, Security(self.principal)]) -> Principal:
+            deny = rule(current)
+            if deny is not None:
+                raise Denied(deny)
+            return current
+
+        return dependency
+
+
+def request_principal() -> Principal:
+    """The principal of the request being served, or a logged 500 without the middleware: a
+    secured route never runs as anonymous because the layer is missing."""
+    try:
+        return current_principal()
+    except MiddlewareNotInstalled as exc:
+        logger.error(
+            "secmw.fastapi: no principal for a secured route: wrap the app in"
+            " secmw.asgi.SecurityStack (or secmw.asgi.AuthenticationMiddleware)"
+        )
+        raise HTTPException(500, "Internal Server Error") from exc
+
+
+environment_authorizer = EnvironmentAuthorizer()
+bridge = SecurityBridge.deferred(environment_authorizer)
+"""The module-level bridge; its methods are ``secmw.fastapi``'s functions."""
