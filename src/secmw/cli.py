@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
 
     demo = commands.add_parser("demo", help="serve the demo app")
-    demo.add_argument("--framework", choices=["starlette", "flask"], default="starlette")
+    demo.add_argument("--framework", choices=["starlette", "fastapi", "flask"], default="starlette")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=cmd_demo)

@@ -4,12 +4,12 @@ their framework generates with these.
 
 - ``securitySchemes`` from the settings: bearer JWT (or the OAuth2 password / client-credentials
   flows when a token endpoint is configured), API key in a header or the query, HTTP Basic.
-- On every operation the stack runs for: 400 (a malformed credential), 401 (a refused
-  credential, with the ``WWW-Authenticate`` challenge), 429 (rate limited: ``Retry-After`` and
-  the RateLimit fields) when rate limiting is on, 503 when a limit store or an identity provider
-  may be down. On a secured operation also 401 for an anonymous caller and 403 (with the
-  ``insufficient_scope`` challenge). All of them ``application/problem+json``, whose schema is
-  the ``Problem`` component.
+- On every operation: 400 (a malformed credential) and 401 (a refused credential, with the
+  ``WWW-Authenticate`` challenge) when authentication is configured, 403 (the IP filter, a
+  client that cannot be identified; on a secured operation also a missing scope, with the
+  ``insufficient_scope`` challenge), 429 (rate limited: ``Retry-After`` and the RateLimit
+  fields) when rate limiting is on, 503 when a limit store or an identity provider may be down.
+  All of them ``application/problem+json``, whose schema is the ``Problem`` component.
 """
 
 from __future__ import annotations
@@ -128,11 +128,11 @@ def stack_responses(settings: Any, *, secured: bool) -> dict[str, dict[str, Any]
             "Authentication required, or the credential was refused.",
             {"WWW-Authenticate": {**_CHALLENGE, "required": True}},
         )
-    if secured:
-        found["403"] = _problem(
-            "Forbidden: a scope, role or permission is missing (or the client address is refused).",
-            {"WWW-Authenticate": _CHALLENGE},
-        )
+    # The IP filter and an unidentifiable client are refused on any operation.
+    found["403"] = _problem(
+        "Forbidden: a scope, role or permission is missing, or the client is refused.",
+        {"WWW-Authenticate": _CHALLENGE} if secured else None,
+    )
     if settings.rate_limit.enabled:
         found["429"] = _problem("Too many requests.", _rate_limit_headers(settings))
     if _may_be_unavailable(settings):

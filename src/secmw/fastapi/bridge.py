@@ -1,9 +1,11 @@
 """FastAPI dependencies over the principal secmw's middleware set: ``Security(principal,
 scopes=[...])`` with FastAPI's own ``Security`` and ``SecurityScopes``, and role, permission
 and ownership checks. The decisions are :mod:`secmw.access`'s, shared with the FastOpenAPI
-bridge."""
+bridge.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI evaluates the dependencies' parameter
+annotations, which name local objects (``Security(self.principal)``, ``Depends(load)``).
+"""
 
 import logging
 from collections.abc import Callable, Iterable
@@ -78,7 +80,7 @@ class SecurityBridge:
         self._setup(lambda: fixed)
 
     @classmethod
-    def deferred(cls, get_authorizer: Callable[[], Authorizer]) -> SecurityBridge:
+    def deferred(cls, get_authorizer: Callable[[], Authorizer]) -> "SecurityBridge":
         """A bridge asking ``get_authorizer`` for its authorizer at each check."""
         bridge = cls.__new__(cls)
         bridge._setup(get_authorizer)
