@@ -32,6 +32,13 @@ SCOPES = {
     "admin:read": "Read admin statistics",
 }
 LOOPBACK = ["127.0.0.0/8", "::1"]
+TOKEN_RESPONSES: dict[int, dict[str, str]] = {
+    400: {"description": "An RFC 6749 section 5.2 error (invalid_grant, invalid_scope...)."},
+    401: {"description": "invalid_client: the client's credential was refused."},
+    429: {"description": "temporarily_unavailable: too many failed logins."},
+}
+"""The token endpoint's error answers (RFC 6749 bodies, ``application/json``), for the
+FastOpenAPI demos' documents."""
 
 
 def demo_settings(base: SecuritySettings | None = None) -> tuple[SecuritySettings, list[str]]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from secmw.core.context import current_request
 from secmw.core.principal import Principal
-from secmw.demo.common import Demo, token_form
+from secmw.demo.common import TOKEN_RESPONSES, Demo, token_form
 from secmw.demo.docs_ui import ASSETS_URL, DOCS_URL, asset, swagger_page
 from secmw.fastopenapi import SecurityBridge, install, token_response
 from secmw.wsgi import SecurityStack
@@ -42,7 +42,7 @@ def build_app(demo: Demo) -> Flask:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.post("/token")
+    @router.post("/token", responses=TOKEN_RESPONSES)
     def token(
         grant_type: Annotated[str, Form()] = "",
         username: Annotated[str | None, Form()] = None,

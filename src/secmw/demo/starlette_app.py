@@ -19,7 +19,7 @@ from secmw.asgi import SecurityStack
 from secmw.asgi._util import ASGIApp
 from secmw.core.context import current_request
 from secmw.core.principal import Principal
-from secmw.demo.common import Demo, token_form
+from secmw.demo.common import TOKEN_RESPONSES, Demo, token_form
 from secmw.demo.docs_ui import ASSETS_URL, DOCS_URL, asset, swagger_page
 from secmw.fastopenapi import SecurityBridge, install, token_response
 
@@ -46,7 +46,7 @@ def build_app(demo: Demo) -> ASGIApp:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.post("/token")
+    @router.post("/token", responses=TOKEN_RESPONSES)
     async def token(
         grant_type: Annotated[str, Form()] = "",
         username: Annotated[str | None, Form()] = None,
