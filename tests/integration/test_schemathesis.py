@@ -32,7 +32,7 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
 ]
-EXAMPLES = 8
+EXAMPLES = 5
 """Generated requests per operation and credential mode."""
 
 
@@ -80,4 +80,4 @@ def test_demo_answers_as_its_document_says(
         sent = 0
         for result in schema.get_all_operations():
             sent += run_operation(result.ok(), base_url, headers)
-    assert sent >= 8  # every operation was exercised
+    assert sent >= 8  # every operation (eight or more) was exercised
