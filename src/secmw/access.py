@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from secmw.authz import Authorizer, check_permission
 from secmw.core.deny import Deny, quote_param
@@ -27,6 +28,9 @@ AUTHENTICATION_REQUIRED = Deny(401, "Authentication required", "authentication_r
 
 Rule = Callable[[Principal], "Deny | None"]
 """A check on an authenticated principal: None to let it through, else the refusal."""
+
+Dependency = Callable[..., Any]
+B = TypeVar("B", bound="Bridge")
 
 
 def insufficient_scope(required: Iterable[str], missing: Iterable[str]) -> Deny:
@@ -155,3 +159,80 @@ class EnvironmentAuthorizer:
         """Use ``authorizer`` from now on."""
         with self._lock:
             self._value = authorizer
+
+    def configure(self, settings: Any = None, *, authorizer: Authorizer | None = None) -> None:
+        """Use ``authorizer``, else one built from ``settings`` (or the environment, read now):
+        call it at app start so a bad ``authz.roles`` fails there."""
+        self.set(authorizer or Authorizer.from_settings(settings))
+
+
+class Bridge:
+    """What every framework bridge shares: the authorizer, ``authorize`` and the role and
+    permission dependencies. A subclass gives the framework's shapes: the principal dependency,
+    how a refusal is raised, how a rule becomes a dependency, reading the principal.
+
+    The module-level functions of a bridge module belong to a bridge that reads ``authz.*`` from
+    the environment at its first use (or takes ``configure``'s settings); build your own bridge to
+    hold explicit settings.
+
+    Args:
+        authorizer: The role hierarchy and scope rules; default: built from ``settings``.
+        settings: ``SecuritySettings`` for the authorizer; default: the environment, read now.
+    """
+
+    principal: Dependency
+
+    def __init__(self, authorizer: Authorizer | None = None, *, settings: Any = None) -> None:
+        fixed = authorizer or Authorizer.from_settings(settings)
+        self._setup(lambda: fixed)
+
+    @classmethod
+    def deferred(cls: type[B], get_authorizer: Callable[[], Authorizer]) -> B:
+        """A bridge asking ``get_authorizer`` for its authorizer at each check."""
+        bridge = cls.__new__(cls)
+        bridge._setup(get_authorizer)
+        return bridge
+
+    def _setup(self, get_authorizer: Callable[[], Authorizer]) -> None:
+        self.rules = AccessRules(get_authorizer)
+        self.principal = self._principal_dependency()
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The authorizer the checks use."""
+        return self.rules.authorizer
+
+    def authorize(self, scopes: Iterable[str] = ()) -> Principal:
+        """The request's principal, checked: authenticated and holding every scope in ``scopes``
+        (401 for the anonymous principal, 403 ``insufficient_scope``). Use it in your own
+        dependencies with ``security_scopes.scopes``."""
+        found = self._current()
+        deny = self.rules.scopes(found, scopes)
+        if deny is not None:
+            raise self._refusal(deny)
+        return found
+
+    def require_roles(self, *roles: str) -> Dependency:
+        """A dependency: at least one of the roles (roles a role includes count)."""
+        return self._check(self.rules.any_role(*roles))
+
+    def require_all_roles(self, *roles: str) -> Dependency:
+        """A dependency: every one of the roles."""
+        return self._check(self.rules.all_roles(*roles))
+
+    def require_permissions(self, *permissions: str) -> Dependency:
+        """A dependency: every permission, granted by the principal's roles through the
+        hierarchy (wildcards included)."""
+        return self._check(self.rules.permissions(*permissions))
+
+    def _principal_dependency(self) -> Dependency:
+        raise NotImplementedError
+
+    def _current(self) -> Principal:
+        raise NotImplementedError
+
+    def _refusal(self, deny: Deny) -> Exception:
+        raise NotImplementedError
+
+    def _check(self, rule: Rule) -> Dependency:
+        raise NotImplementedError

@@ -56,9 +56,8 @@ __all__ = [
 
 
 def configure(settings: Any = None, *, authorizer: Authorizer | None = None) -> SecurityBridge:
-    """Set the module-level bridge's authorizer from explicit settings (or the environment, read
-    now): call it at app start so a bad ``authz.roles`` fails there."""
-    environment_authorizer.set(authorizer or Authorizer.from_settings(settings))
+    """Set the module-level functions' authorizer (see ``EnvironmentAuthorizer.configure``)."""
+    environment_authorizer.configure(settings, authorizer=authorizer)
     return bridge
 
 

@@ -18,8 +18,7 @@ from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from secmw.access import AccessRules, EnvironmentAuthorizer, Rule
-from secmw.authz import Authorizer
+from secmw.access import Bridge, Dependency, EnvironmentAuthorizer, Rule
 from secmw.core.context import current_principal
 from secmw.core.deny import Deny
 from secmw.core.principal import Principal
@@ -27,7 +26,6 @@ from secmw.errors import MiddlewareNotInstalled
 
 logger = logging.getLogger("secmw")
 
-Dependency = Callable[..., Any]
 MARKER_NAME = "secmw"
 """The placeholder scheme name FastAPI writes on each operation that depends on a principal;
 :func:`secmw.fastapi.install` replaces it with the configured schemes."""
@@ -63,32 +61,11 @@ class SecuredMarker(SecurityBase):
 MARKER = SecuredMarker()
 
 
-class SecurityBridge:
-    """The dependencies, bound to one :class:`~secmw.authz.Authorizer`.
+class SecurityBridge(Bridge):
+    """The FastAPI dependencies, bound to one :class:`~secmw.authz.Authorizer`: use them in
+    FastAPI's ``Security(...)``. See :class:`secmw.access.Bridge` for the arguments."""
 
-    The module-level :func:`principal`, :func:`require_roles`... belong to a bridge that reads
-    ``authz.*`` from the environment at its first use (or takes :func:`configure`'s settings);
-    build your own bridge to hold explicit settings.
-
-    Args:
-        authorizer: The role hierarchy and scope rules; default: built from ``settings``.
-        settings: ``SecuritySettings`` for the authorizer; default: the environment, read now.
-    """
-
-    def __init__(self, authorizer: Authorizer | None = None, *, settings: Any = None) -> None:
-        fixed = authorizer or Authorizer.from_settings(settings)
-        self._setup(lambda: fixed)
-
-    @classmethod
-    def deferred(cls, get_authorizer: Callable[[], Authorizer]) -> "SecurityBridge":
-        """A bridge asking ``get_authorizer`` for its authorizer at each check."""
-        bridge = cls.__new__(cls)
-        bridge._setup(get_authorizer)
-        return bridge
-
-    def _setup(self, get_authorizer: Callable[[], Authorizer]) -> None:
-        self.rules = AccessRules(get_authorizer)
-
+    def _principal_dependency(self) -> Dependency:
         def principal(
             security_scopes: SecurityScopes, _: Annotated[None, Depends(MARKER)]
         ) -> Principal:
@@ -96,39 +73,13 @@ class SecurityBridge:
             anonymous, 403 ``insufficient_scope`` when a scope is missing."""
             return self.authorize(security_scopes.scopes)
 
-        self.principal: Dependency = principal
+        return principal
 
-    @property
-    def authorizer(self) -> Authorizer:
-        """The authorizer the checks use."""
-        return self.rules.authorizer
+    def _current(self) -> Principal:
+        return request_principal()
 
-    def authorize(self, scopes: Iterable[str] = ()) -> Principal:
-        """The request's principal, checked: authenticated and holding every scope in ``scopes``.
-
-        Raises:
-            Denied: 401 for the anonymous principal, 403 for a missing scope.
-            HTTPException: 500 when no secmw authentication layer ran (logged).
-        """
-        found = request_principal()
-        deny = self.rules.scopes(found, scopes)
-        if deny is not None:
-            raise Denied(deny)
-        return found
-
-    def require_roles(self, *roles: str) -> Dependency:
-        """``Security(require_roles("admin", "moderator"))``: at least one of the roles (roles a
-        role includes count)."""
-        return self._check(self.rules.any_role(*roles))
-
-    def require_all_roles(self, *roles: str) -> Dependency:
-        """``Security(require_all_roles("admin", "auditor"))``: every one of the roles."""
-        return self._check(self.rules.all_roles(*roles))
-
-    def require_permissions(self, *permissions: str) -> Dependency:
-        """``Security(require_permissions("users:delete"))``: every permission, granted by the
-        principal's roles through the hierarchy (wildcards included)."""
-        return self._check(self.rules.permissions(*permissions))
+    def _refusal(self, deny: Deny) -> Exception:
+        return Denied(deny)
 
     def require_owner(
         self,

@@ -40,8 +40,7 @@ from fastopenapi.errors import (
 )
 
 from secmw import openapi
-from secmw.access import AccessRules, EnvironmentAuthorizer, Rule
-from secmw.authz import Authorizer
+from secmw.access import Bridge, Dependency, EnvironmentAuthorizer, Rule
 from secmw.config.settings import SecuritySettings
 from secmw.core.context import current_principal
 from secmw.core.deny import PROBLEM_CONTENT_TYPE, Deny
@@ -51,8 +50,6 @@ from secmw.tokens.model import IssuedTokens
 from secmw.tokens.oauth import OAuthError
 
 logger = logging.getLogger("secmw")
-
-Dependency = Callable[..., Any]
 
 
 class MiddlewareMissingError(InternalServerError):
@@ -88,73 +85,25 @@ def secured(dependency: Dependency) -> Dependency:
     return dependency
 
 
-class SecurityBridge:
-    """The dependencies, bound to one :class:`~secmw.authz.Authorizer`.
+class SecurityBridge(Bridge):
+    """The FastOpenAPI dependencies, bound to one :class:`~secmw.authz.Authorizer`. See
+    :class:`secmw.access.Bridge` for the arguments; ``authorize`` raises
+    :class:`AuthenticationDenied` (401), :class:`AuthorizationDenied` (403) or
+    :class:`MiddlewareMissingError` (500, logged) when no secmw authentication layer ran."""
 
-    The module-level :func:`principal`, :func:`require_roles`... belong to a bridge that reads
-    ``authz.*`` from the environment at its first use (or takes :func:`configure`'s
-    settings); build your own bridge to hold explicit settings.
-
-    Args:
-        authorizer: The role hierarchy and scope rules; default: built from ``settings``.
-        settings: ``SecuritySettings`` for the authorizer; default: the environment, read now.
-    """
-
-    def __init__(self, authorizer: Authorizer | None = None, *, settings: Any = None) -> None:
-        fixed = authorizer or Authorizer.from_settings(settings)
-        self._setup(lambda: fixed)
-
-    @classmethod
-    def deferred(cls, get_authorizer: Callable[[], Authorizer]) -> "SecurityBridge":
-        """A bridge asking ``get_authorizer`` for its authorizer at each check."""
-        bridge = cls.__new__(cls)
-        bridge._setup(get_authorizer)
-        return bridge
-
-    def _setup(self, get_authorizer: Callable[[], Authorizer]) -> None:
-        self.rules = AccessRules(get_authorizer)
-
+    def _principal_dependency(self) -> Dependency:
         def principal(security_scopes: SecurityScopes) -> Principal:
             """``Security(principal, scopes=[...])``: the request's principal; 401 when
             anonymous, 403 when a scope is missing."""
             return self.authorize(security_scopes.scopes)
 
-        self.principal: Dependency = secured(principal)
+        return secured(principal)
 
-    @property
-    def authorizer(self) -> Authorizer:
-        """The authorizer the checks use."""
-        return self.rules.authorizer
+    def _current(self) -> Principal:
+        return request_principal()
 
-    def authorize(self, scopes: Iterable[str] = ()) -> Principal:
-        """The request's principal, checked: authenticated and holding every scope in ``scopes``.
-
-        Use it in your own dependencies with ``security_scopes.scopes``.
-
-        Raises:
-            AuthenticationDenied: the anonymous principal (401).
-            AuthorizationDenied: a scope is missing (403 ``insufficient_scope``).
-            MiddlewareMissingError: no secmw authentication layer ran (500, logged).
-        """
-        found = request_principal()
-        deny = self.rules.scopes(found, scopes)
-        if deny is not None:
-            raise refusal(deny)
-        return found
-
-    def require_roles(self, *roles: str) -> Dependency:
-        """``Depends(require_roles("admin", "moderator"))``: at least one of the roles
-        (roles a role includes count)."""
-        return self._check(self.rules.any_role(*roles))
-
-    def require_all_roles(self, *roles: str) -> Dependency:
-        """``Depends(require_all_roles("admin", "auditor"))``: every one of the roles."""
-        return self._check(self.rules.all_roles(*roles))
-
-    def require_permissions(self, *permissions: str) -> Dependency:
-        """``Depends(require_permissions("users:delete"))``: every permission, granted by the
-        principal's roles through the hierarchy (wildcards included)."""
-        return self._check(self.rules.permissions(*permissions))
+    def _refusal(self, deny: Deny) -> Exception:
+        return refusal(deny)
 
     def require_owner(
         self,
