@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from secmw.authz import Authorizer, check_permission
@@ -225,7 +226,47 @@ class Bridge:
         hierarchy (wildcards included)."""
         return self._check(self.rules.permissions(*permissions))
 
+    def require_owner(
+        self,
+        load: Dependency,
+        *,
+        owner: Callable[[Any], object] = attrgetter("owner_id"),
+        roles: Iterable[str] = (),
+    ) -> Dependency:
+        """A dependency: the resource ``load`` finds, for its owner or a holder of one of
+        ``roles`` only (``Security(require_owner(load_post, roles=["admin"]))``).
+
+        Args:
+            load: A dependency loading the resource (the framework resolves its parameters,
+                such as a path parameter); it may raise the framework's 404. It runs after
+                authentication, so an anonymous caller learns nothing.
+            owner: Reads the owner's id from the resource (``resource.owner_id`` by default);
+                compared as a string with ``Principal.id``.
+            roles: Roles that may act on resources they do not own (``"admin"``).
+        """
+        allowed = tuple(roles)
+
+        def check(principal: Principal, resource: Any) -> Any:
+            deny = self.rules.owner(principal, owner(resource), allowed)
+            if deny is not None:
+                raise self._refusal(deny)
+            return resource
+
+        return self._owner_dependency(load, check)
+
+    def enforce(self, rule: Rule, principal: Principal) -> Principal:
+        """``principal`` when ``rule`` lets it through, else the framework's refusal."""
+        deny = rule(principal)
+        if deny is not None:
+            raise self._refusal(deny)
+        return principal
+
     def _principal_dependency(self) -> Dependency:
+        raise NotImplementedError
+
+    def _owner_dependency(
+        self, load: Dependency, check: Callable[[Principal, Any], Any]
+    ) -> Dependency:
         raise NotImplementedError
 
     def _current(self) -> Principal:

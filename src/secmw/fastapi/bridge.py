@@ -8,8 +8,7 @@ annotations, which name local objects (``Security(self.principal)``, ``Depends(l
 """
 
 import logging
-from collections.abc import Callable, Iterable
-from operator import attrgetter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Security
@@ -81,44 +80,22 @@ class SecurityBridge(Bridge):
     def _refusal(self, deny: Deny) -> Exception:
         return Denied(deny)
 
-    def require_owner(
-        self,
-        load: Dependency,
-        *,
-        owner: Callable[[Any], object] = attrgetter("owner_id"),
-        roles: Iterable[str] = (),
+    def _owner_dependency(
+        self, load: Dependency, check: Callable[[Principal, Any], Any]
     ) -> Dependency:
-        """``Security(require_owner(load_post, roles=["admin"]))``: the resource ``load`` finds,
-        for its owner or a holder of one of ``roles`` only.
-
-        Args:
-            load: A dependency loading the resource (FastAPI resolves its parameters, such as a
-                path parameter); it may raise ``HTTPException(404)``. It runs after
-                authentication, so an anonymous caller learns nothing.
-            owner: Reads the owner's id from the resource (``resource.owner_id`` by default).
-            roles: Roles that may act on resources they do not own (``"admin"``).
-        """
-        allowed = tuple(roles)
-
         # Sub-dependencies resolve in parameter order: ``current`` (authentication) first.
         def dependency(
             current: Annotated[Principal, Security(self.principal)],
             resource: Annotated[Any, Depends(load)],
         ) -> Any:
-            deny = self.rules.owner(current, owner(resource), allowed)
-            if deny is not None:
-                raise Denied(deny)
-            return resource
+            return check(current, resource)
 
         return dependency
 
     def _check(self, rule: Rule) -> Dependency:
         # FastAPI hands the outer Security's scopes down to the nested principal dependency.
         def dependency(current: Annotated[Principal, Security(self.principal)]) -> Principal:
-            deny = rule(current)
-            if deny is not None:
-                raise Denied(deny)
-            return current
+            return self.enforce(rule, current)
 
         return dependency
 

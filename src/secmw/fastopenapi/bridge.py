@@ -27,8 +27,7 @@ neither may app modules that declare their own ``security_scopes: SecurityScopes
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from operator import attrgetter
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from fastopenapi import Depends, Response, Security, SecurityScopes
@@ -105,26 +104,9 @@ class SecurityBridge(Bridge):
     def _refusal(self, deny: Deny) -> Exception:
         return refusal(deny)
 
-    def require_owner(
-        self,
-        load: Dependency,
-        *,
-        owner: Callable[[Any], object] = attrgetter("owner_id"),
-        roles: Iterable[str] = (),
+    def _owner_dependency(
+        self, load: Dependency, check: Callable[[Principal, Any], Any]
     ) -> Dependency:
-        """``Depends(require_owner(load_post, roles=["admin"]))``: the resource ``load`` finds,
-        for its owner or a holder of one of ``roles`` only.
-
-        Args:
-            load: A dependency function loading the resource (FastOpenAPI resolves its
-                parameters, such as a path parameter); it may raise ``ResourceNotFoundError``.
-                It runs after authentication, so an anonymous caller learns nothing.
-            owner: Reads the owner's id from the resource (``resource.owner_id`` by default);
-                compared as a string with ``Principal.id``.
-            roles: Roles that may act on resources they do not own (``"admin"``).
-        """
-        allowed = tuple(roles)
-
         # Parameters resolve in order: ``current`` (authentication) before ``resource``.
         def dependency(
             security_scopes: SecurityScopes,
@@ -132,10 +114,7 @@ class SecurityBridge(Bridge):
             resource: Annotated[Any, Depends(load)],
         ) -> Any:
             self.authorize(security_scopes.scopes)
-            deny = self.rules.owner(current, owner(resource), allowed)
-            if deny is not None:
-                raise refusal(deny)
-            return resource
+            return check(current, resource)
 
         return secured(dependency)
 
@@ -147,10 +126,7 @@ class SecurityBridge(Bridge):
             security_scopes: SecurityScopes, current: Annotated[Principal, Security(self.principal)]
         ) -> Principal:
             self.authorize(security_scopes.scopes)
-            deny = rule(current)
-            if deny is not None:
-                raise refusal(deny)
-            return current
+            return self.enforce(rule, current)
 
         return secured(dependency)
 
