@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
+
+from tests.support import asgi_request
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "fastapi.md"
 SECRET = "doc-secret-with-at-least-32-bytes!!"
@@ -39,13 +39,7 @@ def bearer(sub: str = "alice", **claims: Any) -> dict[str, str]:
     return {"authorization": f"Bearer {jwt.encode(payload, SECRET)}"}
 
 
-def call(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(send())
+call = asgi_request
 
 
 @pytest.mark.parametrize(

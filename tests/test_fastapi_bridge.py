@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security
 from fastapi.security import OAuth2PasswordBearer
@@ -17,7 +16,7 @@ from secmw import ConfigurationError, Principal, SecuritySettings
 from secmw.asgi import AuthenticationMiddleware, SecurityStack
 from secmw.core.deny import PROBLEM_CONTENT_TYPE
 from secmw.fastapi import SecurityBridge, install
-from tests.support import SECRET, make_token
+from tests.support import SECRET, asgi_request, make_token
 
 # No `from __future__ import annotations` here: FastAPI evaluates annotations naming locals.
 
@@ -109,13 +108,7 @@ def bearer(sub: str = "user-1", **claims: Any) -> dict[str, str]:
     return {"authorization": f"Bearer {make_token(sub=sub, **claims)}"}
 
 
-def call(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(run())
+call = asgi_request
 
 
 APP = SecurityStack(api(), settings=SETTINGS)
