@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 from werkzeug.test import Client
 
-from secmw import Principal, SecuritySettings
+from secmw import ConfigurationError, Principal, SecuritySettings
 from secmw import asgi as secmw_asgi
 from secmw import wsgi as secmw_wsgi
 from secmw.core.deny import PROBLEM_CONTENT_TYPE
@@ -159,3 +159,15 @@ def test_openapi_tells_the_stacks_answers(framework: str) -> None:
     assert "security" not in document["paths"]["/health"]["get"]
     assert "Problem" in document["components"]["schemas"]
     assert "OAuth2" in document["components"]["securitySchemes"]
+
+
+@pytest.mark.parametrize("scope", ["items read", "items\x7f", 'a"b'])
+def test_invalid_scope_fails_at_install(scope: str) -> None:
+    """A scope with a space, a control character or a quote: ConfigurationError naming it."""
+    router = StarletteRouter(app=Starlette())
+
+    @router.get("/x")
+    def x(user: Annotated[Principal, Security(BRIDGE.principal, scopes=[scope])]) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="invalid scope"):
+        install(router, SETTINGS)

@@ -16,7 +16,7 @@ from fastopenapi import Depends, Security
 from fastopenapi.errors import AuthenticationError, AuthorizationError
 from fastopenapi.response.serializer import WireResponse
 
-from secmw.access import AccessRules
+from secmw.access import AccessRules, check_scopes
 from secmw.authz import Authorizer
 from secmw.config.settings import SecuritySettings
 from secmw.core.context import current_principal
@@ -39,6 +39,8 @@ def install(router: Any, settings: Any = None, *, token_url: str | None = None) 
       without its scopes (403) before FastOpenAPI reads the request body or parameters.
     - ``/openapi.json`` lists every configured security scheme and, on each operation, the 400,
       401, 403, 429 and 503 answers of the stack, with the ``Problem`` schema component.
+    - A scope that is no valid RFC 6749 scope-token raises ``ConfigurationError`` here for the
+      routes declared so far, at a later route's first request otherwise.
 
     Args:
         router: A FastOpenAPI router (``StarletteRouter``, ``FlaskRouter``...).
@@ -53,6 +55,8 @@ def install(router: Any, settings: Any = None, *, token_url: str | None = None) 
     schemes = named_schemes(settings, token_url=token_url)
     router._security_schemes = schemes
     router._openapi_schema = None
+    for route in router.get_routes():  # the routes declared so far; later ones at first use
+        endpoint_scopes(route.endpoint)
     _render_denials(router)
     _check_before_parsing(router, rules)
     _amend_documents(router, settings, schemes)
@@ -80,8 +84,9 @@ def _scopes_of(endpoint: Callable[..., Any]) -> list[str] | None:
     found: list[str] | None = None
     for marker in _markers(endpoint, set()):
         if isinstance(marker, Security) and getattr(marker.dependency, "secmw_secured", False):
+            scopes = check_scopes(marker.scopes, f"{endpoint.__name__}: Security scopes")
             found = found if found is not None else []
-            found.extend(s for s in marker.scopes if s not in found)
+            found.extend(s for s in scopes if s not in found)
     return found
 
 
