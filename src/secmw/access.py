@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from secmw.authz import Authorizer, check_permission
+from secmw.core.context import current_principal
 from secmw.core.deny import Deny, quote_param
 from secmw.core.principal import Principal
-from secmw.errors import ConfigurationError
+from secmw.errors import ConfigurationError, MiddlewareNotInstalled
 
 AUTHENTICATION_REQUIRED = Deny(401, "Authentication required", "authentication_required")
 
@@ -44,6 +46,18 @@ def insufficient_scope(required: Iterable[str], missing: Iterable[str]) -> Deny:
         "insufficient_scope",
         (("www-authenticate", challenge),),
     )
+
+
+def raised_denial(status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> Deny | None:
+    """The Deny for a 401 or 403 a framework or the app raised itself (its headers kept, its
+    status phrase when it gave no text); None for any other status."""
+    code = _CODES.get(status)
+    if code is None:
+        return None
+    return Deny(status, detail or HTTPStatus(status).phrase, code, tuple(headers))
+
+
+_CODES = {401: "authentication_required", 403: "forbidden"}
 
 
 def forbidden(detail: str) -> Deny:
@@ -102,6 +116,18 @@ class AccessRules:
         required = list(scopes)
         missing = self.authorizer.missing_scopes(principal, required)
         return insufficient_scope(required, missing) if missing else None
+
+    def before_parsing(self, scopes: list[str] | None) -> Deny | None:
+        """The refusal an operation requiring ``scopes`` (None: not secured) gives the request
+        being served, decided before the framework reads its body. None without the middleware:
+        the dependency itself answers that (a logged 500)."""
+        if scopes is None:
+            return None
+        try:
+            principal = current_principal()
+        except MiddlewareNotInstalled:
+            return None
+        return self.scopes(principal, scopes)
 
     def any_role(self, *roles: str) -> Rule:
         """At least one of ``roles`` (roles a role includes count)."""

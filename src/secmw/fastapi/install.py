@@ -16,16 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from secmw.access import AccessRules, check_scopes
+from secmw.access import AccessRules, check_scopes, raised_denial
 from secmw.authz import Authorizer
-from secmw.core.context import current_principal
 from secmw.core.deny import Deny
 from secmw.core.section import settings_or_environment
-from secmw.errors import MiddlewareNotInstalled
 from secmw.fastapi.bridge import MARKER, MARKER_NAME, Denied
 from secmw.openapi import amend_document, named_schemes
-
-_CODES = {401: "authentication_required", 403: "forbidden"}
 
 
 def install(app: FastAPI, settings: Any = None, *, token_url: str | None = None) -> FastAPI:
@@ -66,7 +62,7 @@ def install(app: FastAPI, settings: Any = None, *, token_url: str | None = None)
         return problem_response(deny, request.method)
 
     async def on_invalid_request(request: Request, exc: Any) -> Response:
-        deny = _precheck(request, rules)
+        deny = rules.before_parsing(route_scopes(request.scope.get("route")))
         if deny is None:
             return await request_validation_exception_handler(request, exc)
         return problem_response(deny, request.method)
@@ -95,12 +91,8 @@ def denial_of(exc: StarletteHTTPException) -> Deny | None:
     FastAPI or the app (with its headers); None for other statuses."""
     if isinstance(exc, Denied):
         return exc.deny
-    code = _CODES.get(exc.status_code)
-    if code is None:
-        return None
-    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else ""
-    deny = Deny(exc.status_code, detail, code, tuple((exc.headers or {}).items()))
-    return deny if detail else Deny(deny.status, deny.title, code, deny.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    return raised_denial(exc.status_code, detail, (exc.headers or {}).items())
 
 
 def problem_response(deny: Deny, method: str = "GET") -> Response:
@@ -127,18 +119,6 @@ def route_scopes(route: Any) -> list[str] | None:
                     found.append(scope)
         pending.extend(current.dependencies)
     return found
-
-
-def _precheck(request: Request, rules: AccessRules) -> Deny | None:
-    """The refusal the operation's dependencies would give, decided before the request body."""
-    scopes = route_scopes(request.scope.get("route"))
-    if scopes is None:
-        return None
-    try:
-        principal = current_principal()
-    except MiddlewareNotInstalled:
-        return None  # the dependency itself answers (a logged 500)
-    return rules.scopes(principal, scopes)
 
 
 def _marker_scopes(operation: dict[str, Any]) -> list[str] | None:

@@ -16,15 +16,11 @@ from fastopenapi import Depends, Security
 from fastopenapi.errors import AuthenticationError, AuthorizationError
 from fastopenapi.response.serializer import WireResponse
 
-from secmw.access import AccessRules, check_scopes
+from secmw.access import AccessRules, check_scopes, raised_denial
 from secmw.authz import Authorizer
 from secmw.config.settings import SecuritySettings
-from secmw.core.context import current_principal
 from secmw.core.deny import Deny
-from secmw.errors import MiddlewareNotInstalled
 from secmw.openapi import amend_document, named_schemes
-
-_CODES = {401: "authentication_required", 403: "forbidden"}
 
 
 def install(router: Any, settings: Any = None, *, token_url: str | None = None) -> Any:
@@ -69,8 +65,7 @@ def denial_of(exc: BaseException) -> Deny | None:
     if isinstance(deny, Deny):
         return deny
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
-        status = int(exc.status_code)
-        return Deny(status, exc.message, _CODES[status])
+        return raised_denial(int(exc.status_code), exc.message)
     return None
 
 
@@ -130,14 +125,7 @@ def _check_before_parsing(router: Any, rules: AccessRules) -> None:
     handle_async: Any = getattr(router, "handle_request_async", None)
 
     def refusal(endpoint: Callable[..., Any]) -> Deny | None:
-        scopes = endpoint_scopes(endpoint)
-        if scopes is None:
-            return None
-        try:
-            principal = current_principal()
-        except MiddlewareNotInstalled:
-            return None  # the dependency answers (a logged 500)
-        return rules.scopes(principal, scopes)
+        return rules.before_parsing(endpoint_scopes(endpoint))
 
     def handle_request(endpoint: Callable[..., Any], env: Any, meta: Any = None) -> Any:
         deny = refusal(endpoint)
