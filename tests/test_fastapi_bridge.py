@@ -4,10 +4,11 @@ scope checks at definition and startup, and the OpenAPI document."""
 
 import asyncio
 import logging
+import warnings
 from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security, WebSocket
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel
 
@@ -294,3 +295,32 @@ def test_openapi_429_and_503_follow_the_settings(redis_url: str) -> None:
     assert set(responses["429"]["headers"]) == {"Retry-After", "RateLimit", "RateLimit-Policy"}
     assert responses["503"]["content"][PROBLEM_CONTENT_TYPE]
     assert "503" not in openapi()["paths"]["/items"]["get"]["responses"]
+
+
+def test_websocket_handshake_is_refused_with_the_problem() -> None:
+    """A websocket route's Security dependency refuses the anonymous handshake with the same
+    problem+json, as Starlette's websocket denial response."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's TestClient: httpx to httpx2 notice
+        from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
+
+    app = FastAPI()
+    install(app, SETTINGS)
+
+    @app.websocket("/ws")
+    async def ws(
+        websocket: WebSocket,
+        user: Annotated[Principal, Security(BRIDGE.principal, scopes=["items:read"])],
+    ) -> None:
+        await websocket.accept()
+        await websocket.send_text(user.id)
+        await websocket.close()
+
+    client = TestClient(SecurityStack(app, settings=SETTINGS), client=("127.0.0.1", 1))
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        client.websocket_connect("/ws").__enter__()
+    assert refused.value.status_code == 401
+    assert refused.value.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    with client.websocket_connect("/ws", headers=bearer(scope="items:read")) as accepted:
+        assert accepted.receive_text() == "user-1"

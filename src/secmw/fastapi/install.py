@@ -59,7 +59,8 @@ def install(app: FastAPI, settings: Any = None, *, token_url: str | None = None)
         deny = denial_of(exc)
         if deny is None:
             return await http_exception_handler(request, exc)
-        return problem_response(deny, request.method)
+        # A websocket handshake has no method: Starlette sends the answer as its denial response.
+        return problem_response(deny, request.scope.get("method", "GET"))
 
     async def on_invalid_request(request: Request, exc: Any) -> Response:
         deny = rules.before_parsing(route_scopes(request.scope.get("route")))
