@@ -10,6 +10,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import jwt
 
 SECRET = "s" * 32
@@ -88,6 +89,17 @@ def run_asgi(app: Any, scope: dict[str, Any]) -> Recorder:
     recorder = Recorder()
     asyncio.run(app(scope, empty_receive, recorder))
     return recorder
+
+
+def asgi_request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to an ASGI app through ``httpx.ASGITransport``, from 127.0.0.1."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app, client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(send())
 
 
 def _bound_socket(host: str) -> socket.socket:

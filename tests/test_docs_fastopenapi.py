@@ -138,7 +138,9 @@ def test_doc_login_token_and_reset(doc_app: dict[str, Any]) -> None:
 def test_doc_flask_and_openapi(doc_app: dict[str, Any]) -> None:
     """The Flask block works; /openapi.json shows the password flow with the known scopes."""
     client = Client(doc_app["flask_app"])
-    assert client.get("/items").status_code == 401
+    anonymous = client.get("/items")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
     assert client.get("/items", headers=bearer(scope="items:read")).status_code == 200
     schema = call(doc_app["application"], "GET", "/openapi.json").json()
     flow = schema["components"]["securitySchemes"]["OAuth2"]["flows"]["password"]

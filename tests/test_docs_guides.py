@@ -139,7 +139,8 @@ def test_starlette_bad_setting_fails_at_lifespan_startup(monkeypatch: pytest.Mon
 
 
 def test_fastapi(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The FastAPI block: ``request.state.principal`` and a scope dependency in a thread."""
+    """The FastAPI block: ``request.state.principal`` and ``Security(secmw.fastapi.principal)``
+    answering 401/403 problem+json, the 403 with the ``insufficient_scope`` challenge."""
     app = load(STARLETTE, "fastapi", monkeypatch)
     me, items, missing, anonymous = asgi_get(
         app,
@@ -151,6 +152,10 @@ def test_fastapi(monkeypatch: pytest.MonkeyPatch) -> None:
     assert me.json() == {"id": "alice", "scheme": "bearer", "scopes": ["items:read", "other"]}
     assert items.json() == {"items": [], "for": "alice"}
     assert (missing.status_code, anonymous.status_code) == (403, 401)
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="items:read"'
+    )
 
 
 def test_starlette_keyword_sections(monkeypatch: pytest.MonkeyPatch) -> None:

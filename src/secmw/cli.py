@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(func=cmd_top)
 
     demo = commands.add_parser("demo", help="serve the demo app")
-    demo.add_argument("--framework", choices=["starlette", "flask"], default="starlette")
+    demo.add_argument("--framework", choices=["starlette", "fastapi", "flask"], default="starlette")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=cmd_demo)

@@ -1,9 +1,11 @@
-"""The demo contract over real HTTP: uvicorn for Starlette, werkzeug for Flask."""
+"""The demo contract over real HTTP: uvicorn for Starlette and FastAPI, werkzeug for Flask."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +21,8 @@ from tests.redis_support import clients_after_closing, connected_clients
 from tests.support import SECRET, make_token, uvicorn_server, werkzeug_server
 
 pytestmark = pytest.mark.server
-FRAMEWORKS = ["starlette", "flask"]
+FRAMEWORKS = ["starlette", "fastapi", "flask"]
+ASGI = ("starlette", "fastapi")
 
 
 @contextmanager
@@ -27,10 +30,7 @@ def demo_server(framework: str) -> Iterator[httpx.Client]:
     """The demo served; its stack's Redis connections closed when the server stops (by the ASGI
     stack itself when the lifespan shuts down, by ``close()`` on Flask's ``wsgi_app``)."""
     app: Any = build(framework)
-    if framework == "starlette":
-        server = uvicorn_server(app, lifespan="on")
-    else:
-        server = werkzeug_server(app)
+    server = uvicorn_server(app, lifespan="on") if framework in ASGI else werkzeug_server(app)
     try:
         with server as base, httpx.Client(base_url=base, timeout=10) as client:
             yield client
@@ -53,69 +53,86 @@ def test_demo_contract(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Users, API key, token endpoint, scopes, logout and the loopback-only route."""
     monkeypatch.setenv("SECMW_IP__TRUSTED_PROXIES", "127.0.0.1")
     with demo_server(framework) as client:
-        assert client.get("/health").json() == {"status": "ok"}
+        check_contract(client)
 
-        issued = login(client, "alice", "alice-password")
-        assert issued.status_code == 200
-        body = issued.json()
-        assert body["token_type"] == "bearer"
-        assert set(body) >= {"access_token", "expires_in", "refresh_token", "scope"}
-        assert set(body["scope"].split()) == {"items:read", "items:write", "admin:read"}
-        assert issued.headers["cache-control"] == "no-store"
-        alice = bearer(body["access_token"])
 
-        me = client.get("/me", headers=alice).json()
-        assert me == {"id": "alice", "scheme": "bearer", "scopes": sorted(me["scopes"])}
-        assert client.get("/admin/stats", headers=alice).status_code == 200
-        created = client.post("/items", json={"name": "new"}, headers=alice)
-        assert created.status_code == 201
+def test_fastapi_demo_contract_with_fastapis_testclient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same contract through FastAPI's own TestClient (in process, lifespan run)."""
+    with warnings.catch_warnings():
+        # Starlette 1.x warns that its TestClient will move from httpx to httpx2: not ours.
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
 
-        bob = ("bob", "bob-password")
-        assert client.get("/me", auth=bob).json() == {
-            "id": "bob",
-            "scheme": "basic",
-            "scopes": ["items:read"],
-        }
-        assert client.get("/items", auth=bob).status_code == 200
-        assert client.post("/items", json={"name": "x"}, auth=bob).status_code == 403
-        assert client.get("/admin/stats", auth=bob).status_code == 403
+    monkeypatch.setenv("SECMW_IP__TRUSTED_PROXIES", "127.0.0.1")
+    with TestClient(build("fastapi"), client=("127.0.0.1", 50000)) as client:
+        check_contract(client)
 
-        svc = client.get("/me", headers={"X-API-Key": DEMO_API_KEY}).json()
-        assert svc == {"id": "svc-reporting", "scheme": "apikey", "scopes": ["items:read"]}
-        assert client.get("/items").status_code == 401
-        assert client.get("/items", headers={"X-API-Key": "wrong"}).status_code == 401
 
-        narrowed = login(client, "alice", "alice-password", scope="items:read").json()
-        assert narrowed["scope"] == "items:read"
-        narrow = bearer(narrowed["access_token"])
-        assert client.post("/items", json={"name": "x"}, headers=narrow).status_code == 403
+def check_contract(client: Any) -> None:
+    """The demo contract every framework passes: statuses, bodies, challenges."""
+    assert client.get("/health").json() == {"status": "ok"}
 
-        refreshed = client.post(
-            "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
-        )
-        assert refreshed.status_code == 200
-        again = client.post(
-            "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
-        )
-        assert again.json()["error"] == "invalid_grant"
-        # The replay ended the login: its access tokens are refused too, not only at their exp.
-        assert client.get("/me", headers=alice).status_code == 401
-        minted = bearer(refreshed.json()["access_token"])
-        assert client.get("/me", headers=minted).status_code == 401
+    issued = login(client, "alice", "alice-password")
+    assert issued.status_code == 200
+    body = issued.json()
+    assert body["token_type"] == "bearer"
+    assert set(body) >= {"access_token", "expires_in", "refresh_token", "scope"}
+    assert set(body["scope"].split()) == {"items:read", "items:write", "admin:read"}
+    assert issued.headers["cache-control"] == "no-store"
+    alice = bearer(body["access_token"])
 
-        # Logout with the access token ends the login's refresh token as well.
-        session = login(client, "alice", "alice-password").json()
-        fresh = bearer(session["access_token"])
-        assert client.post("/logout", headers=fresh).json() == {"revoked": True}
-        assert client.get("/me", headers=fresh).status_code == 401
-        form = {"grant_type": "refresh_token", "refresh_token": session["refresh_token"]}
-        after = client.post("/token", data=form)
-        assert (after.status_code, after.json()["error"]) == (400, "invalid_grant")
+    me = client.get("/me", headers=alice).json()
+    assert me == {"id": "alice", "scheme": "bearer", "scopes": sorted(me["scopes"])}
+    assert client.get("/admin/stats", headers=alice).status_code == 200
+    created = client.post("/items", json={"name": "new"}, headers=alice)
+    assert created.status_code == 201
 
-        assert client.get("/internal/status").json()["client"] == "127.0.0.1"
-        proxied = client.get("/internal/status", headers={"X-Forwarded-For": "203.0.113.9"})
-        assert proxied.status_code == 403
-        assert proxied.headers["content-type"] == "application/problem+json"
+    bob = ("bob", "bob-password")
+    assert client.get("/me", auth=bob).json() == {
+        "id": "bob",
+        "scheme": "basic",
+        "scopes": ["items:read"],
+    }
+    assert client.get("/items", auth=bob).status_code == 200
+    assert client.post("/items", json={"name": "x"}, auth=bob).status_code == 403
+    assert client.get("/admin/stats", auth=bob).status_code == 403
+
+    svc = client.get("/me", headers={"X-API-Key": DEMO_API_KEY}).json()
+    assert svc == {"id": "svc-reporting", "scheme": "apikey", "scopes": ["items:read"]}
+    assert client.get("/items").status_code == 401
+    assert client.get("/items", headers={"X-API-Key": "wrong"}).status_code == 401
+
+    narrowed = login(client, "alice", "alice-password", scope="items:read").json()
+    assert narrowed["scope"] == "items:read"
+    narrow = bearer(narrowed["access_token"])
+    assert client.post("/items", json={"name": "x"}, headers=narrow).status_code == 403
+
+    refreshed = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+    again = client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    )
+    assert again.json()["error"] == "invalid_grant"
+    # The replay ended the login: its access tokens are refused too, not only at their exp.
+    assert client.get("/me", headers=alice).status_code == 401
+    minted = bearer(refreshed.json()["access_token"])
+    assert client.get("/me", headers=minted).status_code == 401
+
+    # Logout with the access token ends the login's refresh token as well.
+    session = login(client, "alice", "alice-password").json()
+    fresh = bearer(session["access_token"])
+    assert client.post("/logout", headers=fresh).json() == {"revoked": True}
+    assert client.get("/me", headers=fresh).status_code == 401
+    form = {"grant_type": "refresh_token", "refresh_token": session["refresh_token"]}
+    after = client.post("/token", data=form)
+    assert (after.status_code, after.json()["error"]) == (400, "invalid_grant")
+
+    assert client.get("/internal/status").json()["client"] == "127.0.0.1"
+    proxied = client.get("/internal/status", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status_code == 403
+    assert proxied.headers["content-type"] == "application/problem+json"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -201,12 +218,25 @@ def test_rate_limits_on_redis(
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_docs_pages_and_headers(framework: str) -> None:
-    """/docs, /redoc and /openapi.json load; the docs get their own CSP, the API the strict one."""
+    """/docs, its Swagger UI files and /openapi.json load from the demo itself; the docs get
+    their own CSP (this origin and a nonce, no CDN), the API the strict one."""
     with demo_server(framework) as client:
         docs = client.get("/docs")
         assert docs.status_code == 200
-        assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
-        assert client.get("/redoc").status_code == 200
+        policy = docs.headers["content-security-policy"]
+        nonce = re.search(r"'nonce-([^']+)'", policy)
+        assert nonce
+        assert f'nonce="{nonce.group(1)}"' in docs.text
+        assert "script-src 'self'" in policy
+        assert "cdn" not in policy
+        for name, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css")):
+            served = client.get(f"/docs/assets/{name}")
+            assert served.status_code == 200
+            assert kind in served.headers["content-type"]
+            assert f"/docs/assets/{name}" in docs.text
+        assert client.get("/docs/assets/index.html").status_code == 404  # only js, css, png
+        if framework != "fastapi":  # FastOpenAPI's ReDoc page (FastAPI's is off in the demo)
+            assert client.get("/redoc").status_code == 200
         spec = client.get("/openapi.json").json()
         assert "/items" in spec["paths"]
         api = client.get("/health")
@@ -243,7 +273,7 @@ def raw_fields(base: str, path: str) -> list[tuple[str, str]]:
 @contextmanager
 def demo_served(framework: str, app: Any) -> Iterator[str]:
     """The demo on the server ``secmw demo`` runs it with (and that server's settings)."""
-    if framework == "starlette":
+    if framework in ASGI:
         with uvicorn_server(app, lifespan="on", **UVICORN_OPTIONS) as base:
             yield base
         return

@@ -1,4 +1,4 @@
-"""The demo apps behind ``make demo`` / ``secmw demo``: FastOpenAPI on Starlette or Flask,
+"""The demo apps behind ``make demo`` / ``secmw demo``: FastOpenAPI on Starlette or Flask, FastAPI,
 protected by the whole secmw stack, configured from ``SECMW_*`` variables with embedded
 defaults where they are unset."""
 
@@ -25,15 +25,16 @@ __all__ = [
 
 
 def build(framework: str = "starlette", demo: Demo | None = None) -> Any:
-    """The demo app for ``framework`` (an ASGI app for starlette, a Flask app for flask)."""
+    """The demo app for ``framework`` (an ASGI app for starlette and fastapi, a Flask app for
+    flask)."""
     demo = demo or Demo.create()
     # Each app needs its framework (an optional dependency): load only the one asked for.
-    name = "flask_app" if framework == "flask" else "starlette_app"
+    name = {"flask": "flask_app", "fastapi": "fastapi_app"}.get(framework, "starlette_app")
     return import_module(f"secmw.demo.{name}").build_app(demo)
 
 
 def serve(framework: str = "starlette", host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the demo in one process: uvicorn for Starlette, werkzeug for Flask."""
+    """Serve the demo in one process: uvicorn for Starlette and FastAPI, werkzeug for Flask."""
     demo = Demo.create()
     app = build(framework, demo)
     print(banner(demo, framework, host, port), flush=True)
@@ -54,7 +55,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # the answer would carry two. The headers layer sends the one configured, or none.
     "server_header": False,
 }
-"""The uvicorn settings the Starlette demo is served with."""
+"""The uvicorn settings the Starlette and FastAPI demos are served with."""
 
 
 def request_handler() -> type[WSGIRequestHandler]:

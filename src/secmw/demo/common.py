@@ -14,6 +14,7 @@ from secmw.auth.apikey import hash_api_key
 from secmw.auth.build import revocation_store
 from secmw.auth.passwords import dummy_hash, hash_password, verify_password
 from secmw.config.settings import SecuritySettings, resolve_settings
+from secmw.demo.docs_ui import DOCS_CSP, DOCS_URL
 from secmw.stores.revocation import MemoryRevocationStore
 from secmw.tokens import Account, TokenIssuer
 
@@ -31,6 +32,13 @@ SCOPES = {
     "admin:read": "Read admin statistics",
 }
 LOOPBACK = ["127.0.0.0/8", "::1"]
+TOKEN_RESPONSES: dict[int, dict[str, str]] = {
+    400: {"description": "An RFC 6749 section 5.2 error (invalid_grant, invalid_scope...)."},
+    401: {"description": "invalid_client: the client's credential was refused."},
+    429: {"description": "temporarily_unavailable: too many failed logins."},
+}
+"""The token endpoint's error answers (RFC 6749 bodies, ``application/json``), for the
+FastOpenAPI demos' documents."""
 
 
 def demo_settings(base: SecuritySettings | None = None) -> tuple[SecuritySettings, list[str]]:
@@ -66,6 +74,11 @@ def demo_settings(base: SecuritySettings | None = None) -> tuple[SecuritySetting
     if not rate.exempt.paths:
         exempt = {**rate.exempt.model_dump(), "paths": ["/health"]}
         sections["rate_limit"] = rate.model_validate({**rate.model_dump(), "exempt": exempt})
+    headers = base.headers
+    if DOCS_URL not in headers.paths:
+        # Swagger UI from this origin (docs_ui.py), not the CDN the docs preset names.
+        paths = {**headers.model_dump()["paths"], DOCS_URL: {"csp": DOCS_CSP}}
+        sections["headers"] = headers.model_validate({**headers.model_dump(), "paths": paths})
     tokens = base.tokens
     update: dict[str, Any] = {
         "scopes": tokens.scopes or SCOPES,

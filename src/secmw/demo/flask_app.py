@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 from fastopenapi import Form, Header, Security
 from fastopenapi.routers import FlaskRouter
-from flask import Flask
+from flask import Flask, Response
 from pydantic import BaseModel
 
 from secmw.core.context import current_request
 from secmw.core.principal import Principal
-from secmw.demo.common import Demo, token_form
-from secmw.fastopenapi import SecurityBridge, describe_security, token_response
+from secmw.demo.common import TOKEN_RESPONSES, Demo, token_form
+from secmw.demo.docs_ui import ASSETS_URL, DOCS_URL, asset, swagger_page
+from secmw.fastopenapi import SecurityBridge, install, token_response
 from secmw.wsgi import SecurityStack
 
 
@@ -26,8 +27,10 @@ def build_app(demo: Demo) -> Flask:
     """The demo Flask app: routes on a FastOpenAPI router, ``wsgi_app`` wrapped in the stack."""
     security = SecurityBridge(settings=demo.settings)
     app = Flask("secmw-demo")
-    router = FlaskRouter(app=app, title="secmw demo", version="1")
-    describe_security(router, demo.settings)
+    router = FlaskRouter(app=app, title="secmw demo", version="1", docs_url=None)
+    install(router, demo.settings)
+    app.add_url_rule(DOCS_URL, "docs", _docs)
+    app.add_url_rule(ASSETS_URL + "/<name>", "docs_asset", _docs_asset)
     Reader = Annotated[Principal, Security(security.principal, scopes=["items:read"])]
     Writer = Annotated[Principal, Security(security.principal, scopes=["items:write"])]
     Admin = Annotated[Principal, Security(security.principal, scopes=["admin:read"])]
@@ -39,7 +42,7 @@ def build_app(demo: Demo) -> Flask:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.post("/token")
+    @router.post("/token", responses=TOKEN_RESPONSES)
     def token(
         grant_type: Annotated[str, Form()] = "",
         username: Annotated[str | None, Form()] = None,
@@ -84,3 +87,14 @@ def build_app(demo: Demo) -> Flask:
 
     app.wsgi_app = stack  # type: ignore[method-assign]
     return app
+
+
+def _docs() -> Response:
+    return Response(swagger_page(), mimetype="text/html")
+
+
+def _docs_asset(name: str) -> Response:
+    found = asset(name)
+    if found is None:
+        return Response(status=404)
+    return Response(found[0], mimetype=found[1])

@@ -11,13 +11,17 @@ from fastopenapi import Form, Header, Security
 from fastopenapi.routers import StarletteRouter
 from pydantic import BaseModel
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from secmw.asgi import SecurityStack
 from secmw.asgi._util import ASGIApp
 from secmw.core.context import current_request
 from secmw.core.principal import Principal
-from secmw.demo.common import Demo, token_form
-from secmw.fastopenapi import SecurityBridge, describe_security, token_response
+from secmw.demo.common import TOKEN_RESPONSES, Demo, token_form
+from secmw.demo.docs_ui import ASSETS_URL, DOCS_URL, asset, swagger_page
+from secmw.fastopenapi import SecurityBridge, install, token_response
 
 
 class NewItem(BaseModel):
@@ -29,8 +33,9 @@ def build_app(demo: Demo) -> ASGIApp:
     security = SecurityBridge(settings=demo.settings)
     stack: dict[str, SecurityStack] = {}
     app = Starlette()  # the stack closes its Redis connections when the lifespan shuts down
-    router = StarletteRouter(app=app, title="secmw demo", version="1")
-    describe_security(router, demo.settings)
+    router = StarletteRouter(app=app, title="secmw demo", version="1", docs_url=None)
+    install(router, demo.settings)
+    app.router.routes += [Route(DOCS_URL, _docs), Route(ASSETS_URL + "/{name}", _docs_asset)]
     Reader = Annotated[Principal, Security(security.principal, scopes=["items:read"])]
     Writer = Annotated[Principal, Security(security.principal, scopes=["items:write"])]
     Admin = Annotated[Principal, Security(security.principal, scopes=["admin:read"])]
@@ -41,7 +46,7 @@ def build_app(demo: Demo) -> ASGIApp:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.post("/token")
+    @router.post("/token", responses=TOKEN_RESPONSES)
     async def token(
         grant_type: Annotated[str, Form()] = "",
         username: Annotated[str | None, Form()] = None,
@@ -87,6 +92,17 @@ def build_app(demo: Demo) -> ASGIApp:
 
     stack["app"] = SecurityStack(app, settings=demo.settings, revocation=demo.revocation)
     return stack["app"]
+
+
+async def _docs(request: Request) -> Response:
+    return HTMLResponse(swagger_page())
+
+
+async def _docs_asset(request: Request) -> Response:
+    found = asset(request.path_params["name"])
+    if found is None:
+        return Response(status_code=404)
+    return Response(found[0], media_type=found[1])
 
 
 def _in_thread(check: Any) -> Any:
