@@ -105,8 +105,11 @@ def test_preflight_is_not_checked() -> None:
 
 def test_insufficient_scope_without_bearer_has_no_challenge() -> None:
     """API keys only: RFC 6750's challenge would name a scheme the API does not take."""
-    deny = insufficient_scope(["a", "b"], None)
+    deny = insufficient_scope(["a", "b"], None, challenge=False)
     assert (deny.status, deny.code, deny.headers) == (403, "insufficient_scope", ())
+    assert insufficient_scope(["a", "b"]).headers == (
+        ("www-authenticate", 'Bearer error="insufficient_scope", scope="a b"'),
+    )
     assert insufficient_scope(["a", "b"], 'r"x').headers == (
         ("www-authenticate", 'Bearer realm="r\\"x", error="insufficient_scope", scope="a b"'),
     )

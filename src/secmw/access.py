@@ -21,9 +21,10 @@ from http import HTTPStatus
 from operator import attrgetter
 from typing import Any, TypeVar
 
+from secmw.auth.scopes import insufficient_scope
 from secmw.authz import Authorizer, check_permission
 from secmw.core.context import current_principal
-from secmw.core.deny import Deny, quote_param
+from secmw.core.deny import Deny
 from secmw.core.principal import Principal
 from secmw.errors import ConfigurationError, MiddlewareNotInstalled
 
@@ -34,18 +35,6 @@ Rule = Callable[[Principal], "Deny | None"]
 
 Dependency = Callable[..., Any]
 B = TypeVar("B", bound="Bridge")
-
-
-def insufficient_scope(required: Iterable[str], missing: Iterable[str]) -> Deny:
-    """403 with the RFC 6750 §3.1 challenge; ``scope`` lists what the operation needs."""
-    needed = quote_param(" ".join(required))
-    challenge = f'Bearer error="insufficient_scope", scope={needed}'
-    return Deny(
-        403,
-        f"Missing scope: {' '.join(missing)}",
-        "insufficient_scope",
-        (("www-authenticate", challenge),),
-    )
 
 
 def raised_denial(status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> Deny | None:
@@ -115,7 +104,7 @@ class AccessRules:
             return AUTHENTICATION_REQUIRED
         required = list(scopes)
         missing = self.authorizer.missing_scopes(principal, required)
-        return insufficient_scope(required, missing) if missing else None
+        return insufficient_scope(required) if missing else None
 
     def before_parsing(self, scopes: list[str] | None) -> Deny | None:
         """The refusal an operation requiring ``scopes`` (None: not secured) gives the request

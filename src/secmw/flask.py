@@ -77,7 +77,8 @@ def require_scopes(*scopes: str) -> Callable[[F], F]:
                     Deny(401, "authentication required", "authentication_required")
                 )
             if not principal.has_scopes(*scopes):
-                return deny_response(insufficient_scope(scopes, _realm()))
+                realm = _realm()
+                return deny_response(insufficient_scope(scopes, realm, challenge=realm is not None))
             return view(*args, **kwargs)
 
         return cast(F, wrapper)

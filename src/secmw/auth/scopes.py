@@ -19,13 +19,17 @@ from secmw.core.principal import Principal
 _ANY = "*"
 
 
-def insufficient_scope(scopes: Iterable[str], realm: str | None = None) -> Deny:
+def insufficient_scope(
+    scopes: Iterable[str], realm: str | None = None, *, challenge: bool = True
+) -> Deny:
     """403 ``insufficient_scope`` naming the ``scopes`` required, with the Bearer challenge of
-    RFC 6750 section 3.1 when ``realm`` is given (None: the API has no bearer scheme)."""
+    RFC 6750 section 3.1 (its ``realm`` when given) unless ``challenge`` is False (the API has no
+    bearer scheme). Every integration answers a missing scope with this one value."""
     needed = " ".join(scopes)
     headers: tuple[tuple[str, str], ...] = ()
-    if realm is not None:
-        params = [f"realm={quote_param(realm)}", 'error="insufficient_scope"']
+    if challenge:
+        params = [f"realm={quote_param(realm)}"] if realm is not None else []
+        params.append('error="insufficient_scope"')
         if needed:
             params.append(f"scope={quote_param(needed)}")
         headers = (("www-authenticate", "Bearer " + ", ".join(params)),)
@@ -70,13 +74,14 @@ class ScopeRules:
         self, method: str, path: str, principal: Principal, realm: str | None
     ) -> tuple[str, ...] | Deny | None:
         """None when ``principal`` may go on; the missing scopes' 403 (``realm``: see
-        :func:`insufficient_scope`); or, for the anonymous principal under a rule, the scopes
-        it would need (the caller answers 401 with its challenges)."""
+        :func:`insufficient_scope`; None: no bearer scheme, no challenge); or, for the anonymous
+        principal under a rule, the scopes it would need (the caller answers 401 with its
+        challenges)."""
         needed = self.required(method, path)
         if needed is None:
             return None
         if not principal.is_authenticated:
             return needed
         if needed and not principal.has_scopes(*needed):
-            return insufficient_scope(needed, realm)
+            return insufficient_scope(needed, realm, challenge=realm is not None)
         return None
