@@ -302,3 +302,22 @@ def test_real_werkzeug_server_every_status(caplog: pytest.LogCaptureFixture) -> 
             assert response.status_code == status, (method, path)
             assert_protected(response.headers, document=document)
         assert http.get("/stream").text == "chunk0;chunk1;chunk2;"
+
+
+def test_a_path_info_without_its_slash_gets_the_path_policy_the_other_layers_match() -> None:
+    """``PATH_INFO`` ``docs`` is routed as ``/docs``: the view-free pick must not miss the
+    ``/docs`` policy that the normalizing layers match."""
+    app = SecurityHeadersMiddleware(
+        html_app, headers={"paths": {"/docs": {"csp": {"default-src": ["'self'"]}}}}
+    )
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = "docs"
+    seen: list[list[tuple[str, str]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen.append(headers)
+
+    b"".join(app(environ, start_response))
+    csp = {k.lower(): v for k, v in seen[0]}["content-security-policy"]
+    assert csp.startswith("default-src 'self';")

@@ -62,6 +62,12 @@ def environ_path(environ: Mapping[str, Any]) -> str:
     return path
 
 
+def needs_normalizing(path: str) -> bool:
+    """Whether :func:`normalize_path` would change ``path``: repeated slashes, dot segments, or
+    no leading slash (a WSGI ``PATH_INFO`` may lack it). The view builders inline this test."""
+    return "//" in path or "/." in path or not path.startswith("/")
+
+
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and resolve ``.`` and ``..`` segments (RFC 3986 §5.2.4).
 
@@ -69,7 +75,7 @@ def normalize_path(path: str) -> str:
     ``/x/../admin`` cannot dodge a rule for ``/admin``. A trailing slash is kept: routers treat it
     as a different route. The result always starts with ``/``.
     """
-    if "//" not in path and "/." not in path and path.startswith("/"):
+    if not needs_normalizing(path):
         return path  # the common case costs one scan
     out: list[str] = []
     segments = path.split("/")

@@ -17,7 +17,7 @@ with a deny-by-default ``Permissions-Policy``, COOP ``same-origin``, ``X-XSS-Pro
 
 from __future__ import annotations
 
-from secmw.core.request import RequestView
+from secmw.core.request import RequestView, needs_normalizing
 from secmw.headers.build import build_path_policies, build_policy
 from secmw.headers.csp import make_nonce
 from secmw.headers.policy import HeaderPass, HeaderPolicy
@@ -48,7 +48,7 @@ class SecurityHeaders:
         """The policy for ``path`` (``route_path``) when that policy makes no nonce and the
         path needs no normalizing: the adapters then need nothing else of the request but its
         scheme. None otherwise (the full pass with :meth:`start`)."""
-        if "//" in path or "/." in path:
+        if needs_normalizing(path):
             return None
         found = self.paths.match(path)  # None at once when there are no path policies
         policy = found[1] if found else self.default
