@@ -60,7 +60,7 @@ def refused_port() -> str:
 
 
 def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> None:
-    """Open on failure; one probe after the pause; closed on success; one event per change."""
+    """Open on failure; one probe per pause; closed on success; one event per change."""
     clock = Clock()
     breaker = CircuitBreaker(5.0, clock=clock)
     assert breaker.allow()
@@ -68,8 +68,8 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     breaker.failure(ConnectionError("refused"))
     assert breaker.is_open
     assert not breaker.allow()
-    assert breaker.retry_after() == 5.0
-    clock.now += 5.0
+    assert 0 < breaker.retry_after() < 5.0  # the first probe comes soon
+    clock.now += breaker.retry_after()
     assert breaker.allow()  # the probe
     assert not breaker.allow()  # only one
     breaker.failure(TimeoutError())
@@ -80,6 +80,29 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     assert breaker.allow()
     assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
     assert "ConnectionError" in events[0].reason
+
+
+def test_breaker_pauses_grow_from_short_to_the_configured_pause() -> None:
+    """Each failed probe waits longer than the last, never longer than ``pause``; a recovery
+    starts the next outage from the short pause again."""
+    clock = Clock()
+    breaker = CircuitBreaker(5.0, clock=clock)
+    breaker.failure(OSError())
+    waits = []
+    for _ in range(12):
+        waits.append(breaker.retry_after())
+        clock.now += waits[-1]
+        assert breaker.allow()
+        breaker.failure(OSError())
+    assert waits[0] <= 0.25
+    assert waits == sorted(waits)
+    assert waits[-1] == pytest.approx(5.0)
+    assert sum(waits[:4]) < 2.0  # an outage of a second or two is noticed within a second
+    clock.now += 5.0
+    assert breaker.allow()
+    breaker.success()
+    breaker.failure(OSError())
+    assert breaker.retry_after() == pytest.approx(waits[0])
 
 
 def test_breaker_threshold_counts_consecutive_failures() -> None:
@@ -429,7 +452,7 @@ def test_a_timeout_mid_reply_leaves_no_stale_reply(
     answers += [calls.apply(hits, charging=False), calls.apply(hits)]
     calls.close()
     counts = [a.states[0][0] for a in answers]
-    assert counts[:3] == [1, 2, 1]  # Redis, Redis, memory
+    assert counts[:3] == [1, 2, 3]  # Redis, Redis, memory (seeded from the last count)
     looked, charged = counts[3:]
     assert charged == looked + 1
     with redis_process.client() as admin:
@@ -450,7 +473,8 @@ def test_sync_recovers_after_redis_returns(redis_process: RedisServer, events: l
     assert isinstance(limiter.apply(hits), Outcome)
     assert not limiter.breaker.is_open
     with redis_process.client() as client:
-        assert client.llen(hits[0].key) == 1  # counted in Redis, not in memory
+        # counted in Redis, with the unit admitted from memory meanwhile carried back
+        assert client.llen(hits[0].key) == 2
     assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
 
 

@@ -1,9 +1,9 @@
 """The rate-limit storage edge (async twin of :mod:`secmw.ratelimit.storage`) for the ASGI adapters.
 
 Redis is reached through ``limits.aio`` (redis-py's asyncio client), so no call blocks the event
-loop; each call is also capped by ``connect_timeout + command_timeout``. The in-memory storage is
-the same object as on the sync side: its operations are short, pure CPU work under a lock never
-held across an ``await``, so they run inline.
+loop; each call, connect included, is capped by one deadline (``command_timeout``). The
+in-memory storage is the same object as on the sync side: its operations are short, pure CPU
+work under a lock never held across an ``await``, so they run inline.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from secmw.core.deny import Deny
 from secmw.ratelimit.script import (
     LUA,
     Direct,
+    NodeFailure,
+    carry_call,
     clients_of,
     direct,
     groups,
     limits_error,
+    masters_of,
     merge,
+    node_of,
     packed_call,
     parse_reply,
     redis_options,
@@ -44,12 +48,13 @@ class AsyncRedisWindows:
     identity in a cluster, concurrently). The client is built lazily on the running loop and
     rebuilt if the loop changes (a client's connections belong to one loop).
 
-    With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
-    connection of the client's pool, packed once per distinct call (``packed_call``). redis-py's
-    command layer (retries, which are off here) and its per-command timeouts (which ``apply``'s
-    deadline replaces) would be a large share of the rate limiter's CPU on Redis
-    (docs/performance.md). Cluster and valkey clients go through the library's ``Script``
-    object."""
+    Every call runs under one deadline (``command_timeout``) covering all of it: waiting for
+    the slot map, taking or opening a connection, sending and reading. With redis-py's plain
+    client (one server, or Sentinel), the script runs as ``EVALSHA`` on a connection of the
+    client's pool, packed once per distinct call (``packed_call``). redis-py's command layer
+    (retries, which are off here) and its per-command timeouts (which the deadline replaces)
+    would be a large share of the rate limiter's CPU on Redis (docs/performance.md). Cluster
+    and valkey clients go through the library's ``Script`` object."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         import limits.aio.storage  # noqa: F401  (registers the async+ schemes)
@@ -58,19 +63,20 @@ class AsyncRedisWindows:
         uri = settings.storage_uri.get_secret_value()
         self._uri = "async+" + uri
         self._options = redis_options(settings, uri, asyncio=True)
-        self._clustered = scheme_of(uri).endswith("+cluster")
-        if not self._clustered:
-            # ``apply`` bounds every call with one deadline; redis-py's own command timeout would
-            # add a task (``wait_for``) and two timers per command, for nothing.
+        self.clustered = scheme_of(uri).endswith("+cluster")
+        if not self.clustered:
+            # The deadline bounds every call; redis-py's own command timeout would add a task
+            # (``wait_for``) and two timers per command, for nothing.
             # The cluster client keeps it: its slot-map read runs in a task outside the deadline.
             self._options["socket_timeout"] = None
-        self._deadline = settings.connect_timeout + settings.command_timeout
+        self._deadline = settings.command_timeout
         self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[Any] | None = None
+        self._nodes = ClusterNodes()
         self.check()
 
     def check(self) -> None:
@@ -92,41 +98,75 @@ class AsyncRedisWindows:
         self._loop = loop
         # A cluster client reads the slot map on first use; requests racing that first read lose
         # connections under it (redis-py asyncio), so every call waits for one explicit read.
-        self._ready = loop.create_task(client.initialize()) if self._clustered else None
+        self._ready = loop.create_task(client.initialize()) if self.clustered else None
+        self._nodes.changing = self.clustered  # note the nodes after the first answer
 
-    async def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
-        """Run the script within the deadline; raises on any storage error."""
+    def node(self, hit: LimitHit) -> str:
+        """The cluster node ``hit``'s key lives on (``""`` off a cluster, or before the slot map
+        is known)."""
+        return node_of(self._clients[0], hit.key) if self.clustered and self._clients else ""
+
+    def masters(self) -> set[str]:
+        """The masters of the cluster's slot map (empty off a cluster)."""
+        return masters_of(self._clients[0]) if self.clustered and self._clients else set()
+
+    async def apply(
+        self, hits: Sequence[LimitHit], *, charging: bool = True, carried: Sequence[LimitHit] = ()
+    ) -> Outcome:
+        """Charge ``carried`` (units admitted from memory meanwhile), then run the script, all
+        within the deadline; raises on any storage error (:class:`NodeFailure` on a cluster)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._connect(loop)
         if _timeout is None:  # pragma: no cover (Python 3.10)
-            return await asyncio.wait_for(self._apply(hits, charging), self._deadline)
+            return await asyncio.wait_for(self._apply(hits, charging, carried), self._deadline)
         async with _timeout(self._deadline):  # no task per call, unlike wait_for
-            return await self._apply(hits, charging)
+            return await self._apply(hits, charging, carried)
 
-    async def _apply(self, hits: Sequence[LimitHit], charging: bool) -> Outcome:
+    async def _apply(
+        self, hits: Sequence[LimitHit], charging: bool, carried: Sequence[LimitHit]
+    ) -> Outcome:
+        await self._wait_ready()
+        if carried:
+            for group in groups(carried, self.clustered):
+                await self._run(group, carry_call(self.strategy, group))
+        parts = groups(hits, self.clustered)
+        if len(parts) == 1:
+            return await self._call(parts[0], charging)
+        outcomes = await asyncio.gather(*(self._call(group, charging) for group in parts))
+        return merge(zip(parts, outcomes, strict=True), hits)
+
+    async def _wait_ready(self) -> None:
         ready = self._ready
         if ready is not None:
             try:
                 await asyncio.shield(ready)
             except Exception:
                 if self._ready is ready:
-                    self._loop = None  # the slot map could not be read: a new client next time
+                    # The slot map could not be read: a new client next time, this one closed.
+                    self._loop = None
+                    self._nodes.retire(self._clients)
                 raise
-        parts = groups(hits, self._clustered)
-        if len(parts) == 1:
-            return await self._call(parts[0], charging)
-        outcomes = await asyncio.gather(*(self._call(group, charging) for group in parts))
-        return merge(zip(parts, outcomes, strict=True), hits)
 
     async def _call(self, group: list[LimitHit], charging: bool) -> Outcome:
-        keys, args = script_call(self.strategy, group, charging)
-        plain = self._direct
-        if plain is None:
-            reply = await self._script(keys, args)
-        else:
-            reply = await self._evalsha(plain, keys, args)
+        reply = await self._run(group, script_call(self.strategy, group, charging))
         return parse_reply(self.strategy, group, reply)
+
+    async def _run(self, group: list[LimitHit], call: tuple[list[str], list[Any]]) -> Any:
+        plain = self._direct
+        if plain is not None:
+            return await self._evalsha(plain, *call)
+        if not self.clustered:
+            return await self._script(*call)
+        node, client = self.node(group[0]), self._clients[0]
+        try:
+            reply = await self._script(*call)
+        except Exception as exc:
+            self._nodes.changing = True  # the client reads a new slot map on its next call
+            raise NodeFailure(node, exc) from exc
+        if self._nodes.changing:
+            self._nodes.track(client)
+        return reply
 
     async def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back the units of ``hits`` within the deadline; raises on any storage error."""
@@ -140,10 +180,9 @@ class AsyncRedisWindows:
             await self._refund(hits)
 
     async def _refund(self, hits: Sequence[LimitHit]) -> None:
-        if self._ready is not None:
-            await asyncio.shield(self._ready)
-        for group in groups(hits, self._clustered):
-            await self._script(*refund_call(self.strategy, group))
+        await self._wait_ready()
+        for group in groups(hits, self.clustered):
+            await self._run(group, refund_call(self.strategy, group))
 
     async def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
         """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
@@ -163,7 +202,8 @@ class AsyncRedisWindows:
         return await self._script(keys, args)
 
     async def aclose(self) -> None:
-        """Close the clients' connections (call on the loop that used them)."""
+        """Close the clients' connections, and those of every cluster node the client dropped
+        from its map meanwhile (call on the loop that used them)."""
         clients, self._clients, self._script, self._loop = self._clients, [], None, None
         self._direct = None
         ready, self._ready = self._ready, None
@@ -171,6 +211,46 @@ class AsyncRedisWindows:
             ready.cancel()
         for client in clients:
             await client.aclose()
+        await self._nodes.aclose()
+
+
+class ClusterNodes:
+    """Every node object an asyncio cluster client held, so that none is left with open
+    connections: after a failure the client drops the failed node from its startup nodes and
+    reads a new slot map, and a node object it lets go while a connection of it is still open
+    (a call cut short by the deadline) is never closed ("Unclosed ClusterNode object")."""
+
+    def __init__(self) -> None:
+        self.changing = False
+        self._held: dict[int, Any] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
+
+    def track(self, client: Any) -> None:
+        """Note the client's nodes now; close those it let go of since the last look."""
+        self.changing = False
+        manager = client.nodes_manager
+        now = {id(node): node for node in manager.nodes_cache.values()}
+        now.update((id(node), node) for node in manager.startup_nodes.values())
+        for key, node in self._held.items():
+            if key not in now:
+                self._background(node.disconnect())
+        self._held = now
+
+    def retire(self, clients: list[Any]) -> None:
+        """Close ``clients``, replaced by new ones (in the background: a call is under way)."""
+        for client in clients:
+            self._background(client.aclose())
+
+    def _background(self, closing: Any) -> None:
+        task = asyncio.get_running_loop().create_task(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close every node still held, and wait for the closings under way."""
+        held, self._held = list(self._held.values()), {}
+        closing = [*self._closing, *(node.disconnect() for node in held)]
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 class AsyncLimiter(Fallback):
@@ -189,32 +269,37 @@ class AsyncLimiter(Fallback):
         self, hits: Sequence[LimitHit], *, charging: bool = True
     ) -> Outcome | Deny | None:
         """Charge (or only check) ``hits``: an Outcome, None (``allow``) or a 503 Deny."""
-        if self.remote is None:
+        remote = self.remote
+        if remote is None:
             return self.memory.apply(hits, charging=charging)
-        if self.breaker.allow():
+        breakers = self.closed(hits)
+        if breakers is not None:
             started = time.perf_counter()
+            carried = self.carried(hits)
             try:
-                outcome = await self.remote.apply(hits, charging=charging)
+                outcome = await remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                self.failed(started, exc)
+                self.failed(started, exc, breakers)
             else:
-                self.answered(started)
+                self.answered(started, breakers, hits, outcome, carried)
                 return outcome
         return self.fallback(hits, charging)
 
     async def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back the units of ``hits``; same answers as ``Limiter.refund``."""
-        if self.remote is None:
+        remote = self.remote
+        if remote is None:
             self.memory.refund(hits)
             return
-        if self.breaker.allow():
+        breakers = self.closed(hits)
+        if breakers is not None:
             started = time.perf_counter()
             try:
-                await self.remote.refund(hits)
+                await remote.refund(hits)
             except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                self.failed(started, exc)
+                self.failed(started, exc, breakers)
             else:
-                self.answered(started)
+                self.answered(started, breakers)
             return
         self.fallback_refund(hits)
 

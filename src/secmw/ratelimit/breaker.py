@@ -1,9 +1,14 @@
-"""A circuit breaker for the rate-limit storage: stop calling a failed Redis, probe, recover.
+"""Circuit breakers for the rate-limit storage: stop calling a failed Redis, probe, recover.
 
 Closed: every call goes to the storage. After ``threshold`` consecutive failures it opens: calls
-are answered by the ``on_storage_error`` policy without touching the storage, except one probe per
+are answered by the ``on_storage_error`` policy without touching the storage, except one probe
+per pause. The first pause is short and each failed probe lengthens it, up to ``pause``: a brief
+outage (a restart, a failover) is noticed soon after it ends, a long one costs one probe per
 ``pause``. A successful call closes it. Each transition is one audit event, so an outage is one
 ``ratelimit.storage_down`` and one ``ratelimit.storage_up`` line, not one per request.
+
+On a Redis Cluster each master has its own breaker (:class:`Breakers`): a dead master sends
+only its keys to the policy, and a success on another master says nothing about it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ from collections.abc import Callable
 
 from secmw import audit
 
+FIRST_PAUSE = 0.2
+"""Seconds before the first probe (or ``pause``, if shorter)."""
+GROWTH = 1.5
+"""Each failed probe multiplies the pause by this, up to ``pause``."""
+
 
 class CircuitBreaker:
-    """Closed, open after ``threshold`` consecutive failures, probed after ``pause`` seconds.
+    """Closed, open after ``threshold`` consecutive failures, probed after a growing pause.
 
     While open, :meth:`allow` is False except for one probe per pause; a successful call closes
     it. Transitions are logged once each (``ratelimit.storage_down`` / ``ratelimit.storage_up``).
@@ -39,6 +49,7 @@ class CircuitBreaker:
         self._failures = 0
         self._open = False
         self._next_probe = 0.0
+        self._wait = min(pause, FIRST_PAUSE)  # the pause before the next probe
 
     @property
     def is_open(self) -> bool:
@@ -52,7 +63,9 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock()
             if self._open and now >= self._next_probe:
-                self._next_probe = now + self.pause  # one probe per pause, even if it hangs
+                # One probe per pause, even if it hangs; the next pause is longer, in case it fails.
+                self._wait = min(self.pause, self._wait * GROWTH)
+                self._next_probe = now + self._wait
                 return True
             return not self._open
 
@@ -64,11 +77,17 @@ class CircuitBreaker:
         """Record a successful call; closes the breaker."""
         if self._failures == 0 and not self._open:
             return
+        self.close(f"{self.name} answers again")
+
+    def close(self, reason: str) -> None:
+        """Close the breaker (one ``ratelimit.storage_up`` event saying ``reason`` if it was
+        open)."""
         with self._lock:
             self._failures = 0
             if self._open:
                 self._open = False
-                audit.emit("ratelimit.storage_up", f"{self.name} answers again")
+                self._wait = min(self.pause, FIRST_PAUSE)
+                audit.emit("ratelimit.storage_up", reason)
 
     def failure(self, exc: BaseException) -> None:
         """Record a failed call; opens the breaker at the threshold."""
@@ -76,8 +95,47 @@ class CircuitBreaker:
             self._failures += 1
             if not self._open and self._failures >= self.threshold:
                 self._open = True
-                self._next_probe = self._clock() + self.pause
+                self._next_probe = self._clock() + self._wait
                 audit.emit(
                     "ratelimit.storage_down",
-                    f"{self.name} failed ({type(exc).__name__}); next probe in {self.pause:g}s",
+                    f"{self.name} failed ({type(exc).__name__}); next probe in {self._wait:g}s",
                 )
+
+
+class Breakers:
+    """One :class:`CircuitBreaker` per storage node, made on first use.
+
+    A single server or Sentinel is one node (named ``""``); a Cluster's masters are named
+    ``host:port``. Nodes are few (a cluster's masters), and a node that left the cluster is
+    dropped by :meth:`retire`, so the map stays small.
+    """
+
+    def __init__(self, pause: float, clock: Callable[[], float]) -> None:
+        self.pause = pause
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.nodes: dict[str, CircuitBreaker] = {}
+        self.main = self.get("")
+
+    def get(self, node: str) -> CircuitBreaker:
+        """The breaker of ``node``."""
+        breaker = self.nodes.get(node)
+        if breaker is None:
+            with self._lock:
+                name = f"rate-limit storage node {node}" if node else "rate-limit storage"
+                breaker = self.nodes.setdefault(
+                    node, CircuitBreaker(self.pause, clock=self._clock, name=name)
+                )
+        return breaker
+
+    def open_nodes(self) -> list[str]:
+        """The nodes whose breaker is open."""
+        return [node for node, breaker in list(self.nodes.items()) if breaker.is_open]
+
+    def retire(self, node: str) -> None:
+        """Forget ``node``, which no longer owns any slot: its breaker, if open, closes with an
+        event saying why (the outage ended for its keys, now served by another master)."""
+        with self._lock:
+            breaker = self.nodes.pop(node, None)
+        if breaker is not None:
+            breaker.close(f"{breaker.name} no longer owns slots; its keys moved to another node")
