@@ -127,22 +127,27 @@ def test_a_seeded_window_counts_from_the_state_redis_reported(strategy: Any) -> 
     }[strategy]
     carry.saw(hits, Outcome(True, (state,)))
     assert [carry.apply(hits).admitted for _ in range(3)] == [True, False, False]
-    assert [hit.cost for hit in carry.owed(hits)] == [1]
+    assert [hit.cost for hit in carry.take(hits)] == [1]
     if strategy == "fixed-window":
         clock.now += 30
         assert carry.apply(hits).admitted  # the window Redis reported has reset
 
 
-def test_owed_units_are_paid_once() -> None:
-    """Units owed to Redis add up per key; once paid, nothing is owed and the memory window goes."""
+def test_owed_units_are_carried_once() -> None:
+    """Units owed to Redis add up per key and are taken by one call only; a failed call owes
+    them again; once paid, nothing is owed and the memory window goes."""
     memory = MemoryWindows("fixed-window", clock=Clock())
     carry = Carry(memory)
     hits = hits_for(RateLimitSettings(default="5/minute", strategy="fixed-window"))
     for _ in range(3):
         carry.apply(hits)
     carry.refund(hits)
-    owed = carry.owed(hits)
+    owed = carry.take(hits)
+    assert [hit.cost for hit in owed] == [2]
+    assert carry.take(hits) == []  # a concurrent call carries nothing more
+    carry.unpaid(owed)
+    owed = carry.take(hits)
     assert [hit.cost for hit in owed] == [2]
     carry.paid(owed)
-    assert carry.owed(hits) == []
+    assert carry.take(hits) == []
     assert len(memory) == 0

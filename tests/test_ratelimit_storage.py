@@ -82,23 +82,28 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     assert "ConnectionError" in events[0].reason
 
 
-def test_breaker_pauses_grow_from_short_to_the_configured_pause() -> None:
-    """Each failed probe waits longer than the last, never longer than ``pause``; a recovery
-    starts the next outage from the short pause again."""
+def test_breaker_pauses_grow_with_the_outage_up_to_the_configured_pause() -> None:
+    """The first probe comes soon; later pauses grow with the outage, never past ``pause``; a
+    Redis back after a few seconds is probed within about a second; a recovery starts the next
+    outage from the short pause again."""
     clock = Clock()
     breaker = CircuitBreaker(5.0, clock=clock)
     breaker.failure(OSError())
-    waits = []
-    for _ in range(12):
-        waits.append(breaker.retry_after())
-        clock.now += waits[-1]
+    down, probes = clock.now, []
+    while clock.now - down < 60:
+        clock.now += breaker.retry_after()
         assert breaker.allow()
+        probes.append(clock.now - down)
         breaker.failure(OSError())
+    waits = [later - earlier for earlier, later in zip([0.0, *probes], probes, strict=False)]
     assert waits[0] <= 0.25
     assert waits == sorted(waits)
-    assert waits[-1] == pytest.approx(5.0)
-    assert sum(waits[:4]) < 2.0  # an outage of a second or two is noticed within a second
-    clock.now += 5.0
+    assert max(waits) == pytest.approx(5.0)
+    back = 4.0  # Redis answers again four seconds into the outage
+    assert min(p for p in probes if p >= back) - back <= 1.25
+    assert len(probes) < 30  # a long outage costs one probe per pause
+    assert breaker.allow() is False
+    clock.now += breaker.retry_after()
     assert breaker.allow()
     breaker.success()
     breaker.failure(OSError())

@@ -20,6 +20,7 @@ from secmw.core.deny import Deny
 from secmw.ratelimit.script import (
     LUA,
     Direct,
+    MapRefresh,
     NodeFailure,
     carry_call,
     clients_of,
@@ -32,6 +33,7 @@ from secmw.ratelimit.script import (
     packed_call,
     parse_reply,
     redis_options,
+    refreshing,
     refund_call,
     scheme_of,
     script_call,
@@ -118,10 +120,15 @@ class AsyncRedisWindows:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._connect(loop)
-        if _timeout is None:  # pragma: no cover (Python 3.10)
-            return await asyncio.wait_for(self._apply(hits, charging, carried), self._deadline)
-        async with _timeout(self._deadline):  # no task per call, unlike wait_for
-            return await self._apply(hits, charging, carried)
+        try:
+            if _timeout is None:  # pragma: no cover (Python 3.10)
+                return await asyncio.wait_for(self._apply(hits, charging, carried), self._deadline)
+            async with _timeout(self._deadline):  # no task per call, unlike wait_for
+                return await self._apply(hits, charging, carried)
+        except TimeoutError:
+            if self.clustered and self._clients and refreshing(self._clients[0]):
+                raise MapRefresh from None
+            raise
 
     async def _apply(
         self, hits: Sequence[LimitHit], charging: bool, carried: Sequence[LimitHit]
@@ -279,7 +286,7 @@ class AsyncLimiter(Fallback):
             try:
                 outcome = await remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                self.failed(started, exc, breakers)
+                self.failed(started, exc, breakers, carried)
             else:
                 self.answered(started, breakers, hits, outcome, carried)
                 return outcome

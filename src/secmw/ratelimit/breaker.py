@@ -2,9 +2,9 @@
 
 Closed: every call goes to the storage. After ``threshold`` consecutive failures it opens: calls
 are answered by the ``on_storage_error`` policy without touching the storage, except one probe
-per pause. The first pause is short and each failed probe lengthens it, up to ``pause``: a brief
-outage (a restart, a failover) is noticed soon after it ends, a long one costs one probe per
-``pause``. A successful call closes it. Each transition is one audit event, so an outage is one
+per pause. The first pause is short and the pauses grow with the outage (a quarter of its length
+so far), up to ``pause``: a brief outage (a restart, a failover) is noticed soon after it ends,
+a long one costs one probe per ``pause``. A successful call closes it. Each transition is one audit event, so an outage is one
 ``ratelimit.storage_down`` and one ``ratelimit.storage_up`` line, not one per request.
 
 On a Redis Cluster each master has its own breaker (:class:`Breakers`): a dead master sends
@@ -21,12 +21,14 @@ from secmw import audit
 
 FIRST_PAUSE = 0.2
 """Seconds before the first probe (or ``pause``, if shorter)."""
-GROWTH = 1.5
-"""Each failed probe multiplies the pause by this, up to ``pause``."""
+SHARE = 0.25
+"""Later pauses last this share of the outage so far (at least ``FIRST_PAUSE``, at most
+``pause``): recovery lags Redis by a quarter of the outage, never more than ``pause``."""
 
 
 class CircuitBreaker:
-    """Closed, open after ``threshold`` consecutive failures, probed after a growing pause.
+    """Closed, open after ``threshold`` consecutive failures, probed after pauses that grow
+    with the outage.
 
     While open, :meth:`allow` is False except for one probe per pause; a successful call closes
     it. Transitions are logged once each (``ratelimit.storage_down`` / ``ratelimit.storage_up``).
@@ -49,7 +51,7 @@ class CircuitBreaker:
         self._failures = 0
         self._open = False
         self._next_probe = 0.0
-        self._wait = min(pause, FIRST_PAUSE)  # the pause before the next probe
+        self._down_since = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -63,11 +65,13 @@ class CircuitBreaker:
         with self._lock:
             now = self._clock()
             if self._open and now >= self._next_probe:
-                # One probe per pause, even if it hangs; the next pause is longer, in case it fails.
-                self._wait = min(self.pause, self._wait * GROWTH)
-                self._next_probe = now + self._wait
+                # One probe per pause, even if it hangs; the next pause grows with the outage.
+                self._next_probe = now + self._pause_at(now)
                 return True
             return not self._open
+
+    def _pause_at(self, now: float) -> float:
+        return min(self.pause, max(FIRST_PAUSE, (now - self._down_since) * SHARE))
 
     def retry_after(self) -> float:
         """Seconds until the next probe (0 when closed)."""
@@ -86,7 +90,6 @@ class CircuitBreaker:
             self._failures = 0
             if self._open:
                 self._open = False
-                self._wait = min(self.pause, FIRST_PAUSE)
                 audit.emit("ratelimit.storage_up", reason)
 
     def failure(self, exc: BaseException) -> None:
@@ -95,10 +98,12 @@ class CircuitBreaker:
             self._failures += 1
             if not self._open and self._failures >= self.threshold:
                 self._open = True
-                self._next_probe = self._clock() + self._wait
+                self._down_since = now = self._clock()
+                wait = self._pause_at(now)
+                self._next_probe = now + wait
                 audit.emit(
                     "ratelimit.storage_down",
-                    f"{self.name} failed ({type(exc).__name__}); next probe in {self._wait:g}s",
+                    f"{self.name} failed ({type(exc).__name__}); next probe in {wait:g}s",
                 )
 
 

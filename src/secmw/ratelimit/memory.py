@@ -240,8 +240,8 @@ class Carry:
     way back). So: every Redis answer is remembered per key (:meth:`saw`), and a key's memory
     window starts from the last count this worker saw (:meth:`apply`): in any window, a worker
     admits at most the limit in Redis and memory together. Units admitted from memory are owed
-    to Redis (:meth:`owed`) and charged there on the key's first call once Redis answers again
-    (:meth:`paid`), so the fleet's admissions from memory count against the limit after the
+    to Redis and charged there on the key's first call once Redis answers again (:meth:`take`,
+    :meth:`paid`), so the fleet's admissions from memory count against the limit after the
     return. Both maps are capped like the memory windows (``memory_max_keys``).
     """
 
@@ -292,21 +292,27 @@ class Carry:
                     else:
                         self._owed[hit.key] = _more(before, -hit.cost)
 
-    def owed(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
-        """The units owed to Redis on ``hits``' keys: limits whose cost is the units owed."""
-        owed = self._owed
-        if not owed:
+    def take(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
+        """The units owed to Redis on ``hits``' keys, as limits whose cost is the units owed;
+        taken, so that concurrent calls do not carry them twice (:meth:`paid` or
+        :meth:`unpaid` settles them)."""
+        if not self._owed:
             return []
-        return [owed[hit.key] for hit in hits if hit.key in owed]
+        with self._lock:
+            return [self._owed.pop(hit.key) for hit in hits if hit.key in self._owed]
 
     def paid(self, carried: Sequence[LimitHit]) -> None:
-        """Redis counted ``carried``: nothing is owed on their keys, and their memory windows,
-        now counted in Redis, go."""
+        """Redis counted ``carried``: their memory windows, counted there now, go."""
+        for hit in carried:
+            if hit.key not in self._owed:
+                self.memory.forget(hit.key)
+
+    def unpaid(self, carried: Sequence[LimitHit]) -> None:
+        """Redis did not take ``carried``: they are owed again."""
         with self._lock:
             for hit in carried:
-                if self._owed.get(hit.key) is hit:
-                    del self._owed[hit.key]
-                    self.memory.forget(hit.key)
+                before = self._owed.get(hit.key)
+                self._owed[hit.key] = hit if before is None else _more(before, hit.cost)
 
 
 def _more(hit: LimitHit, units: int) -> LimitHit:

@@ -43,6 +43,17 @@ class RemoteNodes(Protocol):
         """The masters of the cluster's slot map (empty off a cluster)."""
 
 
+class MapRefresh(Exception):
+    """A cluster call ran out of time while the client was re-reading the slot map: no node is
+    to blame (the call waited for the refresh, not for its node)."""
+
+
+def refreshing(client: Any) -> bool:
+    """Whether a redis-py asyncio cluster client has a slot-map refresh asked for or under way
+    (its calls wait for it)."""
+    return bool(getattr(client, "_initialize", False))
+
+
 def node_of(client: Any, key: str) -> str:
     """The ``host:port`` of the master a cluster client sends ``key`` to, from its slot map (no
     I/O); ``""`` while the map is unknown (the client has not read it yet)."""

@@ -38,6 +38,7 @@ from secmw.ratelimit.plan import storage_unavailable
 from secmw.ratelimit.script import (
     LUA,
     Direct,
+    MapRefresh,
     NodeFailure,
     RemoteNodes,
     carry_call,
@@ -212,16 +213,28 @@ class Fallback:
         return breakers if all(breaker.allow() for breaker in breakers) else None
 
     def carried(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
-        """Units ``hits``' keys owe Redis from the memory fallback (charged with this call)."""
-        return self.carry.owed(hits) if self.carry is not None else []
+        """Units ``hits``' keys owe Redis from the memory fallback, taken to be charged with
+        this call (:meth:`answered` or :meth:`failed` settles them)."""
+        return self.carry.take(hits) if self.carry is not None else []
 
-    def failed(self, started: float, exc: Exception, breakers: list[CircuitBreaker]) -> None:
+    def failed(
+        self,
+        started: float,
+        exc: Exception,
+        breakers: list[CircuitBreaker],
+        carried: Sequence[LimitHit] = (),
+    ) -> None:
         """Record a Redis call begun at ``started`` (``perf_counter``) that raised: on a
-        cluster, the failed node's breaker; else the breakers the call used."""
+        cluster, the failed node's breaker; else the breakers the call used. The units it
+        carried are owed again (charging them twice errs on the safe side)."""
         metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
+        if carried and self.carry is not None:
+            self.carry.unpaid(carried)
         if isinstance(exc, NodeFailure):
             self.breakers.get(exc.node).failure(exc.error)
             return
+        if isinstance(exc, MapRefresh):
+            return  # this request gets the policy's answer; no node is to blame
         for breaker in breakers:
             breaker.failure(exc)
 
@@ -245,13 +258,16 @@ class Fallback:
             self._retire_moved()
 
     def _retire_moved(self) -> None:
-        """Close the breakers of nodes that left the slot map (their keys moved: a failover)."""
+        """Close the breakers of nodes that left the slot map (their keys moved: a failover),
+        and the one of a slot map that could not be read before (``""``): one was read now."""
         assert self.remote is not None
         down = self.breakers.open_nodes()
         if down:
             masters = self.remote.masters()
             for node in down:
-                if masters and node and node not in masters:
+                if not node and masters:
+                    self.breakers.main.close("the rate-limit storage's slot map was read")
+                elif masters and node not in masters:
                     self.breakers.retire(node)
 
     def fallback(self, hits: Sequence[LimitHit], charging: bool) -> Outcome | Deny | None:
@@ -319,7 +335,7 @@ class Limiter(Fallback):
             try:
                 outcome = remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a bad reply...
-                self.failed(started, exc, breakers)
+                self.failed(started, exc, breakers, carried)
             else:
                 self.answered(started, breakers, hits, outcome, carried)
                 return outcome
