@@ -1,7 +1,9 @@
 """The apps the fault suite serves: the rate-limit test apps (ASGI and WSGI, configured by
 ``SECMW_*``), with every storage breaker event written to stderr with the worker's pid and the
-wall-clock time, undeduplicated, and an ``X-Took-Ms`` response field: the time the request
-spent in the app (the rate limiter's storage call included, the server's queue not).
+wall-clock time, undeduplicated, and two response fields: ``X-Took-Ms``, the time the request
+spent in the app (the rate limiter's storage call included, the server's queue not), and
+``X-At``, the wall-clock time of the answer (when the limiter admitted it, give or take the
+app's microseconds), which the windows are measured on.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ def _record(event: audit.AuditEvent) -> None:
 audit.add_hook(_record)
 
 
-def _took(started: float) -> str:
-    return str(round((time.perf_counter() - started) * 1000))
+def _took(started: float) -> list[tuple[str, str]]:
+    took = str(round((time.perf_counter() - started) * 1000))
+    return [("x-took-ms", took), ("x-at", f"{time.time():.4f}")]
 
 
 async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -37,8 +40,8 @@ async def asgi(scope: Any, receive: Any, send: Any) -> None:
 
     async def timed(message: Any) -> None:
         if message["type"] == "http.response.start":
-            took = (b"x-took-ms", _took(started).encode())
-            message = {**message, "headers": [*message.get("headers", []), took]}
+            took = [(name.encode(), value.encode()) for name, value in _took(started)]
+            message = {**message, "headers": [*message.get("headers", []), *took]}
         await send(message)
 
     await _asgi(scope, receive, timed if scope["type"] == "http" else send)
@@ -49,6 +52,6 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     started = time.perf_counter()
 
     def timed(status: str, headers: list[tuple[str, str]], *info: Any) -> Any:
-        return start_response(status, [*headers, ("X-Took-Ms", _took(started))], *info)
+        return start_response(status, [*headers, *_took(started)], *info)
 
     return _wsgi(environ, timed)

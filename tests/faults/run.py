@@ -35,10 +35,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from math import inf
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,6 @@ from tests.redis_support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
-DEADLINE = 0.25  # command_timeout, the default
 EVENT = re.compile(
     r"FAULTEVENT (\d+) ([\d.]+) ratelimit\.storage_(down|up) rate-limit storage(?: node (\S+))?"
 )
@@ -65,7 +65,9 @@ class Timing:
     limit: int = 20
     window: int = 10
     threads: int = 6
-    margin: float = 0.25  # latency allowed past the deadline (HTTP, a busy host)
+    pace: float = 0.02
+    deadline: float = 0.25  # command_timeout, the default
+    margin: float = 0.25  # time in the app allowed past the deadline (a busy host)
     recovery: float = 1.5  # seconds allowed from Redis back to every worker's storage_up
 
 
@@ -77,6 +79,7 @@ class Sample:
     status: int
     problem: bool = False
     took: float = 0.0  # seconds in the app, as the server reports it
+    at: float = 0.0  # the server's wall-clock time of the answer
 
 
 @dataclass
@@ -121,6 +124,7 @@ def served(server: str, policy: str, uri: str, timing: Timing, log: Path) -> Ite
         SECMW_RATE_LIMIT__DEFAULT=f"{timing.limit}/{timing.window} seconds",
         SECMW_RATE_LIMIT__EXEMPT__PATHS="/health",
         SECMW_RATE_LIMIT__KEY_PREFIX="f" + os.urandom(4).hex(),
+        SECMW_RATE_LIMIT__COMMAND_TIMEOUT=str(timing.deadline),
     )
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -129,6 +133,9 @@ def served(server: str, policy: str, uri: str, timing: Timing, log: Path) -> Ite
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url), 30, f"{server} to start")
+        with httpx.Client(timeout=5) as client:  # every worker connects to Redis first
+            for n in range(20):
+                send(client, url, f"warm-{n}")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -155,17 +162,22 @@ def send(client: httpx.Client, url: str, name: str) -> Sample:
     problem = response.headers.get("content-type") == "application/problem+json"
     problem = problem and int(response.headers.get("retry-after", "0")) >= 1
     took = int(response.headers.get("x-took-ms", "0")) / 1000
-    return Sample(name, sent, time.monotonic(), response.status_code, problem, took)
+    at = float(response.headers.get("x-at", "0"))
+    return Sample(name, sent, time.monotonic(), response.status_code, problem, took, at)
 
 
-def load(url: str, clients: list[str], stop: threading.Event, out: list[Sample]) -> None:
-    """Half the requests from the hot client (``clients[0]``), half spread over the others."""
+def load(
+    url: str, clients: list[str], stop: threading.Event, out: list[Sample], pace: float
+) -> None:
+    """Half the requests from the hot client (``clients[0]``), half spread over the others;
+    ``pace`` seconds between a thread's requests, so that the load leaves the servers CPU."""
     cycle = itertools.cycle(
         [clients[0], *itertools.chain(*zip(itertools.repeat(clients[0]), clients[1:]))]
     )
     with httpx.Client(timeout=5) as client:
         while not stop.is_set():
             out.append(send(client, url, next(cycle)))
+            time.sleep(pace)
 
 
 def worst_window(times: list[float], window: float) -> int:
@@ -208,16 +220,14 @@ def experiment(
     tag: str,
 ) -> Run:
     """One fault under load; the checks of the module docstring."""
-    run = Run(
-        f"{type(topology).__name__.lower()}{'+replicas' if getattr(topology, 'replicas', False) else ''}:{fault} {server} {policy}"
-    )
+    run = Run(f"{topology.name}:{fault} {server} {policy}")
     hot, others = f"hot-{tag}", [f"other-{tag}-{n}" for n in range(6)]
     if isinstance(topology, Cluster):
         topology.choose_victim(hot)
     victims = {name for name in [hot, *others] if topology.client_on_victim(name)}
     stop, samples = threading.Event(), run.samples
     threads = [
-        threading.Thread(target=load, args=(url, [hot, *others], stop, samples))
+        threading.Thread(target=load, args=(url, [hot, *others], stop, samples, timing.pace))
         for _ in range(timing.threads)
     ]
     for thread in threads:
@@ -242,114 +252,182 @@ def experiment(
     healed = time.monotonic()
     watcher.join(30)
     back = [min([*back, healed])]  # a heal we did ourselves ends the outage when it returns
-    try:
+    with suppress(RuntimeError):  # a worker that never recovers fails the checks below
         wait_for(lambda: recovered(events(log, since)), 15, "every worker to recover")
-    except RuntimeError:
-        pass
     time.sleep(timing.tail)
     stop.set()
     for thread in threads:
         thread.join(10)
     exact = burst(url, f"exact-{tag}", 3 * timing.limit)
-    judge(run, policy, fault, victims, hot, started, back, events(log, since), wall, timing)
+    found = events(log, since)
+    lost = topology.loses_counts(fault)
+    judge(run, Outage(policy, lost, victims, hot, started, back[0], found, wall), timing)
     run.figures["exact"] = f"{exact[200]}/{timing.limit}"
     run.check(
         exact[200] == timing.limit and exact[200] + exact[429] == 3 * timing.limit,
         f"after recovery {dict(exact)} for a limit of {timing.limit}",
     )
-    text = log.read_text(errors="replace")
-    run.figures["unclosed"] = text.count("Unclosed")
-    run.check("Unclosed" not in text, "a node client left unclosed")
-    run.check("Traceback" not in text, "a traceback in the server log")
     return run
 
 
-def recovered(found: list[tuple[int, float, str, str]]) -> bool:
+def shutdown(run: Run, log: Path) -> None:
+    """The server's log, once it stopped: no node client left unclosed, no traceback."""
+    text = log.read_text(errors="replace")
+    run.figures["unclosed"] = text.count("Unclosed")
+    run.check("Unclosed" not in text, "a client left unclosed (see the server log)")
+    run.check("Traceback" not in text, "a traceback in the server log")
+
+
+Event = tuple[int, float, str, str]  # pid, wall-clock time, down|up, node
+
+
+def recovered(found: list[Event]) -> bool:
     """Whether every worker and node that went down came up again."""
     down = {(pid, node) for pid, _, kind, node in found if kind == "down"}
     return bool(down) and down <= {(pid, node) for pid, _, kind, node in found if kind == "up"}
 
 
-def judge(
-    run: Run,
-    policy: str,
-    fault: str,
-    victims: set[str],
-    hot: str,
-    started: float,
-    back: list[float],
-    found: list[tuple[int, float, str, str]],
-    wall: float,
-    timing: Timing,
-) -> None:
-    samples = run.samples
-    statuses = Counter(s.status for s in samples)
+@dataclass
+class Outage:
+    """What one experiment did: the policy, who lives on the failed node, when Redis served
+    the hot client again (``time.monotonic``), the breaker events seen."""
+
+    policy: str
+    lost_counts: bool
+    victims: set[str]
+    hot: str
+    started: float
+    back: float
+    found: list[Event]
+    wall: float  # time.time() - time.monotonic()
+
+
+def judge(run: Run, outage: Outage, timing: Timing) -> None:
+    """Every check of the module docstring but exactness, on ``run.samples``."""
+    answers(run, outage)
+    deadline(run, timing)
+    bound(run, outage, timing)
+    stories(run, outage, timing)
+
+
+def answers(run: Run, outage: Outage) -> None:
+    """No 5xx but ``deny``'s 503 problem documents, and those, from the fault on, only for the
+    failed node's clients; no transport error."""
+    policy, samples = outage.policy, run.samples
     run.figures["requests"] = len(samples)
-    bad = [
-        s
-        for s in samples
-        if s.status == 0
-        or (s.status >= 500 and not (policy == "deny" and s.status == 503 and s.problem))
-    ]
+    run.figures["503"] = sum(1 for s in samples if s.status == 503)
+    bad = [s for s in samples if s.status == 0 or (s.status >= 500 and not _denied(s, policy))]
     run.check(not bad, f"{len(bad)} answers outside the policy ({Counter(s.status for s in bad)})")
     if policy == "deny":
-        spill = [s for s in samples if s.status == 503 and s.client not in victims]
+        spill = [
+            s
+            for s in samples
+            if s.status == 503 and s.client not in outage.victims and s.sent >= outage.started
+        ]
         run.check(not spill, f"{len(spill)} 503s for clients whose master was up")
-    run.figures["503"] = statuses[503]
-    slowest = max(s.took for s in samples)
+
+
+def _denied(sample: Sample, policy: str) -> bool:
+    return policy == "deny" and sample.status == 503 and sample.problem
+
+
+def deadline(run: Run, timing: Timing) -> None:
+    """No request longer in the app than the deadline plus the margin."""
+    slowest = max(s.took for s in run.samples)
     run.figures["app_max_ms"] = round(slowest * 1000)
-    run.figures["client_max_ms"] = round(max(s.received - s.sent for s in samples) * 1000)
-    run.check(slowest <= DEADLINE + timing.margin, f"a request took {slowest:.3f} s in the app")
-    admitted = [s.received for s in samples if s.client == hot and s.status == 200]
+    run.figures["client_max_ms"] = round(max(s.received - s.sent for s in run.samples) * 1000)
+    limit = timing.deadline + timing.margin
+    run.check(slowest <= limit, f"a request took {slowest:.3f} s in the app")
+
+
+def bound(run: Run, outage: Outage, timing: Timing) -> None:
+    """The hot client's worst window: ``memory`` workers x limit, ``deny`` the limit (twice
+    when Redis came back empty)."""
+    hot = outage.hot
+    admitted = [s.at for s in run.samples if s.client == hot and s.status == 200]
     worst = worst_window(admitted, timing.window)
     run.figures["worst"] = worst
-    run.figures["hot"] = dict(Counter(s.status for s in samples if s.client == hot))
-    if policy == "memory":
-        run.check(
-            worst <= WORKERS * timing.limit,
-            f"{worst} admitted in one window, bound {WORKERS * timing.limit}",
-        )
-    elif policy == "deny":
-        lost = fault == "kill"  # a restarted Redis starts empty
-        bound = timing.limit * (2 if lost else 1)
-        run.check(worst <= bound, f"{worst} admitted in one window, bound {bound}")
-    per: Counter[tuple[int, str, str]] = Counter((pid, node, kind) for pid, _, kind, node in found)
-    stories = {(pid, node) for pid, node, _ in per}
-    run.figures["events"] = (
-        f"{sum(1 for *_, k in per.elements() if k == 'down')}d/{sum(1 for *_, k in per.elements() if k == 'up')}u"
-    )
-    run.check(bool(stories), "no storage_down event")
-    for pid, node in stories:
-        run.check(
-            per[pid, node, "down"] == 1 and per[pid, node, "up"] == 1,
-            f"worker {pid} node {node or '-'}: {per[pid, node, 'down']} down, {per[pid, node, 'up']} up",
-        )
-    if back:
-        back_wall = back[0] + wall
-        ups = [at for _, at, kind, _ in found if kind == "up"]
-        late = max(ups) - back_wall if ups else float("inf")
-        run.figures["outage_s"] = round(back[0] - started, 2)
-        run.figures["recovery_s"] = round(late, 2)
-        run.check(late <= timing.recovery, f"recovery took {late:.2f} s after Redis was back")
+    if outage.policy == "memory":
+        limit = WORKERS * timing.limit
+    elif outage.policy == "deny":
+        limit = timing.limit * (2 if outage.lost_counts else 1)
     else:
-        run.check(False, "Redis never served the client again")
+        return
+    run.figures["bound"] = limit
+    run.check(worst <= limit, f"{worst} admitted in one window, bound {limit}")
+
+
+def stories(run: Run, outage: Outage, timing: Timing) -> None:
+    """One down and one up per worker and node; every worker back soon after Redis."""
+    per = Counter((pid, node, kind) for pid, _, kind, node in outage.found)
+    pairs = sorted({(pid, node) for pid, node, _ in per})
+    downs = sum(count for (_, _, kind), count in per.items() if kind == "down")
+    run.figures["events"] = f"{downs}d/{sum(per.values()) - downs}u"
+    run.check(bool(pairs), "no storage_down event")
+    for pid, node in pairs:
+        down, up = per[pid, node, "down"], per[pid, node, "up"]
+        run.check(down == up == 1, f"worker {pid} node {node or '-'}: {down} down, {up} up")
+    back = outage.back + outage.wall
+    first_down = {}
+    for pid, at, kind, node in outage.found:
+        if kind == "down":
+            first_down.setdefault((pid, node), at)
+    ups = [  # each outage story's first up once Redis is back
+        min((at for p, at, k, n in outage.found if (p, n) == pair and k == "up"), default=inf)
+        for pair, at in first_down.items()
+        if at < back
+    ]
+    late = max(ups, default=inf) - back
+    run.figures["outage_s"] = round(outage.back - outage.started, 2)
+    run.figures["recovery_s"] = round(late, 2)
+    run.check(late <= timing.recovery, f"recovery took {late:.2f} s after Redis was back")
 
 
 def topologies(workdir: Path, only: set[str]) -> Iterator[Any]:
-    builders = [
-        ("single", lambda: Single(workdir / "single")),
-        ("cluster", lambda: Cluster(workdir / "cluster", replicas=False)),
-        ("cluster+replicas", lambda: Cluster(workdir / "replicas", replicas=True)),
-        ("sentinel", lambda: Sentinel(workdir / "sentinel")),
+    """Each selected deployment, started, stopped after use."""
+    builders: list[tuple[str, Callable[[Path], Any]]] = [
+        ("single", Single),
+        ("cluster", lambda path: Cluster(path, replicas=False)),
+        ("cluster+replicas", lambda path: Cluster(path, replicas=True)),
+        ("sentinel", Sentinel),
     ]
     for name, build in builders:
         if not only or any(item.split(":")[0] == name for item in only):
-            (workdir / name.replace("cluster+", "")).mkdir(exist_ok=True)
-            topology = build()
+            path = workdir / name.replace("+", "-")
+            path.mkdir(exist_ok=True)
+            topology = build(path)
             try:
-                yield name, topology
+                yield topology
             finally:
                 topology.stop()
+
+
+def suite(
+    workdir: Path,
+    only: set[str],
+    servers: list[str],
+    policies: list[str],
+    timing: Timing,
+    show: Callable[[Run], None] = lambda run: None,
+) -> list[Run]:
+    """Every selected experiment (``only``: deployments, or ``deployment:fault``)."""
+    runs: list[Run] = []
+    counter = itertools.count()
+    for topology in topologies(workdir, only):
+        name = topology.name
+        faults = [f for f in topology.faults if not only or name in only or f"{name}:{f}" in only]
+        for server, policy in itertools.product(servers, policies):
+            log = workdir / f"{name}-{server}-{policy}.log"
+            done: list[Run] = []
+            with served(server, policy, topology.url, timing, log) as url:
+                for fault in faults:
+                    tag = str(next(counter))
+                    done.append(experiment(topology, fault, server, policy, url, log, timing, tag))
+            shutdown(done[-1], log)
+            for run in done:
+                show(run)
+            runs += done
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,39 +437,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="*", default=["memory", "allow", "deny"])
     parser.add_argument("--keep", help="a directory for the logs and Redis files, kept")
     args = parser.parse_args(argv)
-    timing, runs = Timing(), []
-    counter = itertools.count()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="secmw-faults-") as tmp:
         workdir = Path(args.keep or tmp)
-        for name, topology in topologies(workdir, set(args.only)):
-            faults = [
-                f
-                for f in topology.faults
-                if not args.only or name in args.only or f"{name}:{f}" in args.only
-            ]
-            for server, policy in itertools.product(args.servers, args.policies):
-                log = workdir / f"{name}-{server}-{policy}.log"
-                with served(server, policy, topology.url, timing, log) as url:
-                    for fault in faults:
-                        run = experiment(
-                            topology, fault, server, policy, url, log, timing, str(next(counter))
-                        )
-                        runs.append(run)
-                        print(report_line(run), flush=True)
+        runs = suite(
+            workdir,
+            set(args.only),
+            args.servers,
+            args.policies,
+            Timing(),
+            lambda run: print(report_line(run), flush=True),
+        )
     print(summary(runs))
     return 1 if any(run.failures for run in runs) else 0
 
 
 def report_line(run: Run) -> str:
+    """One run: its figures and its verdict."""
     figures = " ".join(f"{key}={value}" for key, value in run.figures.items())
     verdict = "ok" if not run.failures else "FAIL: " + "; ".join(run.failures)
-    return f"{run.name:<36} {figures}  {verdict}"
+    return f"{run.name:<40} {figures}  {verdict}"
 
 
 def summary(runs: list[Run]) -> str:
+    """Totals, and the worst of each figure over the runs."""
     total = sum(run.figures.get("requests", 0) for run in runs)
     failed = [run for run in runs if run.failures]
-    return f"\n{len(runs)} runs, {total} requests, {len(failed)} failed"
+    lines = [f"\n{len(runs)} runs, {total} requests, {len(failed)} failed"]
+    for figure in ("app_max_ms", "client_max_ms", "recovery_s", "outage_s"):
+        values = [run.figures[figure] for run in runs if figure in run.figures]
+        if values:
+            lines.append(f"  {figure}: max {max(values)}")
+    for policy in ("memory", "deny"):
+        worst = [(r.figures["worst"], r.figures["bound"]) for r in runs if r.name.endswith(policy)]
+        if worst:
+            lines.append(
+                f"  {policy}: worst window {max(worst)[0]} (bounds {sorted({b for _, b in worst})})"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

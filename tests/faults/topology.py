@@ -81,7 +81,12 @@ class Single:
     """One ``redis-server``: killed, frozen (SIGSTOP), paused (``CLIENT PAUSE``), or busy in a
     long command (``DEBUG SLEEP``)."""
 
+    name = "single"
     faults = ("kill", "freeze", "pause", "sleep")
+
+    def loses_counts(self, fault: str) -> bool:
+        """Whether the fault empties Redis (no persistence: a killed server restarts empty)."""
+        return fault == "kill"
 
     def __init__(self, workdir: Path) -> None:
         self.server = FaultRedis(workdir, []).start()
@@ -135,6 +140,11 @@ class Cluster:
 
     faults = ("master",)
 
+    def loses_counts(self, fault: str) -> bool:
+        """Without replicas the killed master restarts empty; with them, its replica has the
+        counts (but writes the replication had not sent yet)."""
+        return not self.replicas
+
     def __init__(self, workdir: Path, *, replicas: bool) -> None:
         cli = shutil.which("redis-cli") or "redis-cli"
         self.nodes = [
@@ -148,6 +158,7 @@ class Cluster:
         self.url = "redis+cluster://" + ",".join(addresses[:3])
         self.victim: FaultRedis | None = None
         self.replicas = replicas
+        self.name = "cluster+replicas" if replicas else "cluster"
 
     def _slots(self) -> list[tuple[int, int, int]]:
         for node in self.nodes:
@@ -171,8 +182,13 @@ class Cluster:
         return sum(b - a + 1 for a, b, _ in self._slots()) == 16384
 
     def owner(self, name: str) -> int:
-        """The port of the master serving client ``name``'s keys now."""
-        slot = key_slot(f"c:{name}".encode())
+        """The port of the master serving client ``name``'s keys now (the test apps key a
+        client named by ``X-Client`` as ``{c:<name>}``)."""
+        return self.owner_of(f"{{c:{name}}}")
+
+    def owner_of(self, key: str) -> int:
+        """The port of the master serving ``key`` now."""
+        slot = key_slot(key.encode())
         return next(port for a, b, port in self._slots() if a <= slot <= b)
 
     def client_on_victim(self, name: str) -> bool:
@@ -181,8 +197,12 @@ class Cluster:
         return self.owner(name) == self.victim.port
 
     def choose_victim(self, name: str) -> None:
-        """The master of ``name``'s keys is the one to kill."""
-        port = self.owner(name)
+        """The master of client ``name``'s keys is the one to kill."""
+        self.choose_victim_of(f"{{c:{name}}}")
+
+    def choose_victim_of(self, key: str) -> None:
+        """The master of ``key`` is the one to kill."""
+        port = self.owner_of(key)
         self.victim = next(node for node in self.nodes if node.port == port)
 
     def inject(self, fault: str, seconds: float) -> None:
@@ -211,7 +231,12 @@ class Sentinel:
     """A master, a replica and one Sentinel (quorum 1): the fault kills the master, Sentinel
     promotes the replica; healing restarts the old master, which Sentinel makes a replica."""
 
+    name = "sentinel"
     faults = ("failover",)
+
+    def loses_counts(self, fault: str) -> bool:
+        """The promoted replica has the counts (but writes the replication had not sent yet)."""
+        return False
 
     def __init__(self, workdir: Path) -> None:
         self.master = FaultRedis(workdir, []).start()

@@ -77,7 +77,8 @@ class AsyncRedisWindows:
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready: asyncio.Task[Any] | None = None
+        self._ready: asyncio.Task[Any] | None = None  # the cluster's first slot-map read
+        self._refresh: asyncio.Task[Any] | None = None  # a later one
         self._nodes = ClusterNodes()
         self.check()
 
@@ -126,8 +127,8 @@ class AsyncRedisWindows:
             async with _timeout(self._deadline):  # no task per call, unlike wait_for
                 return await self._apply(hits, charging, carried)
         except TimeoutError:
-            if self.clustered and self._clients and refreshing(self._clients[0]):
-                raise MapRefresh from None
+            if self._ready is not None and not self._ready.done():
+                raise MapRefresh from None  # the call waited for the slot map, not its node
             raise
 
     async def _apply(
@@ -144,16 +145,28 @@ class AsyncRedisWindows:
         return merge(zip(parts, outcomes, strict=True), hits)
 
     async def _wait_ready(self) -> None:
+        """Wait for the cluster client's first slot-map read; start a refresh the client asked
+        for (after an error) in a task of its own, not awaited: calls go on with the current
+        map, and a refresh run inside a call would be cut short by the call's deadline and
+        start over in the next one (under load, maybe forever)."""
         ready = self._ready
-        if ready is not None:
-            try:
-                await asyncio.shield(ready)
-            except Exception:
-                if self._ready is ready:
-                    # The slot map could not be read: a new client next time, this one closed.
-                    self._loop = None
-                    self._nodes.retire(self._clients)
-                raise
+        if ready is None or ready.done():
+            refresh = self._refresh
+            client = self._clients[0] if self.clustered else None
+            if client is not None and refreshing(client) and (refresh is None or refresh.done()):
+                self._refresh = asyncio.get_running_loop().create_task(client.initialize())
+                self._refresh.add_done_callback(_settled)
+                await asyncio.sleep(0)  # it takes the client's lock: this call will not refresh
+        if ready is None:
+            return
+        try:
+            await asyncio.shield(ready)
+        except Exception:
+            if self._ready is ready:
+                # The slot map could not be read: a new client next time, this one closed.
+                self._loop = None
+                self._nodes.retire(self._clients)
+            raise
 
     async def _call(self, group: list[LimitHit], charging: bool) -> Outcome:
         reply = await self._run(group, script_call(self.strategy, group, charging))
@@ -213,12 +226,19 @@ class AsyncRedisWindows:
         from its map meanwhile (call on the loop that used them)."""
         clients, self._clients, self._script, self._loop = self._clients, [], None, None
         self._direct = None
-        ready, self._ready = self._ready, None
-        if ready is not None and not ready.done():
-            ready.cancel()
+        for task in (self._ready, self._refresh):
+            if task is not None and not task.done():
+                task.cancel()
+        self._ready = self._refresh = None
         for client in clients:
             await client.aclose()
         await self._nodes.aclose()
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background refresh's outcome (a failed one is asked for again by the client)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ClusterNodes:
