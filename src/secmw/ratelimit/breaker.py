@@ -4,8 +4,9 @@ Closed: every call goes to the storage. After ``threshold`` consecutive failures
 are answered by the ``on_storage_error`` policy without touching the storage, except one probe
 per pause. The first pause is short and the pauses grow with the outage (a quarter of its length
 so far), up to ``pause``: a brief outage (a restart, a failover) is noticed soon after it ends,
-a long one costs one probe per ``pause``. A successful call closes it. Each transition is one audit event, so an outage is one
-``ratelimit.storage_down`` and one ``ratelimit.storage_up`` line, not one per request.
+a long one costs one probe per ``pause``. A successful call closes it. Each transition is one
+audit event, so an outage is one ``ratelimit.storage_down`` and one ``ratelimit.storage_up``
+line, not one per request.
 
 On a Redis Cluster each master has its own breaker (:class:`Breakers`): a dead master sends
 only its keys to the policy, and a success on another master says nothing about it.

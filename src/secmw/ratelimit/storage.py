@@ -13,10 +13,12 @@
   many limits apply. In a cluster, keys of one identity share a hash tag; limits keyed on
   different identities (a rule keyed by address beside a default keyed by principal) take one
   round trip per identity, and a refusal there does not refund the others.
-- **Failures**: timeouts are bounded (no client retries: the breaker decides), a
-  :class:`CircuitBreaker` stops calling a failed storage, probes it after a pause and closes
-  again on success; each transition is one audit event. While it is open the
-  ``on_storage_error`` policy answers: per-process memory limits, allow, or 503.
+- **Failures**: each call has one deadline, connect included (no client retries: the breaker
+  decides); a :class:`CircuitBreaker` per node (one for a server or Sentinel, one per Cluster
+  master) stops calling a failed storage, probes it after pauses growing with the outage and
+  closes again on success; each transition is one audit event. While it is open the
+  ``on_storage_error`` policy answers: per-process memory limits (carried across the switches,
+  :class:`Carry`), allow, or 503.
 """
 
 from __future__ import annotations
@@ -201,14 +203,15 @@ class Fallback:
         self.carry = Carry(self.memory) if self.policy == "memory" else None
         self.breakers = Breakers(settings.breaker_pause, clock)
         self.breaker = self.breakers.main
+        self._one = (self.breaker,)  # what ``closed`` answers off a cluster, made once
         self.remote: RemoteNodes | None = None
 
-    def closed(self, hits: Sequence[LimitHit]) -> list[CircuitBreaker] | None:
+    def closed(self, hits: Sequence[LimitHit]) -> Sequence[CircuitBreaker] | None:
         """The breakers of the nodes ``hits`` live on, when each lets a call through (closed, or
         this call is its probe); None when the policy must answer."""
         remote = self.remote
         if remote is None or not remote.clustered:
-            return [self.breaker] if self.breaker.allow() else None
+            return self._one if self.breaker.allow() else None
         breakers = [self.breakers.get(node) for node in {remote.node(hit) for hit in hits}]
         return breakers if all(breaker.allow() for breaker in breakers) else None
 
@@ -221,7 +224,7 @@ class Fallback:
         self,
         started: float,
         exc: Exception,
-        breakers: list[CircuitBreaker],
+        breakers: Sequence[CircuitBreaker],
         carried: Sequence[LimitHit] = (),
     ) -> None:
         """Record a Redis call begun at ``started`` (``perf_counter``) that raised: on a
@@ -241,7 +244,7 @@ class Fallback:
     def answered(
         self,
         started: float,
-        breakers: list[CircuitBreaker],
+        breakers: Sequence[CircuitBreaker],
         hits: Sequence[LimitHit] = (),
         outcome: Outcome | None = None,
         carried: Sequence[LimitHit] = (),
