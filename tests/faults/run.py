@@ -13,7 +13,8 @@ send requests while Redis works, while it fails and after it heals. Checked, per
 - the deadline: no request slower than ``command_timeout`` plus a margin for HTTP and the host;
 - the limit over every window-long span of the hot client's admissions, windows that cross
   the switches included: ``memory`` at most workers x limit, ``deny`` the limit (twice the
-  limit when Redis restarts empty within the window);
+  limit when the fault can lose counts: Redis restarts empty, or a promoted replica lacks the
+  writes replication had not sent yet);
 - one ``storage_down`` and one ``storage_up`` per worker and node for the outage;
 - recovery: the time from Redis serving the client's keys again to each worker's
   ``storage_up``;
@@ -342,7 +343,8 @@ def deadline(run: Run, timing: Timing) -> None:
 
 def bound(run: Run, outage: Outage, timing: Timing) -> None:
     """The hot client's worst window: ``memory`` workers x limit, ``deny`` the limit (twice
-    when Redis came back empty)."""
+    when the fault can lose counts: a restart empties Redis, a promoted replica may lack the
+    last writes)."""
     hot = outage.hot
     admitted = [s.at for s in run.samples if s.client == hot and s.status == 200]
     worst = worst_window(admitted, timing.window)

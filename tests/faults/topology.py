@@ -21,6 +21,7 @@ from redis.crc import key_slot
 
 from tests.redis_support import HOST, RedisServer, free_port
 
+DEBUG = ("--enable-debug-command", "yes")  # DEBUG SLEEP is one of the faults
 NODE_TIMEOUT_MS = 1000  # Cluster and Sentinel declare a silent master down after this
 
 
@@ -29,7 +30,7 @@ class FaultRedis(RedisServer):
     full coverage required (a dead master takes down its own slots only)."""
 
     def __init__(self, workdir: Path, extra: list[str], *, cluster: bool = False) -> None:
-        options = ["--enable-debug-command", "yes", *extra]
+        options = [*DEBUG, *extra]
         if cluster:
             options += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
             options += ["--cluster-require-full-coverage", "no"]
@@ -129,9 +130,9 @@ class Cluster:
     faults = ("master",)
 
     def loses_counts(self, fault: str) -> bool:
-        """Without replicas the killed master restarts empty; with them, its replica has the
-        counts (but writes the replication had not sent yet)."""
-        return not self.replicas
+        """Whether counts can be lost: the killed master restarts empty, or the replica that
+        takes over lacks the writes the (asynchronous) replication had not sent yet."""
+        return True
 
     def __init__(self, workdir: Path, *, replicas: bool) -> None:
         cli = shutil.which("redis-cli") or "redis-cli"
@@ -223,8 +224,8 @@ class Sentinel:
     faults = ("failover",)
 
     def loses_counts(self, fault: str) -> bool:
-        """The promoted replica has the counts (but writes the replication had not sent yet)."""
-        return False
+        """The promoted replica lacks the writes the (asynchronous) replication had not sent."""
+        return True
 
     def __init__(self, workdir: Path) -> None:
         self.master = FaultRedis(workdir, []).start()
@@ -235,7 +236,7 @@ class Sentinel:
             f"port {self.port}\nbind {HOST}\nprotected-mode no\ndir {workdir}\n"
             f"sentinel monitor mymaster {HOST} {self.master.port} 1\n"
             f"sentinel down-after-milliseconds mymaster {NODE_TIMEOUT_MS}\n"
-            "sentinel failover-timeout mymaster 5000\n",
+            "sentinel failover-timeout mymaster 2000\n",
             encoding="utf-8",
         )
         self.process = subprocess.Popen(
@@ -274,7 +275,9 @@ class Sentinel:
 
     def heal(self, fault: str) -> None:
         wait_for(lambda: self.master_port() != self.master.port, 20, "the failover")
-        self.master.start()  # Sentinel turns it into a replica of the new master
+        # Back as a replica of the new master (as Sentinel would make it, in its own time).
+        self.master.extra = (*DEBUG, "--replicaof", HOST, str(self.master_port()))
+        self.master.start()
         wait_for(lambda: self._replicas() > 0 and self._in_sync(), 20, "a replica again")
 
     def _in_sync(self) -> bool:
