@@ -70,6 +70,7 @@ class Timing:
     deadline: float = 0.25  # command_timeout, the default
     margin: float = 0.25  # time in the app allowed past the deadline (a busy host)
     recovery: float = 1.5  # seconds allowed from Redis back to every worker's storage_up
+    src: Path = ROOT / "src"  # the secmw sources the servers run (another tree: a comparison)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def command(server: str, port: int) -> list[str]:
 def served(server: str, policy: str, uri: str, timing: Timing, log: Path) -> Iterator[str]:
     """The server on a free port, with the rate limiter on ``uri`` under ``policy``."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(timing.src), str(ROOT)])}
     env["PYTHONWARNINGS"] = "default::ResourceWarning"  # "Unclosed ClusterNode" shows
     env.update(
         SECMW_RATE_LIMIT__STORAGE_URI=uri,
@@ -228,7 +229,9 @@ def experiment(
     victims = {name for name in [hot, *others] if topology.client_on_victim(name)}
     stop, samples = threading.Event(), run.samples
     threads = [
-        threading.Thread(target=load, args=(url, [hot, *others], stop, samples, timing.pace))
+        threading.Thread(
+            target=load, args=(url, [hot, *others], stop, samples, timing.pace), daemon=True
+        )
         for _ in range(timing.threads)
     ]
     for thread in threads:
@@ -438,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", nargs="*", default=["uvicorn", "gunicorn"])
     parser.add_argument("--policies", nargs="*", default=["memory", "allow", "deny"])
     parser.add_argument("--keep", help="a directory for the logs and Redis files, kept")
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="secmw sources to serve")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="secmw-faults-") as tmp:
@@ -447,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             set(args.only),
             args.servers,
             args.policies,
-            Timing(),
+            Timing(src=args.src.resolve()),
             lambda run: print(report_line(run), flush=True),
         )
     print(summary(runs))

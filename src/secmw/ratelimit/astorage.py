@@ -27,7 +27,6 @@ from secmw.ratelimit.script import (
     direct,
     groups,
     limits_error,
-    masters_of,
     merge,
     node_of,
     packed_call,
@@ -76,6 +75,7 @@ class AsyncRedisWindows:
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
+        self._owners: dict[int, str] = {}  # slot -> its last known master (``node_of``)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[Any] | None = None  # the cluster's first slot-map read
         self._refresh: asyncio.Task[Any] | None = None  # a later one
@@ -104,14 +104,12 @@ class AsyncRedisWindows:
         self._ready = loop.create_task(client.initialize()) if self.clustered else None
         self._nodes.changing = self.clustered  # note the nodes after the first answer
 
-    def node(self, hit: LimitHit) -> str:
-        """The cluster node ``hit``'s key lives on (``""`` off a cluster, or before the slot map
-        is known)."""
-        return node_of(self._clients[0], hit.key) if self.clustered and self._clients else ""
-
-    def masters(self) -> set[str]:
-        """The masters of the cluster's slot map (empty off a cluster)."""
-        return masters_of(self._clients[0]) if self.clustered and self._clients else set()
+    def node(self, key: str) -> str:
+        """The cluster node ``key`` lives on (``""`` off a cluster, or before the slot map is
+        known)."""
+        if not (self.clustered and self._clients):
+            return ""
+        return node_of(self._clients[0], key, self._owners)
 
     async def apply(
         self, hits: Sequence[LimitHit], *, charging: bool = True, carried: Sequence[LimitHit] = ()
@@ -178,12 +176,13 @@ class AsyncRedisWindows:
             return await self._evalsha(plain, *call)
         if not self.clustered:
             return await self._script(*call)
-        node, client = self.node(group[0]), self._clients[0]
+        key, client = group[0].key, self._clients[0]
+        node = self.node(key)
         try:
             reply = await self._script(*call)
         except Exception as exc:
             self._nodes.changing = True  # the client reads a new slot map on its next call
-            raise NodeFailure(node, exc) from exc
+            raise NodeFailure(node, key, exc) from exc
         if self._nodes.changing:
             self._nodes.track(client)
         return reply
@@ -306,7 +305,7 @@ class AsyncLimiter(Fallback):
             try:
                 outcome = await remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                self.failed(started, exc, breakers, carried)
+                self.failed(started, exc, hits, carried)
             else:
                 self.answered(started, breakers, hits, outcome, carried)
                 return outcome
@@ -324,7 +323,7 @@ class AsyncLimiter(Fallback):
             try:
                 await remote.refund(hits)
             except Exception as exc:  # a timeout, a refused connection, a cluster error...
-                self.failed(started, exc, breakers)
+                self.failed(started, exc, hits, ())
             else:
                 self.answered(started, breakers)
             return

@@ -111,9 +111,9 @@ class CircuitBreaker:
 class Breakers:
     """One :class:`CircuitBreaker` per storage node, made on first use.
 
-    A single server or Sentinel is one node (named ``""``); a Cluster's masters are named
-    ``host:port``. Nodes are few (a cluster's masters), and a node that left the cluster is
-    dropped by :meth:`retire`, so the map stays small.
+    A single server or Sentinel is one node (named ``""``, as is a Cluster whose slot map is not
+    read yet); a Cluster's masters are named ``host:port``. Nodes are few (a cluster's masters),
+    and a node whose keys moved is dropped by :meth:`retire`, so the map stays small.
     """
 
     def __init__(self, pause: float, clock: Callable[[], float]) -> None:
@@ -121,6 +121,7 @@ class Breakers:
         self._clock = clock
         self._lock = threading.Lock()
         self.nodes: dict[str, CircuitBreaker] = {}
+        self.failed_keys: dict[str, str] = {}  # node -> a key whose call to it failed
         self.main = self.get("")
 
     def get(self, node: str) -> CircuitBreaker:
@@ -134,14 +135,20 @@ class Breakers:
                 )
         return breaker
 
+    def failure(self, node: str, key: str, exc: BaseException) -> None:
+        """Record a failed call of ``key`` to ``node``."""
+        self.failed_keys[node] = key
+        self.get(node).failure(exc)
+
     def open_nodes(self) -> list[str]:
         """The nodes whose breaker is open."""
         return [node for node, breaker in list(self.nodes.items()) if breaker.is_open]
 
     def retire(self, node: str) -> None:
-        """Forget ``node``, which no longer owns any slot: its breaker, if open, closes with an
-        event saying why (the outage ended for its keys, now served by another master)."""
+        """Close ``node``'s breaker, whose keys another node serves now, with an event saying
+        why (the outage ended for them); a node that left the cluster is forgotten."""
         with self._lock:
-            breaker = self.nodes.pop(node, None)
+            breaker = self.nodes.get(node) if not node else self.nodes.pop(node, None)
+            self.failed_keys.pop(node, None)
         if breaker is not None:
-            breaker.close(f"{breaker.name} no longer owns slots; its keys moved to another node")
+            breaker.close(f"{breaker.name}: its keys are served by another node now")

@@ -23,11 +23,13 @@ class StorageFailure(Exception):
 
 
 class NodeFailure(Exception):
-    """A call to one Cluster node failed: ``node`` names it (``host:port``), ``error`` is why."""
+    """A call to one Cluster node failed: ``node`` names it (``host:port``), ``key`` is a key
+    the call sent there, ``error`` is why."""
 
-    def __init__(self, node: str, error: Exception) -> None:
+    def __init__(self, node: str, key: str, error: Exception) -> None:
         super().__init__(type(error).__name__)
         self.node = node
+        self.key = key
         self.error = error
 
 
@@ -36,11 +38,8 @@ class RemoteNodes(Protocol):
 
     clustered: bool
 
-    def node(self, hit: LimitHit) -> str:
-        """The node ``hit``'s key lives on (``""`` off a cluster)."""
-
-    def masters(self) -> set[str]:
-        """The masters of the cluster's slot map (empty off a cluster)."""
+    def node(self, key: str) -> str:
+        """The node ``key`` lives on (``""`` off a cluster)."""
 
 
 class MapRefresh(Exception):
@@ -54,22 +53,20 @@ def refreshing(client: Any) -> bool:
     return bool(getattr(client, "_initialize", False))
 
 
-def node_of(client: Any, key: str) -> str:
+def node_of(client: Any, key: str, owners: dict[int, str]) -> str:
     """The ``host:port`` of the master a cluster client sends ``key`` to, from its slot map (no
-    I/O); ``""`` while the map is unknown (the client has not read it yet)."""
+    I/O). A slot no master serves (its master died and had no replica) keeps its last owner,
+    remembered in ``owners``: its keys stay with that master's breaker until it is back.
+    ``""`` while the map is unknown (the client has not read it yet)."""
     try:
-        node = client.get_node_from_key(key)
-    except Exception:  # the slot is not covered, or the map is not read yet
-        return ""
-    return str(node.name) if node is not None else ""
-
-
-def masters_of(client: Any) -> set[str]:
-    """The ``host:port`` of every master in a cluster client's slot map (no I/O)."""
-    try:
-        return {str(node.name) for node in client.get_primaries()}
+        slot = client.keyslot(key)
+        nodes = client.nodes_manager.slots_cache.get(slot)
     except Exception:  # the map is not read yet
-        return set()
+        return ""
+    if not nodes:
+        return owners.get(slot, "")
+    name = owners[slot] = str(nodes[0].name)
+    return name
 
 
 def script_call(

@@ -48,7 +48,6 @@ from secmw.ratelimit.script import (
     direct,
     groups,
     limits_error,
-    masters_of,
     merge,
     node_of,
     packed_call,
@@ -85,6 +84,7 @@ class RedisWindows:
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
+        self._owners: dict[int, str] = {}  # slot -> its last known master (``node_of``)
         self._lock = threading.Lock()
 
     def connect(self) -> None:
@@ -108,14 +108,12 @@ class RedisWindows:
         for client in clients:
             client.close()
 
-    def node(self, hit: LimitHit) -> str:
-        """The cluster node ``hit``'s key lives on (``""`` off a cluster, or before the slot map
-        is known)."""
-        return node_of(self._clients[0], hit.key) if self.clustered and self._clients else ""
-
-    def masters(self) -> set[str]:
-        """The masters of the cluster's slot map (empty off a cluster)."""
-        return masters_of(self._clients[0]) if self.clustered and self._clients else set()
+    def node(self, key: str) -> str:
+        """The cluster node ``key`` lives on (``""`` off a cluster, or before the slot map is
+        known)."""
+        if not (self.clustered and self._clients):
+            return ""
+        return node_of(self._clients[0], key, self._owners)
 
     def apply(
         self, hits: Sequence[LimitHit], *, charging: bool = True, carried: Sequence[LimitHit] = ()
@@ -151,7 +149,8 @@ class RedisWindows:
             return self._script(*call)
         except Exception as exc:
             if self.clustered:
-                raise NodeFailure(self.node(group[0]), exc) from exc
+                key = group[0].key
+                raise NodeFailure(self.node(key), key, exc) from exc
             raise
 
     def _evalsha(self, plain: Direct, keys: list[str], args: list[Any], deadline: float) -> Any:
@@ -212,7 +211,7 @@ class Fallback:
         remote = self.remote
         if remote is None or not remote.clustered:
             return self._one if self.breaker.allow() else None
-        breakers = [self.breakers.get(node) for node in {remote.node(hit) for hit in hits}]
+        breakers = [self.breakers.get(node) for node in {remote.node(hit.key) for hit in hits}]
         return breakers if all(breaker.allow() for breaker in breakers) else None
 
     def carried(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
@@ -221,25 +220,25 @@ class Fallback:
         return self.carry.take(hits) if self.carry is not None else []
 
     def failed(
-        self,
-        started: float,
-        exc: Exception,
-        breakers: Sequence[CircuitBreaker],
-        carried: Sequence[LimitHit] = (),
+        self, started: float, exc: Exception, hits: Sequence[LimitHit], carried: Sequence[LimitHit]
     ) -> None:
-        """Record a Redis call begun at ``started`` (``perf_counter``) that raised: on a
-        cluster, the failed node's breaker; else the breakers the call used. The units it
-        carried are owed again (charging them twice errs on the safe side)."""
+        """Record a Redis call for ``hits`` begun at ``started`` (``perf_counter``) that raised,
+        against the node that failed (on a cluster: the one named by the error, else those of
+        ``hits``). The units it carried are owed again (charging them twice errs on the safe
+        side)."""
         metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
         if carried and self.carry is not None:
             self.carry.unpaid(carried)
+        remote = self.remote
         if isinstance(exc, NodeFailure):
-            self.breakers.get(exc.node).failure(exc.error)
-            return
-        if isinstance(exc, MapRefresh):
-            return  # this request gets the policy's answer; no node is to blame
-        for breaker in breakers:
-            breaker.failure(exc)
+            self.breakers.failure(exc.node, exc.key, exc.error)
+        elif isinstance(exc, MapRefresh):
+            pass  # this request gets the policy's answer; no node is to blame
+        elif remote is None or not remote.clustered:
+            self.breaker.failure(exc)
+        else:
+            for node, key in {remote.node(hit.key): hit.key for hit in hits}.items():
+                self.breakers.failure(node, key, exc)
 
     def answered(
         self,
@@ -261,16 +260,14 @@ class Fallback:
             self._retire_moved()
 
     def _retire_moved(self) -> None:
-        """Close the breakers of nodes that left the slot map (their keys moved: a failover),
-        and the one of a slot map that could not be read before (``""``): one was read now."""
+        """Close the breakers of nodes whose keys another node serves now (a replica took over;
+        or ``""``, a slot map unknown before, is read)."""
         assert self.remote is not None
-        down = self.breakers.open_nodes()
-        if down:
-            masters = self.remote.masters()
-            for node in down:
-                if not node and masters:
-                    self.breakers.main.close("the rate-limit storage's slot map was read")
-                elif masters and node not in masters:
+        for node in self.breakers.open_nodes():
+            key = self.breakers.failed_keys.get(node)
+            if key is not None:
+                now = self.remote.node(key)
+                if now and now != node:
                     self.breakers.retire(node)
 
     def fallback(self, hits: Sequence[LimitHit], charging: bool) -> Outcome | Deny | None:
@@ -287,7 +284,7 @@ class Fallback:
         if remote is None or not remote.clustered:
             breakers = [self.breaker]
         else:
-            breakers = [self.breakers.get(remote.node(hit)) for hit in hits]
+            breakers = [self.breakers.get(remote.node(hit.key)) for hit in hits]
         return max(b.retry_after() for b in breakers) or self.breakers.pause
 
     def fallback_refund(self, hits: Sequence[LimitHit]) -> None:
@@ -338,7 +335,7 @@ class Limiter(Fallback):
             try:
                 outcome = remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a bad reply...
-                self.failed(started, exc, breakers, carried)
+                self.failed(started, exc, hits, carried)
             else:
                 self.answered(started, breakers, hits, outcome, carried)
                 return outcome
@@ -357,7 +354,7 @@ class Limiter(Fallback):
             try:
                 remote.refund(hits)
             except Exception as exc:  # a timeout, a refused connection...
-                self.failed(started, exc, breakers)
+                self.failed(started, exc, hits, ())
             else:
                 self.answered(started, breakers)
             return
