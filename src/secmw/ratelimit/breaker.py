@@ -151,4 +151,4 @@ class Breakers:
             breaker = self.nodes.get(node) if not node else self.nodes.pop(node, None)
             self.failed_keys.pop(node, None)
         if breaker is not None:
-            breaker.close(f"{breaker.name}: its keys are served by another node now")
+            breaker.close(f"{breaker.name} is replaced; another node serves its keys now")
