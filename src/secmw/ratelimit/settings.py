@@ -140,10 +140,7 @@ class RateLimitSettings(Section):
         0.25, gt=0, le=30, description="Redis connect timeout (s), within the command timeout."
     )
     command_timeout: float = Field(
-        0.25,
-        gt=0,
-        le=30,
-        description="Deadline of one storage call, connect included (s).",
+        0.25, gt=0, le=30, description="Deadline of one storage call, connect included (s)."
     )
     breaker_pause: float = Field(
         5.0, gt=0, le=3600, description="Seconds without calling a failed storage."
