@@ -17,7 +17,7 @@ from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.astorage import AsyncLimiter
-from secmw.ratelimit.breaker import CircuitBreaker
+from secmw.ratelimit.breaker import Breakers, CircuitBreaker
 from secmw.ratelimit.memory import MemoryWindows
 from secmw.ratelimit.plan import Plan
 from secmw.ratelimit.policy import RateLimitPolicy
@@ -108,6 +108,20 @@ def test_breaker_pauses_grow_with_the_outage_up_to_the_configured_pause() -> Non
     breaker.success()
     breaker.failure(OSError())
     assert breaker.retry_after() == pytest.approx(waits[0])
+
+
+def test_breakers_are_per_node_and_close_when_keys_move(events: list[Any]) -> None:
+    """A failed node's breaker opens alone (another node's success leaves it open); it closes
+    once, with an event naming it, when the key that failed there is served elsewhere."""
+    breakers = Breakers(5.0, Clock())
+    breakers.failure("10.0.0.1:6379", "k", ConnectionError("refused"))
+    breakers.get("10.0.0.2:6379").success()
+    assert breakers.open_nodes() == ["10.0.0.1:6379"]
+    assert breakers.get("10.0.0.2:6379").allow()
+    breakers.retire("10.0.0.1:6379")
+    assert breakers.open_nodes() == []
+    assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
+    assert all("node 10.0.0.1:6379" in e.reason for e in events)
 
 
 def test_breaker_threshold_counts_consecutive_failures() -> None:
