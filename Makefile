@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 FRAMEWORK ?= starlette
 
-.PHONY: help install demo test pytest lint typecheck bench fuzz soak clean
+.PHONY: help install demo test pytest lint typecheck bench fuzz soak faults clean
 
 help:
 	@echo "make demo   - serve the demo app on http://$(HOST):$(PORT) (memory storage;"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - run the benchmarks (installs the bench extra)"
 	@echo "make fuzz   - coverage-guided fuzzing of every parser (FUZZ_RUNS per harness)"
 	@echo "make soak   - 60 s multi-worker soak on Redis with a report (not in make test)"
+	@echo "make faults - Redis, Cluster and Sentinel faults under load, with a report (not in make test)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +66,11 @@ SOAK_SECONDS ?= 60
 
 soak: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.soak.run --seconds $(SOAK_SECONDS)
+
+# Kill, freeze, pause and busy Redis, a Cluster master with and without replicas, a Sentinel
+# failover; under gunicorn (ASGI and WSGI workers) for each policy. About ten minutes.
+faults: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.faults.run $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov fuzz-artifacts

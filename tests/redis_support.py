@@ -49,10 +49,18 @@ def free_port(*, bus: bool = False) -> int:
 class RedisServer:
     """One ``redis-server`` process on loopback: start, kill, start again on the same port."""
 
-    def __init__(self, workdir: Path, *, cluster: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cluster: bool = False,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.binary: str = shutil.which("redis-server") or "redis-server"
         self.workdir = workdir
         self.cluster = cluster
+        self.extra = extra  # more options, after the defaults (a later one wins)
         self.port = port or free_port(bus=cluster)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -72,6 +80,7 @@ class RedisServer:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
             args += ["--cluster-config-file", f"nodes-{self.port}.conf"]
+        args += self.extra
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

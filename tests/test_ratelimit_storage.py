@@ -17,7 +17,7 @@ from secmw.core.deny import Deny
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.astorage import AsyncLimiter
-from secmw.ratelimit.breaker import CircuitBreaker
+from secmw.ratelimit.breaker import Breakers, CircuitBreaker
 from secmw.ratelimit.memory import MemoryWindows
 from secmw.ratelimit.plan import Plan
 from secmw.ratelimit.policy import RateLimitPolicy
@@ -60,7 +60,7 @@ def refused_port() -> str:
 
 
 def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> None:
-    """Open on failure; one probe after the pause; closed on success; one event per change."""
+    """Open on failure; one probe per pause; closed on success; one event per change."""
     clock = Clock()
     breaker = CircuitBreaker(5.0, clock=clock)
     assert breaker.allow()
@@ -68,8 +68,8 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     breaker.failure(ConnectionError("refused"))
     assert breaker.is_open
     assert not breaker.allow()
-    assert breaker.retry_after() == 5.0
-    clock.now += 5.0
+    assert 0 < breaker.retry_after() < 5.0  # the first probe comes soon
+    clock.now += breaker.retry_after()
     assert breaker.allow()  # the probe
     assert not breaker.allow()  # only one
     breaker.failure(TimeoutError())
@@ -80,6 +80,48 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     assert breaker.allow()
     assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
     assert "ConnectionError" in events[0].reason
+
+
+def test_breaker_pauses_grow_with_the_outage_up_to_the_configured_pause() -> None:
+    """The first probe comes soon; later pauses grow with the outage, never past ``pause``; a
+    Redis back after a few seconds is probed within about a second; a recovery starts the next
+    outage from the short pause again."""
+    clock = Clock()
+    breaker = CircuitBreaker(5.0, clock=clock)
+    breaker.failure(OSError())
+    down, probes = clock.now, []
+    while clock.now - down < 60:
+        clock.now += breaker.retry_after()
+        assert breaker.allow()
+        probes.append(clock.now - down)
+        breaker.failure(OSError())
+    waits = [later - earlier for earlier, later in zip([0.0, *probes], probes, strict=False)]
+    assert waits[0] <= 0.25
+    assert waits == sorted(waits)
+    assert max(waits) == pytest.approx(5.0)
+    back = 4.0  # Redis answers again four seconds into the outage
+    assert min(p for p in probes if p >= back) - back <= 1.25
+    assert len(probes) < 30  # a long outage costs one probe per pause
+    assert breaker.allow() is False
+    clock.now += breaker.retry_after()
+    assert breaker.allow()
+    breaker.success()
+    breaker.failure(OSError())
+    assert breaker.retry_after() == pytest.approx(waits[0])
+
+
+def test_breakers_are_per_node_and_close_when_keys_move(events: list[Any]) -> None:
+    """A failed node's breaker opens alone (another node's success leaves it open); it closes
+    once, with an event naming it, when the key that failed there is served elsewhere."""
+    breakers = Breakers(5.0, Clock())
+    breakers.failure("10.0.0.1:6379", "k", ConnectionError("refused"))
+    breakers.get("10.0.0.2:6379").success()
+    assert breakers.open_nodes() == ["10.0.0.1:6379"]
+    assert breakers.get("10.0.0.2:6379").allow()
+    breakers.retire("10.0.0.1:6379")
+    assert breakers.open_nodes() == []
+    assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
+    assert all("node 10.0.0.1:6379" in e.reason for e in events)
 
 
 def test_breaker_threshold_counts_consecutive_failures() -> None:
@@ -429,7 +471,7 @@ def test_a_timeout_mid_reply_leaves_no_stale_reply(
     answers += [calls.apply(hits, charging=False), calls.apply(hits)]
     calls.close()
     counts = [a.states[0][0] for a in answers]
-    assert counts[:3] == [1, 2, 1]  # Redis, Redis, memory
+    assert counts[:3] == [1, 2, 3]  # Redis, Redis, memory (seeded from the last count)
     looked, charged = counts[3:]
     assert charged == looked + 1
     with redis_process.client() as admin:
@@ -450,7 +492,8 @@ def test_sync_recovers_after_redis_returns(redis_process: RedisServer, events: l
     assert isinstance(limiter.apply(hits), Outcome)
     assert not limiter.breaker.is_open
     with redis_process.client() as client:
-        assert client.llen(hits[0].key) == 1  # counted in Redis, not in memory
+        # counted in Redis, with the unit admitted from memory meanwhile carried back
+        assert client.llen(hits[0].key) == 2
     assert [e.name for e in events] == ["ratelimit.storage_down", "ratelimit.storage_up"]
 
 

@@ -9,10 +9,16 @@ Redis after each fault; each outage is one ``storage_down`` and one ``storage_up
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
+import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +27,17 @@ import redis
 
 from secmw import audit
 from secmw.asgi.ratelimit import RateLimitMiddleware as ASGIRateLimit
+from secmw.core.deny import Deny
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.windows import Outcome
 from secmw.wsgi.ratelimit import RateLimitMiddleware as WSGIRateLimit
+from tests.faults.run import Timing, suite
+from tests.faults.topology import Cluster
 from tests.integration.apps.ratelimit_asgi import pid_app
 from tests.integration.apps.ratelimit_wsgi import pid_app as wsgi_pid_app
-from tests.redis_support import RedisServer
+from tests.redis_support import RedisServer, unavailable
 from tests.support import uvicorn_server, werkzeug_server
+from tests.test_ratelimit_storage import Calls, hits_for
 
 PREFIX = "faults"
 
@@ -179,3 +191,132 @@ def test_a_stalled_redis_never_holds_a_request_past_the_timeout(
         for thread in threads:
             thread.join(5)
     assert statuses == [503] * 6
+
+
+# -- the deadline, per node health, the fault suite's fast cases -----------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_one_deadline_covers_connect_and_command(redis_process: RedisServer, kind: str) -> None:
+    """On a frozen Redis (SIGSTOP: connections are accepted, nothing answers) a storage call
+    gives up at ``command_timeout``, whatever ``connect_timeout`` says, on a pooled connection
+    and on a fresh one alike (before: connect plus command timeout on ASGI)."""
+    settings = RateLimitSettings(
+        storage_uri=redis_process.start().url,
+        default="100/hour",
+        on_storage_error="deny",
+        connect_timeout=2.0,
+        command_timeout=0.3,
+        breaker_pause=0.01,
+    )
+    hits = hits_for(settings)
+    calls = Calls(kind, settings)
+    try:
+        assert isinstance(calls.apply(hits), Outcome)
+        assert redis_process.process is not None
+        os.kill(redis_process.process.pid, signal.SIGSTOP)
+        took = []
+        try:
+            for _ in range(3):  # the pooled connection, then fresh ones after a disconnect
+                time.sleep(0.3)  # past the breaker's pause: every call is a probe
+                started = time.monotonic()
+                assert isinstance(calls.apply(hits), Deny)
+                took.append(time.monotonic() - started)
+        finally:
+            os.kill(redis_process.process.pid, signal.SIGCONT)
+    finally:
+        calls.close()
+    assert max(took) < 0.3 + 0.4  # the deadline, with a margin for a busy host
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A three-master Cluster of its own (a test kills one), full coverage not required."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        unavailable("redis-server and redis-cli are needed for a Cluster")
+    topology = Cluster(tmp_path, replicas=False)
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+def one_client_per_master(cluster: Cluster, settings: RateLimitSettings) -> tuple[Any, Any]:
+    """The hits of a client whose keys live on one master, and of one on another."""
+    clients = [hits_for(settings, client=f"198.51.100.{n}") for n in range(1, 64)]
+    first = clients[0]
+    owner = cluster.owner_of(first[0].key)
+    return first, next(hits for hits in clients if cluster.owner_of(hits[0].key) != owner)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_dead_master_fails_only_its_keys(
+    cluster: Cluster, kind: str, events: list[audit.AuditEvent]
+) -> None:
+    """Under ``deny``, with one master killed: its clients get 503s, the other master's clients
+    are limited on Redis throughout, the dead master's breaker stays open through the others'
+    successes (one ``storage_down``, no flapping), and it closes once, after the master is back.
+    No node client is left unclosed."""
+    settings = RateLimitSettings(
+        storage_uri=cluster.url,
+        default="1000/hour",
+        on_storage_error="deny",
+        breaker_pause=0.2,
+        command_timeout=1.0,  # roomy: a busy test host must not time out a healthy master
+    )
+    doomed, healthy = one_client_per_master(cluster, settings)
+    cluster.choose_victim_of(doomed[0].key)
+    calls = Calls(kind, settings)
+    answers: dict[str, list[str]] = {"doomed": [], "healthy": []}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        try:
+            assert isinstance(calls.apply(doomed), Outcome)
+            assert isinstance(calls.apply(healthy), Outcome)
+            del events[:]
+            cluster.inject("master", 0)
+            for _ in range(20):
+                for name, hits in (("doomed", doomed), ("healthy", healthy)):
+                    answers[name].append(type(calls.apply(hits)).__name__)
+                time.sleep(0.03)
+            cluster.heal("master")
+            back = time.monotonic() + 10
+            while isinstance(calls.apply(doomed), Deny) and time.monotonic() < back:
+                time.sleep(0.05)
+        finally:
+            calls.close()
+            gc.collect()
+    assert set(answers["healthy"]) == {"Outcome"}
+    assert answers["doomed"] == ["Deny"] * 20
+    stories = [(e.name, e.reason) for e in events if e.name.startswith("ratelimit.storage")]
+    assert [name for name, _ in stories] == ["ratelimit.storage_down", "ratelimit.storage_up"]
+    assert cluster.victim is not None
+    assert f"node 127.0.0.1:{cluster.victim.port}" in stories[0][1]
+    assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+QUICK = Timing(warm=0.5, fault=1.0, tail=0.3, threads=3, deadline=0.5, margin=0.75, recovery=3.0)
+"""The fault suite's timing, short, with roomy margins for a busy test host."""
+
+
+@pytest.mark.server
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("only", "server", "policy"),
+    [
+        ("single:kill", "uvicorn", "memory"),
+        ("single:freeze", "gunicorn", "deny"),
+        ("cluster", "uvicorn", "deny"),
+    ],
+)
+def test_the_fault_suite_fast_cases(tmp_path: Path, only: str, server: str, policy: str) -> None:
+    """``make faults``' fast experiments, short: Redis killed, frozen, a Cluster master killed,
+    under two gunicorn workers; every check of the suite holds (no 5xx, the deadline, the
+    bound, one down and one up per worker, recovery, exactness after it, nothing unclosed)."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        unavailable("redis-server and redis-cli are needed")
+    runs = suite(tmp_path, {only}, [server], [policy], QUICK)
+    assert [(run.name, run.failures) for run in runs] == [(runs[0].name, [])]
+    assert runs[0].figures["requests"] > 50

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from secmw import audit
-from secmw.ratelimit.windows import LimitHit, Outcome, State, Strategy, admits, charge
+from secmw.ratelimit.windows import LimitHit, Outcome, State, Strategy, admits, charge, used
 
 
 class MemoryWindows:
@@ -120,6 +120,47 @@ class MemoryWindows:
                 self._evict()
         return Outcome(admitted, tuple(states))
 
+    def seed(self, hit: LimitHit, state: State, seen_at: float) -> None:
+        """Start ``hit``'s window from a state another storage reported at ``seen_at`` (this
+        store's clock), unless this store already has a live window for it.
+
+        Seeding errs on the side of fewer admissions: a moving window's units all count from
+        ``seen_at`` but the oldest, and the sliding counter carries its estimate as this
+        period's count."""
+        now = self._clock()
+        with self._lock:
+            if self._live(hit, now):
+                return
+            if self.strategy == "fixed-window":
+                count, ttl = state
+                if count and seen_at + ttl / 1000 > now:
+                    self._windows[hit.key] = [count, seen_at + ttl / 1000]
+            elif self.strategy == "moving-window":
+                count, oldest_age = state
+                if count:
+                    first = seen_at - oldest_age / 1000
+                    self._windows[hit.key] = deque([first] + [seen_at] * (count - 1))
+            else:
+                estimate = used(self.strategy, hit, state)
+                if estimate:
+                    self._windows[hit.key] = (int(now // hit.window), 0, estimate)
+            if len(self._windows) > self.max_keys:
+                self._evict()
+
+    def _live(self, hit: LimitHit, now: float) -> bool:
+        """Whether ``hit``'s window holds units now (under the lock)."""
+        entry = self._windows.get(hit.key)
+        if entry is None:
+            return False
+        if self.strategy == "fixed-window":
+            return bool(entry[1] > now and entry[0])
+        return used(self.strategy, hit, self._state(hit, now)) > 0
+
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s window (its units were carried back to the shared storage)."""
+        with self._lock:
+            self._windows.pop(key, None)
+
     def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back ``hit.cost`` units of each limit (never below zero): an attempt charged
         before it was checked that turned out not to count (see ``secmw.auth.throttle``).
@@ -189,6 +230,94 @@ class MemoryWindows:
             )
         elif len(self._windows) < self.max_keys * 0.9:
             self._full = False
+
+
+class Carry:
+    """What the ``memory`` fallback carries across the switches between Redis and memory.
+
+    Redis and each worker's memory count the same client apart; without a bridge a window that
+    spans a switch could admit the limit in Redis and the limit again in memory (and the other
+    way back). So: every Redis answer is remembered per key (:meth:`saw`), and a key's memory
+    window starts from the last count this worker saw (:meth:`apply`): in any window, a worker
+    admits at most the limit in Redis and memory together. Units admitted from memory are owed
+    to Redis and charged there on the key's first call once Redis answers again (:meth:`take`,
+    :meth:`paid`), so the fleet's admissions from memory count against the limit after the
+    return. Both maps are capped like the memory windows (``memory_max_keys``).
+    """
+
+    def __init__(self, memory: MemoryWindows) -> None:
+        self.memory = memory
+        self._clock = memory._clock
+        self._cap = memory.max_keys
+        self._seen: dict[str, tuple[State, float]] = {}
+        self._owed: dict[str, LimitHit] = {}
+        self._lock = threading.Lock()
+
+    def saw(self, hits: Sequence[LimitHit], outcome: Outcome) -> None:
+        """Remember the states Redis reported for ``hits``."""
+        now = self._clock()
+        seen = self._seen
+        if len(seen) >= self._cap:
+            seen.clear()  # bounded; a forgotten key starts its memory window empty
+        for hit, state in zip(hits, outcome.states, strict=True):
+            seen[hit.key] = (state, now)
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """The memory windows' answer, each window seeded from Redis's last state; admitted
+        units are owed to Redis."""
+        for hit in hits:
+            last = self._seen.get(hit.key)
+            if last is not None:
+                self.memory.seed(hit, *last)
+        outcome = self.memory.apply(hits, charging=charging)
+        if outcome.admitted and charging:
+            with self._lock:
+                owed = self._owed
+                if len(owed) >= self._cap:
+                    owed.clear()
+                for hit in hits:
+                    before = owed.get(hit.key)
+                    owed[hit.key] = hit if before is None else _more(before, hit.cost)
+        return outcome
+
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Give back units in memory, and owe Redis that much less."""
+        self.memory.refund(hits)
+        with self._lock:
+            for hit in hits:
+                before = self._owed.get(hit.key)
+                if before is not None:
+                    if before.cost <= hit.cost:
+                        del self._owed[hit.key]
+                    else:
+                        self._owed[hit.key] = _more(before, -hit.cost)
+
+    def take(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
+        """The units owed to Redis on ``hits``' keys, as limits whose cost is the units owed;
+        taken, so that concurrent calls do not carry them twice (:meth:`paid` or
+        :meth:`unpaid` settles them)."""
+        if not self._owed:
+            return []
+        with self._lock:
+            return [self._owed.pop(hit.key) for hit in hits if hit.key in self._owed]
+
+    def paid(self, carried: Sequence[LimitHit]) -> None:
+        """Redis counted ``carried``: their memory windows, counted there now, go."""
+        for hit in carried:
+            if hit.key not in self._owed:
+                self.memory.forget(hit.key)
+
+    def unpaid(self, carried: Sequence[LimitHit]) -> None:
+        """Redis did not take ``carried``: they are owed again."""
+        with self._lock:
+            for hit in carried:
+                before = self._owed.get(hit.key)
+                self._owed[hit.key] = hit if before is None else _more(before, hit.cost)
+
+
+def _more(hit: LimitHit, units: int) -> LimitHit:
+    """``hit`` with ``units`` more cost."""
+    return LimitHit(hit.policy, hit.item, hit.key, hit.tag, hit.cost + units)
 
 
 def _sliding_counts(entry: tuple[int, int, int] | None, period: int) -> tuple[int, int]:

@@ -4,7 +4,8 @@
 --        current); one request's keys share a hash tag, so a Redis Cluster keeps them together.
 -- ARGV   [1] "1" to charge when every limit has room, "0" to look only, "r" to give back each
 --        limit's cost (never below zero; reply {1}): an attempt charged before it was checked
---        that turned out not to count;
+--        that turned out not to count; "a" to charge each limit's cost whether or not it has
+--        room: units a worker admitted from memory while Redis was away, carried back;
 --        [2] the strategy: "fixed-window", "moving-window" or "sliding-window-counter";
 --        then per limit: amount, window (milliseconds), cost.
 -- Reply  {admitted, state...}: admitted is 1 when every limit had room; each state is 2 integers
@@ -14,7 +15,8 @@
 -- list of timestamps, newest first, trimmed to the limit (moving), two counters rotated when a
 -- window ends (sliding). Time is the server's (TIME), so workers on every machine agree on it.
 
-local charge = ARGV[1] == '1'
+local force = ARGV[1] == 'a'
+local charge = ARGV[1] == '1' or force
 local strategy = ARGV[2]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -112,7 +114,7 @@ for i = 1, limits do
   states[i] = state
 end
 
-if admitted == 1 and charge then
+if (admitted == 1 or force) and charge then
   key = 1
   for i = 1, limits do
     local amount, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from secmw.core.memo import remember
 from secmw.errors import ConfigurationError
@@ -20,6 +20,53 @@ _PACKED_CAP = 1024  # packed script calls remembered (one per distinct set of ke
 
 class StorageFailure(Exception):
     """The storage could not answer; the message names the cause's type only (never a URI)."""
+
+
+class NodeFailure(Exception):
+    """A call to one Cluster node failed: ``node`` names it (``host:port``), ``key`` is a key
+    the call sent there, ``error`` is why."""
+
+    def __init__(self, node: str, key: str, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.node = node
+        self.key = key
+        self.error = error
+
+
+class RemoteNodes(Protocol):
+    """What the breakers need of a Redis storage (sync or async): where a key lives."""
+
+    clustered: bool
+
+    def node(self, key: str) -> str:
+        """The node ``key`` lives on (``""`` off a cluster)."""
+
+
+class MapRefresh(Exception):
+    """A cluster call ran out of time while the client was re-reading the slot map: no node is
+    to blame (the call waited for the refresh, not for its node)."""
+
+
+def refreshing(client: Any) -> bool:
+    """Whether a redis-py asyncio cluster client has a slot-map refresh asked for or under way
+    (its calls wait for it)."""
+    return bool(getattr(client, "_initialize", False))
+
+
+def node_of(client: Any, key: str, owners: dict[int, str]) -> str:
+    """The ``host:port`` of the master a cluster client sends ``key`` to, from its slot map (no
+    I/O). A slot no master serves (its master died and had no replica) keeps its last owner,
+    remembered in ``owners``: its keys stay with that master's breaker until it is back.
+    ``""`` while the map is unknown (the client has not read it yet)."""
+    try:
+        slot = client.keyslot(key)
+        nodes = client.nodes_manager.slots_cache.get(slot)
+    except Exception:  # the map is not read yet
+        return ""
+    if not nodes:
+        return owners.get(slot, "")
+    name = owners[slot] = str(nodes[0].name)
+    return name
 
 
 def script_call(
@@ -41,6 +88,14 @@ def refund_call(strategy: Strategy, hits: Sequence[LimitHit]) -> tuple[list[str]
     """KEYS and ARGV of ``ratelimit.lua`` giving back the units of these limits."""
     keys, args = script_call(strategy, hits, False)
     args[0] = "r"
+    return keys, args
+
+
+def carry_call(strategy: Strategy, hits: Sequence[LimitHit]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``ratelimit.lua`` charging these limits' costs whether or not they have
+    room (the units a worker admitted from memory while Redis could not answer)."""
+    keys, args = script_call(strategy, hits, False)
+    args[0] = "a"
     return keys, args
 
 
@@ -121,7 +176,8 @@ def scheme_of(uri: str) -> str:
 
 
 def redis_options(settings: RateLimitSettings, uri: str, *, asyncio: bool) -> dict[str, Any]:
-    """Client options: bounded timeouts, no client-side retries (the breaker decides)."""
+    """Client options: no client-side retries (the breaker decides), and socket timeouts within
+    the call's deadline (``command_timeout``, which covers the connect too)."""
     from redis.backoff import NoBackoff
 
     if asyncio:
@@ -132,15 +188,16 @@ def redis_options(settings: RateLimitSettings, uri: str, *, asyncio: bool) -> di
         from redis.retry import Retry
 
         retry = Retry(NoBackoff(), 0)
+    deadline = settings.command_timeout
     options: dict[str, Any] = {
-        "socket_connect_timeout": settings.connect_timeout,
-        "socket_timeout": settings.command_timeout,
+        "socket_connect_timeout": min(settings.connect_timeout, deadline),
+        "socket_timeout": deadline,
         "retry": retry,
     }
     if scheme_of(uri).endswith("+sentinel"):
         options["sentinel_kwargs"] = {
-            "socket_connect_timeout": settings.connect_timeout,
-            "socket_timeout": settings.command_timeout,
+            "socket_connect_timeout": min(settings.connect_timeout, deadline),
+            "socket_timeout": deadline,
             "retry": retry,
         }
     if asyncio:

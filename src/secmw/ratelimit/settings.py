@@ -136,8 +136,12 @@ class RateLimitSettings(Section):
         description="Failed authentications allowed per user name from all addresses together"
         " (a ceiling against distributed guessing; reaching it locks the user name out).",
     )
-    connect_timeout: float = Field(0.25, gt=0, le=30, description="Redis connect timeout (s).")
-    command_timeout: float = Field(0.25, gt=0, le=30, description="Redis command timeout (s).")
+    connect_timeout: float = Field(
+        0.25, gt=0, le=30, description="Redis connect timeout (s), within the command timeout."
+    )
+    command_timeout: float = Field(
+        0.25, gt=0, le=30, description="Deadline of one storage call, connect included (s)."
+    )
     breaker_pause: float = Field(
         5.0, gt=0, le=3600, description="Seconds without calling a failed storage."
     )

@@ -13,10 +13,12 @@
   many limits apply. In a cluster, keys of one identity share a hash tag; limits keyed on
   different identities (a rule keyed by address beside a default keyed by principal) take one
   round trip per identity, and a refusal there does not refund the others.
-- **Failures**: timeouts are bounded (no client retries: the breaker decides), a
-  :class:`CircuitBreaker` stops calling a failed storage, probes it after a pause and closes
-  again on success; each transition is one audit event. While it is open the
-  ``on_storage_error`` policy answers: per-process memory limits, allow, or 503.
+- **Failures**: each call has one deadline, connect included (no client retries: the breaker
+  decides); a :class:`CircuitBreaker` per node (one for a server or Sentinel, one per Cluster
+  master) stops calling a failed storage, probes it after pauses growing with the outage and
+  closes again on success; each transition is one audit event. While it is open the
+  ``on_storage_error`` policy answers: per-process memory limits (carried across the switches,
+  :class:`Carry`), allow, or 503.
 """
 
 from __future__ import annotations
@@ -32,17 +34,22 @@ from limits.storage import storage_from_string
 from secmw import metrics
 from secmw.core.deny import Deny
 from secmw.errors import ConfigurationError
-from secmw.ratelimit.breaker import CircuitBreaker
-from secmw.ratelimit.memory import MemoryWindows
+from secmw.ratelimit.breaker import Breakers, CircuitBreaker
+from secmw.ratelimit.memory import Carry, MemoryWindows
 from secmw.ratelimit.plan import storage_unavailable
 from secmw.ratelimit.script import (
     LUA,
     Direct,
+    MapRefresh,
+    NodeFailure,
+    RemoteNodes,
+    carry_call,
     clients_of,
     direct,
     groups,
     limits_error,
     merge,
+    node_of,
     packed_call,
     parse_reply,
     redis_options,
@@ -62,19 +69,22 @@ class RedisWindows:
     With redis-py's plain client (one server, or Sentinel), the script runs as ``EVALSHA`` on a
     connection of the client's pool, packed once per distinct call (:func:`packed_call`),
     instead of through redis-py's command layer, whose retries are off here and whose work per
-    command would otherwise dominate the call (docs/performance.md). Cluster and valkey clients
-    go through the library's ``Script``."""
+    command would otherwise dominate the call (docs/performance.md); the call's deadline
+    (``command_timeout``, from before the connection is taken) bounds the reply. Cluster and
+    valkey clients go through the library's ``Script``, each command within the deadline."""
 
     def __init__(self, settings: RateLimitSettings) -> None:
         self.strategy: Strategy = settings.strategy
         uri = settings.storage_uri.get_secret_value()
         self._uri = uri
         self._options = redis_options(settings, uri, asyncio=False)
-        self._clustered = scheme_of(uri).endswith("+cluster")
+        self._deadline = settings.command_timeout
+        self.clustered = scheme_of(uri).endswith("+cluster")
         self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
         self._packed: dict[tuple[Any, ...], Any] = {}
+        self._owners: dict[int, str] = {}  # slot -> its last known master (``node_of``)
         self._lock = threading.Lock()
 
     def connect(self) -> None:
@@ -98,80 +108,193 @@ class RedisWindows:
         for client in clients:
             client.close()
 
-    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
-        """Run the script; raises on any storage error."""
+    def node(self, key: str) -> str:
+        """The cluster node ``key`` lives on (``""`` off a cluster, or before the slot map is
+        known)."""
+        if not (self.clustered and self._clients):
+            return ""
+        return node_of(self._clients[0], key, self._owners)
+
+    def apply(
+        self, hits: Sequence[LimitHit], *, charging: bool = True, carried: Sequence[LimitHit] = ()
+    ) -> Outcome:
+        """Charge ``carried`` (units admitted from memory meanwhile), then run the script; raises
+        on any storage error (:class:`NodeFailure` on a cluster)."""
+        started = time.monotonic()
         if self._script is None:
             self.connect()
+        if carried:
+            for group in groups(carried, self.clustered):
+                self._run(group, carry_call(self.strategy, group), started)
         parts = []
-        for group in groups(hits, self._clustered):
-            keys, args = script_call(self.strategy, group, charging)
-            plain = self._direct
-            reply = self._script(keys, args) if plain is None else self._evalsha(plain, keys, args)
+        for group in groups(hits, self.clustered):
+            reply = self._run(group, script_call(self.strategy, group, charging), started)
             parts.append((group, parse_reply(self.strategy, group, reply)))
         return parts[0][1] if len(parts) == 1 else merge(parts, hits)
 
     def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back the units of ``hits`` (see :meth:`MemoryWindows.refund`); raises on any
         storage error."""
+        started = time.monotonic()
         if self._script is None:
             self.connect()
-        for group in groups(hits, self._clustered):
-            self._script(*refund_call(self.strategy, group))
+        for group in groups(hits, self.clustered):
+            self._run(group, refund_call(self.strategy, group), started)
 
-    def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
-        a connection an error leaves mid-command). NOSCRIPT, after a Redis restart or failover,
-        is left to ``Script``, which loads the script and runs it again."""
+    def _run(self, group: list[LimitHit], call: tuple[list[str], list[Any]], started: float) -> Any:
+        plain = self._direct
+        if plain is not None:
+            return self._evalsha(plain, *call, started + self._deadline)
+        try:
+            return self._script(*call)
+        except Exception as exc:
+            if self.clustered:
+                key = group[0].key
+                raise NodeFailure(self.node(key), key, exc) from exc
+            raise
+
+    def _evalsha(self, plain: Direct, keys: list[str], args: list[Any], deadline: float) -> Any:
+        """The script's reply, from ``EVALSHA`` on one pooled connection, read before
+        ``deadline`` (``time.monotonic``) however long taking the connection took (redis-py
+        disconnects a connection an error leaves mid-command). NOSCRIPT, after a Redis restart
+        or failover, is left to ``Script``, which loads the script and runs it again."""
         pool, no_script = plain
         connection = pool.get_connection()
         try:
             packed = packed_call(self._packed, connection, self._script.sha, keys, args)
+            within(connection, deadline)
             connection.send_packed_command(packed, check_health=False)
             try:
                 return connection.read_response()
             except no_script:
                 pass
         finally:
+            within(connection, None)
             pool.release(connection)
         return self._script(keys, args)
 
 
+def within(connection: Any, deadline: float | None) -> None:
+    """Bound a sync connection's socket operations by ``deadline`` (``time.monotonic``; None:
+    back to its own timeout). Raises TimeoutError when the deadline has passed."""
+    sock = getattr(connection, "_sock", None)
+    if deadline is None:
+        if sock is not None:
+            sock.settimeout(connection.socket_timeout)
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("rate-limit storage deadline passed")
+    if sock is not None:
+        sock.settimeout(left)
+
+
 class Fallback:
-    """What the sync and async limiters share: the in-memory windows, the circuit breaker around
-    Redis, and ``on_storage_error`` for when Redis cannot answer."""
+    """What the sync and async limiters share: the in-memory windows, a circuit breaker per
+    Redis node, and ``on_storage_error`` for when Redis cannot answer.
+
+    The limiters call :meth:`closed` before a Redis call (may it go?), then :meth:`answered` or
+    :meth:`failed`, or :meth:`fallback` when Redis may not be called."""
 
     def __init__(self, settings: RateLimitSettings, clock: Callable[[], float]) -> None:
         self.policy = settings.on_storage_error
         self.memory = MemoryWindows(settings.strategy, max_keys=settings.memory_max_keys)
-        self.breaker = CircuitBreaker(settings.breaker_pause, clock=clock)
+        self.carry = Carry(self.memory) if self.policy == "memory" else None
+        self.breakers = Breakers(settings.breaker_pause, clock)
+        self.breaker = self.breakers.main
+        self._one = (self.breaker,)  # what ``closed`` answers off a cluster, made once
+        self.remote: RemoteNodes | None = None
 
-    def failed(self, started: float, exc: Exception) -> None:
-        """Record a Redis call begun at ``started`` (``perf_counter``) that raised."""
+    def closed(self, hits: Sequence[LimitHit]) -> Sequence[CircuitBreaker] | None:
+        """The breakers of the nodes ``hits`` live on, when each lets a call through (closed, or
+        this call is its probe); None when the policy must answer."""
+        remote = self.remote
+        if remote is None or not remote.clustered:
+            return self._one if self.breaker.allow() else None
+        breakers = [self.breakers.get(node) for node in {remote.node(hit.key) for hit in hits}]
+        return breakers if all(breaker.allow() for breaker in breakers) else None
+
+    def carried(self, hits: Sequence[LimitHit]) -> list[LimitHit]:
+        """Units ``hits``' keys owe Redis from the memory fallback, taken to be charged with
+        this call (:meth:`answered` or :meth:`failed` settles them)."""
+        return self.carry.take(hits) if self.carry is not None else []
+
+    def failed(
+        self, started: float, exc: Exception, hits: Sequence[LimitHit], carried: Sequence[LimitHit]
+    ) -> None:
+        """Record a Redis call for ``hits`` begun at ``started`` (``perf_counter``) that raised,
+        against the node that failed (on a cluster: the one named by the error, else those of
+        ``hits``). The units it carried are owed again (charging them twice errs on the safe
+        side)."""
         metrics.observe_storage("redis", time.perf_counter() - started, failed=True)
-        self.breaker.failure(exc)
+        if carried and self.carry is not None:
+            self.carry.unpaid(carried)
+        remote = self.remote
+        if isinstance(exc, NodeFailure):
+            self.breakers.failure(exc.node, exc.key, exc.error)
+        elif isinstance(exc, MapRefresh):
+            pass  # this request gets the policy's answer; no node is to blame
+        elif remote is None or not remote.clustered:
+            self.breaker.failure(exc)
+        else:
+            for node, key in {remote.node(hit.key): hit.key for hit in hits}.items():
+                self.breakers.failure(node, key, exc)
 
-    def answered(self, started: float) -> None:
-        """Record a Redis call begun at ``started`` that answered."""
+    def answered(
+        self,
+        started: float,
+        breakers: Sequence[CircuitBreaker],
+        hits: Sequence[LimitHit] = (),
+        outcome: Outcome | None = None,
+        carried: Sequence[LimitHit] = (),
+    ) -> None:
+        """Record a Redis call begun at ``started`` that answered, for ``hits``."""
         metrics.observe_storage("redis", time.perf_counter() - started)
-        self.breaker.success()
+        for breaker in breakers:
+            breaker.success()
+        if self.carry is not None and outcome is not None:
+            self.carry.saw(hits, outcome)
+            if carried:
+                self.carry.paid(carried)
+        if len(self.breakers.nodes) > 1 and self.remote is not None:
+            self._retire_moved()
+
+    def _retire_moved(self) -> None:
+        """Close the breakers of nodes whose keys another node serves now (a replica took over;
+        or ``""``, a slot map unknown before, is read)."""
+        assert self.remote is not None
+        for node in self.breakers.open_nodes():
+            key = self.breakers.failed_keys.get(node)
+            if key is not None:
+                now = self.remote.node(key)
+                if now and now != node:
+                    self.breakers.retire(node)
 
     def fallback(self, hits: Sequence[LimitHit], charging: bool) -> Outcome | Deny | None:
         """The answer while Redis cannot give one: None (``allow``), the in-memory windows
-        (``memory``) or a 503 until the next probe (``deny``)."""
+        (``memory``, seeded from Redis's last counts) or a 503 until the next probe (``deny``)."""
+        if self.carry is not None:
+            return self.carry.apply(hits, charging=charging)
         if self.policy == "allow":
             return None
-        if self.policy == "memory":
-            return self.memory.apply(hits, charging=charging)
-        return storage_unavailable(self.breaker.retry_after() or self.breaker.pause)
+        return storage_unavailable(self._retry_after(hits))
+
+    def _retry_after(self, hits: Sequence[LimitHit]) -> float:
+        remote = self.remote
+        if remote is None or not remote.clustered:
+            breakers = [self.breaker]
+        else:
+            breakers = [self.breakers.get(remote.node(hit.key)) for hit in hits]
+        return max(b.retry_after() for b in breakers) or self.breakers.pause
 
     def fallback_refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back units while Redis cannot: only ``memory`` charged anything meanwhile."""
-        if self.policy == "memory":
-            self.memory.refund(hits)
+        if self.carry is not None:
+            self.carry.refund(hits)
 
 
 class Limiter(Fallback):
-    """The storage behind the sync adapters: primary storage, breaker, failure policy.
+    """The storage behind the sync adapters: primary storage, breakers, failure policy.
 
     :meth:`apply` returns an :class:`Outcome`, or None (``allow``: not limited), or a 503 Deny
     (``deny``). Never raises for a storage problem.
@@ -202,32 +325,37 @@ class Limiter(Fallback):
 
     def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome | Deny | None:
         """Charge (or only check) ``hits``; see the class docstring for the answers."""
-        if self.remote is None:
+        remote = self.remote
+        if remote is None:
             return self.memory.apply(hits, charging=charging)
-        if self.breaker.allow():
+        breakers = self.closed(hits)
+        if breakers is not None:
             started = time.perf_counter()
+            carried = self.carried(hits)
             try:
-                outcome = self.remote.apply(hits, charging=charging)
+                outcome = remote.apply(hits, charging=charging, carried=carried)
             except Exception as exc:  # a timeout, a refused connection, a bad reply...
-                self.failed(started, exc)
+                self.failed(started, exc, hits, carried)
             else:
-                self.answered(started)
+                self.answered(started, breakers, hits, outcome, carried)
                 return outcome
         return self.fallback(hits, charging)
 
     def refund(self, hits: Sequence[LimitHit]) -> None:
         """Give back the units of ``hits`` charged by :meth:`apply`; never raises for a storage
         problem (the units then stay charged: the safe side)."""
-        if self.remote is None:
+        remote = self.remote
+        if remote is None:
             self.memory.refund(hits)
             return
-        if self.breaker.allow():
+        breakers = self.closed(hits)
+        if breakers is not None:
             started = time.perf_counter()
             try:
-                self.remote.refund(hits)
+                remote.refund(hits)
             except Exception as exc:  # a timeout, a refused connection...
-                self.failed(started, exc)
+                self.failed(started, exc, hits, ())
             else:
-                self.answered(started)
+                self.answered(started, breakers)
             return
         self.fallback_refund(hits)

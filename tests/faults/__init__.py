@@ -1,0 +1,1 @@
+"""The Redis fault suite (``make faults``): real Redis, Cluster and Sentinel under load."""
