@@ -34,6 +34,7 @@ from secmw.core.deny import Deny
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.breaker import CircuitBreaker
 from secmw.ratelimit.memory import MemoryWindows
+from secmw.ratelimit.pipeline import Pipeline, pipeline_for
 from secmw.ratelimit.plan import storage_unavailable
 from secmw.ratelimit.script import (
     LUA,
@@ -43,7 +44,6 @@ from secmw.ratelimit.script import (
     groups,
     limits_error,
     merge,
-    packed_call,
     parse_reply,
     redis_options,
     refund_call,
@@ -74,8 +74,10 @@ class RedisWindows:
         self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
-        self._packed: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
+        # Pipelining (secmw.ratelimit.pipeline): a queued call waits as long as a call's I/O.
+        self._pipeline: Pipeline | None = None
+        self._wait = settings.connect_timeout + settings.command_timeout
 
     def connect(self) -> None:
         """Build the client (a cluster client reads the slot map now); raises on failure."""
@@ -88,6 +90,7 @@ class RedisWindows:
                 raise limits_error(exc) from None
             client = storage.get_connection()
             self._direct = direct(client)
+            self._pipeline = pipeline_for(self._direct, wait=self._wait)
             self._clients = clients_of(storage, client)
             self._script = client.register_script(LUA)  # set last: it marks the client ready
 
@@ -119,20 +122,14 @@ class RedisWindows:
             self._script(*refund_call(self.strategy, group))
 
     def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
-        a connection an error leaves mid-command). NOSCRIPT, after a Redis restart or failover,
+        """The script's reply, from ``EVALSHA`` through the process's pipeline (calls of
+        overlapping requests share a round trip). NOSCRIPT, after a Redis restart or failover,
         is left to ``Script``, which loads the script and runs it again."""
-        pool, no_script = plain
-        connection = pool.get_connection()
+        assert self._pipeline is not None  # built with ``_direct``
         try:
-            packed = packed_call(self._packed, connection, self._script.sha, keys, args)
-            connection.send_packed_command(packed, check_health=False)
-            try:
-                return connection.read_response()
-            except no_script:
-                pass
-        finally:
-            pool.release(connection)
+            return self._pipeline.call(keys, args)
+        except plain[1]:
+            pass
         return self._script(keys, args)
 
 
