@@ -1,0 +1,206 @@
+"""The leased mode's storage edge: Redis windows that admit from leases (sync and async twins).
+
+:func:`use_leases` puts them in front of a limiter's Redis windows when
+``rate_limit.mode=leased``; the limiter's breaker and ``on_storage_error`` policy stay around
+them, so a Redis failure is handled as in exact mode (while Redis is down, unexpired leases
+keep admitting). The accounting is :class:`secmw.ratelimit.lease.Leases`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from secmw.ratelimit.astorage import AsyncRedisWindows
+from secmw.ratelimit.lease import LEASE_LUA, Lease, Leases, give_back_call, lease_call
+from secmw.ratelimit.script import groups, merge
+from secmw.ratelimit.settings import RateLimitSettings
+from secmw.ratelimit.windows import LimitHit, Outcome
+
+_ROUNDS = 3  # waits behind another caller's lease call before asking Redis regardless
+
+
+class _Leasing:
+    """What both twins share: the leases, the lease calls in flight, the script's client."""
+
+    def __init__(self, remote: Any, settings: RateLimitSettings) -> None:
+        self.remote = remote
+        self.strategy = remote.strategy
+        self.leases = Leases(settings.strategy, settings.lease_slice, settings.memory_max_keys)
+        self._clustered = remote._clustered
+        self._client: Any = None
+        self._script: Any = None
+        self._flights: dict[str, Any] = {}  # key -> what callers waiting for its lease wait on
+
+    def _claim(self, hits: Sequence[LimitHit], flight: Any) -> Any:
+        """Register ``flight`` for every key of ``hits`` (None), or the flight already there."""
+        for hit in hits:
+            other = self._flights.get(hit.key)
+            if other is not None:
+                return other
+        for hit in hits:
+            self._flights[hit.key] = flight
+        return None
+
+    def _land(self, hits: Sequence[LimitHit]) -> None:
+        for hit in hits:
+            self._flights.pop(hit.key, None)
+
+    def _script_of(self, client: Any) -> Any:
+        if self._client is not client:  # a new client (reconnected, another loop)
+            self._client, self._script = client, client.register_script(LEASE_LUA)
+        return self._script
+
+    def _calls(self, hits: Sequence[LimitHit]) -> list[tuple[list[LimitHit], Any]]:
+        size = self.leases.size
+        return [
+            (group, lease_call(self.strategy, group, size))
+            for group in groups(hits, self._clustered)
+        ]
+
+
+class LeasedWindows(_Leasing):
+    """Sync Redis windows admitting from leases, in front of ``RedisWindows``."""
+
+    def __init__(self, remote: Any, settings: RateLimitSettings) -> None:
+        super().__init__(remote, settings)
+        self._mutex = threading.Lock()
+        self._wait = settings.connect_timeout + settings.command_timeout
+
+    def connect(self) -> None:
+        """Connect the Redis windows (see ``RedisWindows.connect``)."""
+        self.remote.connect()
+
+    def close(self) -> None:
+        """Give the unused units back, then close the client."""
+        self.give_back()
+        self.remote.close()
+
+    def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Admit from the leases, else lease; a look without charging asks Redis."""
+        if not charging:
+            return self.remote.apply(hits, charging=False)  # type: ignore[no-any-return]
+        for _ in range(_ROUNDS):
+            outcome = self.leases.spend(hits)
+            if outcome is not None:
+                return outcome
+            mine = threading.Event()
+            with self._mutex:
+                other = self._claim(hits, mine)
+            if other is None:
+                try:
+                    return self._lease(hits)
+                finally:
+                    with self._mutex:
+                        self._land(hits)
+                    mine.set()
+            other.wait(self._wait)
+        return self._lease(hits)
+
+    def _lease(self, hits: Sequence[LimitHit]) -> Outcome:
+        self.remote.connect()
+        script = self._script_of(self.remote._clients[0])
+        taken = self.leases.clock()
+        parts = [
+            (group, self.leases.record(group, script(*call), taken))
+            for group, call in self._calls(hits)
+        ]
+        return parts[0][1] if len(parts) == 1 else merge(parts, hits)
+
+    def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Put the units back into the leases, or give them back to Redis."""
+        if not self.leases.refund(hits):
+            self.remote.refund(hits)
+
+    def give_back(self) -> None:
+        """Give every unused, unexpired leased unit back to Redis (stops at the first error:
+        the rest stay charged until their windows end)."""
+        leases = self.leases.drain()
+        if not leases or self._script is None:
+            return
+        try:
+            for lease in leases:
+                self._script(*give_back_call(self.strategy, lease))
+        except Exception:  # Redis is gone: the units expire with their windows
+            return
+
+
+class AsyncLeasedWindows(_Leasing):
+    """Async twin of :class:`LeasedWindows`, in front of ``AsyncRedisWindows``; lease calls are
+    bounded by the same deadline as the script's."""
+
+    def __init__(self, remote: Any, settings: RateLimitSettings) -> None:
+        super().__init__(remote, settings)
+        self._deadline = settings.connect_timeout + settings.command_timeout
+
+    async def aclose(self) -> None:
+        """Give the unused units back, then close the clients."""
+        await self.give_back()
+        await self.remote.aclose()
+
+    async def apply(self, hits: Sequence[LimitHit], *, charging: bool = True) -> Outcome:
+        """Admit from the leases, else lease; a look without charging asks Redis."""
+        if not charging:
+            return await self.remote.apply(hits, charging=False)  # type: ignore[no-any-return]
+        for _ in range(_ROUNDS):
+            outcome = self.leases.spend(hits)
+            if outcome is not None:
+                return outcome
+            mine = asyncio.get_running_loop().create_future()
+            other = self._claim(hits, mine)
+            if other is None:
+                try:  # a lease call is one request in ``slice``: a task per call is affordable
+                    return await asyncio.wait_for(self._lease(hits), self._deadline)
+                finally:
+                    self._land(hits)
+                    mine.set_result(None)
+            await asyncio.shield(other)  # the caller's own deadline bounds the wait
+        return await asyncio.wait_for(self._lease(hits), self._deadline)
+
+    async def _lease(self, hits: Sequence[LimitHit]) -> Outcome:
+        remote = self.remote
+        loop = asyncio.get_running_loop()
+        if remote._loop is not loop:  # the client of this loop, as ``AsyncRedisWindows.apply``
+            remote._connect(loop)
+        if remote._ready is not None:
+            await asyncio.shield(remote._ready)
+        script = self._script_of(remote._clients[0])
+        taken = self.leases.clock()
+        parts = [
+            (group, self.leases.record(group, await script(*call), taken))
+            for group, call in self._calls(hits)
+        ]
+        return parts[0][1] if len(parts) == 1 else merge(parts, hits)
+
+    async def refund(self, hits: Sequence[LimitHit]) -> None:
+        """Put the units back into the leases, or give them back to Redis."""
+        if not self.leases.refund(hits):
+            await self.remote.refund(hits)
+
+    async def give_back(self) -> None:
+        """Async twin of :meth:`LeasedWindows.give_back`."""
+        leases = self.leases.drain()
+        if not leases or self._script is None:
+            return
+        try:
+            await asyncio.wait_for(self._give(leases), self._deadline)
+        except Exception:  # Redis is gone: the units expire with their windows
+            return
+
+    async def _give(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            await self._script(*give_back_call(self.strategy, lease))
+
+
+def use_leases(limiter: Any, settings: RateLimitSettings) -> Any:
+    """Put leased windows in front of ``limiter``'s Redis windows when the mode is ``leased``
+    (nothing to do on memory storage, or in exact mode); returns ``limiter``."""
+    remote = limiter.remote
+    if settings.mode == "leased" and remote is not None:
+        if isinstance(remote, AsyncRedisWindows):
+            limiter.remote = AsyncLeasedWindows(remote, settings)
+        else:
+            limiter.remote = LeasedWindows(remote, settings)
+    return limiter
