@@ -176,7 +176,7 @@ def test_a_dead_process_lease_ends_with_its_window(redis_process: Any) -> None:
     then admits again (the lease never outlives its window)."""
     server = redis_process.start()
     died = worker(server.url, "die", 5, "5/2second", 0)
-    died.wait(30)
+    died.communicate(timeout=60)
     assert died.returncode == -9
     settings = leased(server.url, default="5/2second", lease_slice=5, key_prefix="secmw")
     limiter = use_leases(Limiter(settings), settings)

@@ -19,7 +19,21 @@ from secmw.ratelimit.script import groups, merge
 from secmw.ratelimit.settings import RateLimitSettings
 from secmw.ratelimit.windows import LimitHit, Outcome
 
-_ROUNDS = 3  # waits behind another caller's lease call before asking Redis regardless
+
+class _Flight:
+    """A lease call in flight: what the callers needing the same keys wait on, and its refusal
+    (a refusal answers them too: Redis had no room an instant ago)."""
+
+    __slots__ = ("keys", "refusal", "signal")
+
+    def __init__(self, keys: tuple[str, ...], signal: Any) -> None:
+        self.keys = keys
+        self.signal = signal
+        self.refusal: Outcome | None = None
+
+    def answer(self, keys: tuple[str, ...]) -> Outcome | None:
+        """The refusal, for a caller charged against the same keys."""
+        return self.refusal if keys == self.keys else None
 
 
 class _Leasing:
@@ -32,9 +46,10 @@ class _Leasing:
         self._clustered = remote._clustered
         self._client: Any = None
         self._script: Any = None
-        self._flights: dict[str, Any] = {}  # key -> what callers waiting for its lease wait on
+        # One lease call in flight per key and process: what bounds the overshoot (lease.py).
+        self._flights: dict[str, _Flight] = {}
 
-    def _claim(self, hits: Sequence[LimitHit], flight: Any) -> Any:
+    def _claim(self, hits: Sequence[LimitHit], flight: _Flight) -> _Flight | None:
         """Register ``flight`` for every key of ``hits`` (None), or the flight already there."""
         for hit in hits:
             other = self._flights.get(hit.key)
@@ -82,22 +97,30 @@ class LeasedWindows(_Leasing):
         """Admit from the leases, else lease; a look without charging asks Redis."""
         if not charging:
             return self.remote.apply(hits, charging=False)  # type: ignore[no-any-return]
-        for _ in range(_ROUNDS):
+        keys = tuple(hit.key for hit in hits)
+        deadline = self.leases.clock() + self._wait
+        while True:
             outcome = self.leases.spend(hits)
             if outcome is not None:
                 return outcome
-            mine = threading.Event()
+            mine = _Flight(keys, threading.Event())
             with self._mutex:
                 other = self._claim(hits, mine)
             if other is None:
                 try:
-                    return self._lease(hits)
+                    outcome = self._lease(hits)
+                    mine.refusal = None if outcome.admitted else outcome
+                    return outcome
                 finally:
                     with self._mutex:
                         self._land(hits)
-                    mine.set()
-            other.wait(self._wait)
-        return self._lease(hits)
+                    mine.signal.set()
+            left = deadline - self.leases.clock()
+            if left <= 0 or not other.signal.wait(left):
+                raise TimeoutError("no lease within the deadline")
+            refused = other.answer(keys)
+            if refused is not None:
+                return refused
 
     def _lease(self, hits: Sequence[LimitHit]) -> Outcome:
         self.remote.connect()
@@ -144,20 +167,30 @@ class AsyncLeasedWindows(_Leasing):
         """Admit from the leases, else lease; a look without charging asks Redis."""
         if not charging:
             return await self.remote.apply(hits, charging=False)  # type: ignore[no-any-return]
-        for _ in range(_ROUNDS):
+        keys = tuple(hit.key for hit in hits)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline
+        while True:
             outcome = self.leases.spend(hits)
             if outcome is not None:
                 return outcome
-            mine = asyncio.get_running_loop().create_future()
+            mine = _Flight(keys, loop.create_future())
             other = self._claim(hits, mine)
             if other is None:
                 try:  # a lease call is one request in ``slice``: a task per call is affordable
-                    return await asyncio.wait_for(self._lease(hits), self._deadline)
+                    outcome = await asyncio.wait_for(self._lease(hits), self._deadline)
+                    mine.refusal = None if outcome.admitted else outcome
+                    return outcome
                 finally:
                     self._land(hits)
-                    mine.set_result(None)
-            await asyncio.shield(other)  # the caller's own deadline bounds the wait
-        return await asyncio.wait_for(self._lease(hits), self._deadline)
+                    mine.signal.set_result(None)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError("no lease within the deadline")
+            await asyncio.wait_for(asyncio.shield(other.signal), left)
+            refused = other.answer(keys)
+            if refused is not None:
+                return refused
 
     async def _lease(self, hits: Sequence[LimitHit]) -> Outcome:
         remote = self.remote
