@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from secmw.asgi.ratelimit import RateLimitMiddleware as ASGIRateLimit
 from secmw.config.settings import SecuritySettings
 from secmw.core.request import RequestView
 from secmw.errors import ConfigurationError
@@ -25,6 +26,9 @@ from secmw.ratelimit.policy import RateLimitPolicy
 from secmw.ratelimit.settings import RateLimitSettings
 from secmw.ratelimit.storage import Limiter
 from secmw.ratelimit.windows import Outcome, Strategy, remaining_and_reset
+from secmw.wsgi.ratelimit import RateLimitMiddleware as WSGIRateLimit
+from tests.support import http_scope, run_asgi
+from tests.test_ratelimit_adapters import streaming_app, wsgi_app, wsgi_call
 
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +39,8 @@ def leased(url: str, **values: Any) -> RateLimitSettings:
     """Leased settings on ``url`` with a key prefix no other test uses."""
     values.setdefault("default", "20/hour")
     values.setdefault("key_prefix", "l" + uuid.uuid4().hex[:12])
-    return RateLimitSettings(storage_uri=url, mode="leased", on_storage_error="deny", **values)
+    values.setdefault("on_storage_error", "deny")
+    return RateLimitSettings(storage_uri=url, mode="leased", **values)
 
 
 def plan_of(settings: RateLimitSettings, client: str = "192.0.2.9") -> Plan:
@@ -186,4 +191,60 @@ def test_a_dead_process_lease_ends_with_its_window(redis_process: Any) -> None:
     assert not refused.admitted
     time.sleep(2.1)
     assert limiter.apply(plan.hits).admitted
+    limiter.close()
+
+
+def test_middlewares_answer_from_leases_with_the_fields(redis_url: str) -> None:
+    """Both middlewares in leased mode: 200s counting down in ``RateLimit``, then a 429 with
+    Redis's ``Retry-After``."""
+    section = {
+        "storage_uri": redis_url,
+        "mode": "leased",
+        "lease_slice": 2,
+        "default": "3/minute",
+        "key_prefix": "m" + uuid.uuid4().hex[:10],
+    }
+    asgi = ASGIRateLimit(streaming_app, rate_limit=section)
+    answers = [run_asgi(asgi, http_scope("/")) for _ in range(4)]
+    assert [a.status for a in answers] == [200, 200, 200, 429]
+    assert [a.header_values("ratelimit")[0] for a in answers[:3]] == [
+        f'"default";r={left};t=60' for left in (2, 1, 0)
+    ]
+    assert int(answers[3].header_values("retry-after")[0]) >= 59
+    section["key_prefix"] = "w" + section["key_prefix"]
+    wsgi = WSGIRateLimit(wsgi_app, rate_limit=section)
+    statuses = [wsgi_call(wsgi)[0] for _ in range(4)]
+    assert statuses == ["200 OK"] * 3 + ["429 Too Many Requests"]
+    wsgi.close()
+
+
+def test_redis_killed_and_restarted_in_leased_mode(redis_process: Any) -> None:
+    """Redis killed: the slice held keeps admitting, then ``on_storage_error=memory`` answers;
+    nothing raises. Redis back: leasing resumes (the script is loaded again)."""
+    server = redis_process.start()
+    settings = leased(
+        server.url,
+        lease_slice=5,
+        on_storage_error="memory",
+        breaker_pause=0.2,
+        connect_timeout=0.2,
+        command_timeout=0.2,
+    )
+    limiter = use_leases(Limiter(settings), settings)
+    plan = plan_of(settings)
+    assert all(limiter.apply(plan.hits).admitted for _ in range(2))
+    server.kill()
+    from_lease = [limiter.apply(plan.hits) for _ in range(3)]
+    assert all(a.admitted for a in from_lease)
+    assert not limiter.breaker.is_open  # the slice answered: Redis was not asked
+    fallback = limiter.apply(plan.hits)  # the slice is spent: Redis fails, memory answers
+    assert isinstance(fallback, Outcome)
+    assert limiter.breaker.is_open
+    server.start()
+    time.sleep(0.3)  # the breaker's pause
+    again = limiter.apply(plan.hits)
+    assert isinstance(again, Outcome)
+    assert again.admitted
+    assert not limiter.breaker.is_open
+    assert used_in_redis(server.url, "moving-window", plan.hits[0].key) == 5
     limiter.close()
