@@ -5,8 +5,9 @@ starts its own ``redis-server`` on a free loopback port). Measured in one run, s
 first and driven round-robin in a fresh random order each round with ``wrk`` (32 keep-alive
 connections unless said):
 
-- **throughput**: bare Starlette and ``SecurityStack`` on Redis in exact and in leased mode
-  (slice ``SLICE``), under uvicorn with one worker and with two workers sharing the Redis
+- **throughput**: bare Starlette, ``SecurityStack`` on memory (the floor of the Redis rows: the
+  same work without Redis) and on Redis in exact and in leased mode (slice ``SLICE``), under
+  uvicorn with one worker and with two workers sharing the Redis
   (aggregate requests/s); each stack's ratio is to bare Starlette with as many workers, per
   round, median over rounds. The WSGI side (gunicorn, one ``gthread`` worker of 32 threads) is
   measured the same way against bare Flask.
@@ -57,9 +58,12 @@ PARSER = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 
 def _sections() -> dict[str, Any]:
+    mode = os.environ["BENCH_MODE"]
+    if mode == "memory":  # the same stack without Redis: the floor of both Redis modes
+        return secmw_sections()
     sections = secmw_sections(redis_url=os.environ["BENCH_REDIS_URL"])
     sections["rate_limit"].update(
-        mode=os.environ["BENCH_MODE"],
+        mode=mode,
         lease_slice=SLICE,
         key_prefix=os.environ["BENCH_PREFIX"],
         default=os.environ["BENCH_LIMIT"],
@@ -68,7 +72,8 @@ def _sections() -> dict[str, Any]:
 
 
 def asgi_app() -> Any:
-    """The app named by ``BENCH_MODE`` (``bare``, ``exact``, ``leased``): uvicorn ``--factory``."""
+    """The app named by ``BENCH_MODE`` (``bare``, ``memory``, ``exact``, ``leased``): uvicorn
+    ``--factory``."""
     if os.environ["BENCH_MODE"] == "bare":
         return peers.starlette_app()
     from secmw.asgi import SecurityStack
@@ -163,8 +168,9 @@ def drive(server: Served, url: str, seconds: float, connections: int) -> dict[st
 
 def throughput(url: str, rounds: int, seconds: float) -> dict[str, Any]:
     """Interleaved rounds over every server; ratios to the bare app with as many workers."""
-    modes = ("bare", "exact", "leased")
-    plan = [("asgi", mode, workers) for workers in (1, 2) for mode in modes]
+    modes = ("bare", "memory", "exact", "leased")
+    plan = [("asgi", mode, 1) for mode in modes]
+    plan += [("asgi", mode, 2) for mode in modes if mode != "memory"]
     plan += [("wsgi", mode, 1) for mode in modes]
     servers = [Served(side, mode, w, url, "1000000/minute") for side, mode, w in plan]
     runs: dict[str, list[dict[str, float]]] = {s.key: [] for s in servers}
@@ -179,7 +185,7 @@ def throughput(url: str, rounds: int, seconds: float) -> dict[str, Any]:
             for server in order:
                 runs[server.key].append(drive(server, url, seconds, 32))
         for server in servers:  # concurrency 1: what a lone client costs in round trips
-            if server.mode != "bare" and server.workers == 1:
+            if server.mode in ("exact", "leased") and server.workers == 1:
                 runs[server.key + "@c1"] = [drive(server, url, seconds, 1)]
     finally:
         for server in servers:
