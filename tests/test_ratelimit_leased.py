@@ -172,7 +172,9 @@ def test_processes_stay_within_the_bound(redis_process: Any, mode: str, size: in
             process.kill()
             process.communicate()
     bound = limit + processes * size if mode == "leased" else limit
-    busiest = busiest_span(stamps, 1.0)
+    # The script's clock is read in whole milliseconds (Redis TIME, floored): a span a little
+    # shorter than the window is one Redis sees as a window.
+    busiest = busiest_span(stamps, 0.998)
     assert busiest <= bound, (busiest, bound)
     assert busiest >= limit // 2  # the processes did press on the limit
 
