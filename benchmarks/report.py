@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import redis_modes
+
 X = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,6 +42,12 @@ TARGETS: list[tuple[str, str, str, str, str, float, float | None]] = [
      "asgi-httptools:secmw_stack_redis", "rps_ratio", ">=", 0.45, None),
     ("WSGI full SecurityStack (memory), x bare Flask", "wsgi", "secmw_stack_memory", "ratio",
      "<=", 1.3, None),
+    ("HTTP 32 connections, SecurityStack (Redis, exact), requests/s x bare Starlette", "redis",
+     "asgi:exact:1w", "rps_ratio", ">=", 0.45, None),
+    ("HTTP 32 connections, SecurityStack (Redis, leased), requests/s x bare Starlette", "redis",
+     "asgi:leased:1w", "rps_ratio", ">=", 0.7, None),
+    ("HTTP two uvicorn workers, one Redis (exact), requests/s x bare Starlette", "redis",
+     "asgi:exact:2w", "rps_ratio", ">=", 0.45, None),
 ]  # fmt: skip
 
 
@@ -210,6 +218,9 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
         lines += [*table(results[name]), ""]
+    if "redis" in results:
+        title = "## Redis: exact and leased modes, pipelining"
+        lines += [title, "", redis_modes.markdown(results["redis"]), ""]
     lines += ["## Goals", "", *_targets_table(results["targets"]), ""]
     return "\n".join(lines)
 

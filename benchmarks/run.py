@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import http_load, inprocess_asgi, inprocess_wsgi, report
+from benchmarks import http_load, inprocess_asgi, inprocess_wsgi, redis_modes, report
 from benchmarks.common import (
     LIMIT,
     STRATEGY,
@@ -31,7 +31,7 @@ from benchmarks.common import (
     run_group,
 )
 
-SECTIONS = ("asgi", "wsgi", "http")
+SECTIONS = ("asgi", "wsgi", "http", "redis")
 QUICK = {"rounds": 15, "batch_seconds": 0.015, "http_rounds": 2, "http_seconds": 2.0}
 FULL = {"rounds": 40, "batch_seconds": 0.04, "http_rounds": 4, "http_seconds": 5.0}
 
@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["wsgi"] = _wsgi(ctx, redis, preset)
             if "http" in sections:
                 results["http"] = _http(ctx, redis, preset)
+            if "redis" in sections and redis is not None:  # exact and leased, 1 and 2 workers
+                log("Redis modes over HTTP")
+                results["redis"] = redis_modes.measure(
+                    redis.url, preset["http_rounds"], preset["http_seconds"]
+                )
         finally:
             ctx.close()
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]

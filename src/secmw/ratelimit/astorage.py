@@ -17,6 +17,7 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 
 from secmw.core.deny import Deny
+from secmw.ratelimit.pipeline import AsyncPipeline, pipeline_for
 from secmw.ratelimit.script import (
     LUA,
     Direct,
@@ -29,7 +30,6 @@ from secmw.ratelimit.script import (
     limits_error,
     merge,
     node_of,
-    packed_call,
     parse_reply,
     redis_options,
     refreshing,
@@ -74,8 +74,8 @@ class AsyncRedisWindows:
         self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
-        self._packed: dict[tuple[Any, ...], Any] = {}
         self._owners: dict[int, str] = {}  # slot -> its last known master (``node_of``)
+        self._pipeline: AsyncPipeline | None = None  # secmw.ratelimit.pipeline, per loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[Any] | None = None  # the cluster's first slot-map read
         self._refresh: asyncio.Task[Any] | None = None  # a later one
@@ -98,6 +98,7 @@ class AsyncRedisWindows:
         self._clients = clients_of(storage.bridge, client)
         self._script = client.register_script(LUA)
         self._direct = direct(client)
+        self._pipeline = pipeline_for(self._direct, sync=False)
         self._loop = loop
         # A cluster client reads the slot map on first use; requests racing that first read lose
         # connections under it (redis-py asyncio), so every call waits for one explicit read.
@@ -204,27 +205,21 @@ class AsyncRedisWindows:
             await self._run(group, refund_call(self.strategy, group))
 
     async def _evalsha(self, plain: Direct, keys: list[str], args: list[Any]) -> Any:
-        """The script's reply, from ``EVALSHA`` on one pooled connection (redis-py disconnects
-        a connection an error or a cancellation leaves mid-command). NOSCRIPT, after a Redis
-        restart or failover, is left to ``Script``, which loads the script and runs it again."""
-        pool, no_script = plain
-        connection = await pool.get_connection()
+        """The script's reply, from ``EVALSHA`` through the loop's pipeline (calls of
+        overlapping requests share a round trip). NOSCRIPT, after a Redis restart or failover,
+        is left to ``Script``, which loads the script and runs it again."""
+        assert self._pipeline is not None  # built with ``_direct``
         try:
-            packed = packed_call(self._packed, connection, self._script.sha, keys, args)
-            await connection.send_packed_command(packed, check_health=False)
-            try:
-                return await connection.read_response()
-            except no_script:
-                pass
-        finally:
-            await pool.release(connection)
+            return await self._pipeline.call(keys, args)
+        except plain[1]:
+            pass
         return await self._script(keys, args)
 
     async def aclose(self) -> None:
         """Close the clients' connections, and those of every cluster node the client dropped
         from its map meanwhile (call on the loop that used them)."""
         clients, self._clients, self._script, self._loop = self._clients, [], None, None
-        self._direct = None
+        self._direct = self._pipeline = None
         for task in (self._ready, self._refresh):
             if task is not None and not task.done():
                 task.cancel()

@@ -9,6 +9,7 @@ from secmw import audit
 from secmw.core.deny import Deny
 from secmw.core.gate import PASS, Headers, Need, Plain, Raised, Verdict
 from secmw.core.request import RequestView
+from secmw.ratelimit.leasing import use_leases
 from secmw.ratelimit.plan import Plan, announce_refusal
 from secmw.ratelimit.policy import KeyFunc, RateLimitPolicy
 from secmw.ratelimit.settings import RateLimitSettings
@@ -96,4 +97,4 @@ def rate_limit_gate(
         apikey_header=api_keys.header,
         apikey_query=api_keys.query_param,
     )
-    return RateLimitGate(policy, limiter(settings), raw=raw)
+    return RateLimitGate(policy, use_leases(limiter(settings), settings), raw=raw)

@@ -68,6 +68,54 @@ local function sliding_state(previous, current, window)
   }
 end
 
+-- The state of the limit at KEYS[key], the units it counts now, and the next limit's key.
+local function read_limit(key, window)
+  if strategy == 'fixed-window' then
+    local state = fixed_state(KEYS[key], window)
+    return state, state[1], key + 1
+  elseif strategy == 'moving-window' then
+    local state = moving_state(KEYS[key], window)
+    return state, state[1], key + 1
+  end
+  local state = sliding_state(KEYS[key], KEYS[key + 1], window)
+  return state, math.floor(state[1] * state[2] / window) + state[3], key + 2
+end
+
+-- Charge cost units to the limit at KEYS[key] (read as state, updated); the next limit's key.
+local function take(key, amount, window, cost, state)
+  if strategy == 'fixed-window' then
+    local count = redis.call('INCRBY', KEYS[key], cost)
+    if count == cost then
+      redis.call('PEXPIRE', KEYS[key], window)
+      state[2] = window
+    end
+    state[1] = count
+    return key + 1
+  elseif strategy == 'moving-window' then
+    local entries = {}
+    for j = 1, cost do entries[j] = now end
+    for j = 1, cost, 5000 do
+      redis.call('LPUSH', KEYS[key], unpack(entries, j, math.min(j + 4999, cost)))
+    end
+    redis.call('LTRIM', KEYS[key], 0, amount - 1)
+    redis.call('PEXPIRE', KEYS[key], window)
+    if state[1] == 0 then state[2] = 0 end
+    state[1] = state[1] + cost
+    return key + 1
+  end
+  local current = KEYS[key + 1]
+  if redis.call('EXISTS', current) == 1 then
+    redis.call('INCRBY', current, cost)
+  else
+    redis.call('SET', current, cost, 'PX', 2 * window)
+    state[4] = 2 * window
+  end
+  state[3] = state[3] + cost
+  return key + 2
+end
+
+-- end of the shared functions (secmw/ratelimit/lease.py appends its own script here)
+
 if ARGV[1] == 'r' then
   local key = 1
   for i = 1, (#ARGV - 2) / 3 do
@@ -95,21 +143,9 @@ end
 local states, admitted, key = {}, 1, 1
 local limits = (#ARGV - 2) / 3
 for i = 1, limits do
-  local amount, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local amount, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 2])
   local state, used
-  if strategy == 'fixed-window' then
-    state = fixed_state(KEYS[key], window)
-    used = state[1]
-    key = key + 1
-  elseif strategy == 'moving-window' then
-    state = moving_state(KEYS[key], window)
-    used = state[1]
-    key = key + 1
-  else
-    state = sliding_state(KEYS[key], KEYS[key + 1], window)
-    used = math.floor(state[1] * state[2] / window) + state[3]
-    key = key + 2
-  end
+  state, used, key = read_limit(key, tonumber(ARGV[3 * i + 1]))
   if used + cost > amount then admitted = 0 end
   states[i] = state
 end
@@ -118,37 +154,7 @@ if (admitted == 1 or force) and charge then
   key = 1
   for i = 1, limits do
     local amount, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-    local state = states[i]
-    if strategy == 'fixed-window' then
-      local count = redis.call('INCRBY', KEYS[key], cost)
-      if count == cost then
-        redis.call('PEXPIRE', KEYS[key], window)
-        state[2] = window
-      end
-      state[1] = count
-      key = key + 1
-    elseif strategy == 'moving-window' then
-      local entries = {}
-      for j = 1, cost do entries[j] = now end
-      for j = 1, cost, 5000 do
-        redis.call('LPUSH', KEYS[key], unpack(entries, j, math.min(j + 4999, cost)))
-      end
-      redis.call('LTRIM', KEYS[key], 0, amount - 1)
-      redis.call('PEXPIRE', KEYS[key], window)
-      if state[1] == 0 then state[2] = 0 end
-      state[1] = state[1] + cost
-      key = key + 1
-    else
-      local current = KEYS[key + 1]
-      if redis.call('EXISTS', current) == 1 then
-        redis.call('INCRBY', current, cost)
-      else
-        redis.call('SET', current, cost, 'PX', 2 * window)
-        state[4] = 2 * window
-      end
-      state[3] = state[3] + cost
-      key = key + 2
-    end
+    key = take(key, amount, window, cost, states[i])
   end
 end
 

@@ -23,6 +23,7 @@ from secmw.ratelimit.windows import HeaderStyle, Strategy
 
 KeyKind: TypeAlias = Literal["principal-or-ip", "ip", "apikey", "principal"]
 StorageErrorPolicy: TypeAlias = Literal["memory", "allow", "deny"]
+LimitMode: TypeAlias = Literal["exact", "leased"]
 
 STORAGE_SCHEMES = frozenset(
     f"{server}{suffix}"
@@ -124,6 +125,18 @@ class RateLimitSettings(Section):
         "memory", description="`memory` (per-process limits), `allow` or `deny` (503)."
     )
     exempt: RateLimitExempt = Field(default_factory=RateLimitExempt)
+    mode: LimitMode = Field(
+        "exact",
+        description="On Redis: `exact` (Redis decides every request) or `leased` (each process"
+        " takes slices of a budget and admits from them; bounded overshoot, see docs/redis.md).",
+    )
+    lease_slice: int = Field(
+        10,
+        ge=2,
+        le=10_000,
+        description="Units a process leases at once in `leased` mode; the overshoot bound grows"
+        " with it (processes x (slice - 1)).",
+    )
     auth_failures: LimitString = Field(
         "10/minute", description="Failed authentications allowed per client address."
     )

@@ -36,6 +36,7 @@ from secmw.core.deny import Deny
 from secmw.errors import ConfigurationError
 from secmw.ratelimit.breaker import Breakers, CircuitBreaker
 from secmw.ratelimit.memory import Carry, MemoryWindows
+from secmw.ratelimit.pipeline import Pipeline, pipeline_for
 from secmw.ratelimit.plan import storage_unavailable
 from secmw.ratelimit.script import (
     LUA,
@@ -50,7 +51,6 @@ from secmw.ratelimit.script import (
     limits_error,
     merge,
     node_of,
-    packed_call,
     parse_reply,
     redis_options,
     refund_call,
@@ -83,9 +83,9 @@ class RedisWindows:
         self._clients: list[Any] = []  # the script's client first (``clients_of``)
         self._script: Any = None
         self._direct: Direct | None = None  # the plain client's pool and NOSCRIPT error
-        self._packed: dict[tuple[Any, ...], Any] = {}
         self._owners: dict[int, str] = {}  # slot -> its last known master (``node_of``)
         self._lock = threading.Lock()
+        self._pipeline: Pipeline | None = None  # secmw.ratelimit.pipeline, for the plain client
 
     def connect(self) -> None:
         """Build the client (a cluster client reads the slot map now); raises on failure."""
@@ -98,6 +98,7 @@ class RedisWindows:
                 raise limits_error(exc) from None
             client = storage.get_connection()
             self._direct = direct(client)
+            self._pipeline = pipeline_for(self._direct, sync=True)
             self._clients = clients_of(storage, client)
             self._script = client.register_script(LUA)  # set last: it marks the client ready
 
@@ -154,39 +155,16 @@ class RedisWindows:
             raise
 
     def _evalsha(self, plain: Direct, keys: list[str], args: list[Any], deadline: float) -> Any:
-        """The script's reply, from ``EVALSHA`` on one pooled connection, read before
-        ``deadline`` (``time.monotonic``) however long taking the connection took (redis-py
-        disconnects a connection an error leaves mid-command). NOSCRIPT, after a Redis restart
-        or failover, is left to ``Script``, which loads the script and runs it again."""
-        pool, no_script = plain
-        connection = pool.get_connection()
+        """The script's reply, from ``EVALSHA`` through the process's pipeline (calls of
+        overlapping requests share a round trip), before ``deadline`` (``time.monotonic``)
+        however long waiting for the connection or the pipeline took. NOSCRIPT, after a Redis
+        restart or failover, is left to ``Script``, which loads the script and runs it again."""
+        assert self._pipeline is not None  # built with ``_direct``
         try:
-            packed = packed_call(self._packed, connection, self._script.sha, keys, args)
-            within(connection, deadline)
-            connection.send_packed_command(packed, check_health=False)
-            try:
-                return connection.read_response()
-            except no_script:
-                pass
-        finally:
-            within(connection, None)
-            pool.release(connection)
+            return self._pipeline.call(keys, args, deadline)
+        except plain[1]:
+            pass
         return self._script(keys, args)
-
-
-def within(connection: Any, deadline: float | None) -> None:
-    """Bound a sync connection's socket operations by ``deadline`` (``time.monotonic``; None:
-    back to its own timeout). Raises TimeoutError when the deadline has passed."""
-    sock = getattr(connection, "_sock", None)
-    if deadline is None:
-        if sock is not None:
-            sock.settimeout(connection.socket_timeout)
-        return
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("rate-limit storage deadline passed")
-    if sock is not None:
-        sock.settimeout(left)
 
 
 class Fallback:
