@@ -82,6 +82,23 @@ def test_breaker_opens_probes_once_per_pause_and_recovers(events: list[Any]) -> 
     assert "ConnectionError" in events[0].reason
 
 
+def test_a_call_begun_before_recovery_that_fails_after_it_does_not_reopen(
+    events: list[Any],
+) -> None:
+    """A call sent during the outage whose failure arrives after the probe closed the breaker
+    belongs to the outage that ended: one down and one up event, not a second outage."""
+    breaker = CircuitBreaker(5.0)
+    breaker.failure(ConnectionError("refused"))
+    in_flight = time.perf_counter()  # a call sent while Redis was down
+    breaker.success()  # the probe's answer
+    breaker.failure(ConnectionError("reset"), in_flight)  # that call's late failure
+    assert not breaker.is_open
+    breaker.failure(ConnectionError("reset"), time.perf_counter())  # a call sent afterwards
+    assert breaker.is_open
+    names = [e.name for e in events]
+    assert names == ["ratelimit.storage_down", "ratelimit.storage_up", "ratelimit.storage_down"]
+
+
 def test_breaker_pauses_grow_with_the_outage_up_to_the_configured_pause() -> None:
     """The first probe comes soon; later pauses grow with the outage, never past ``pause``; a
     Redis back after a few seconds is probed within about a second; a recovery starts the next

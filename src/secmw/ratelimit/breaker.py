@@ -53,6 +53,7 @@ class CircuitBreaker:
         self._open = False
         self._next_probe = 0.0
         self._down_since = 0.0
+        self._closed_at = float("-inf")  # time.perf_counter() when it last closed
 
     @property
     def is_open(self) -> bool:
@@ -91,10 +92,14 @@ class CircuitBreaker:
             self._failures = 0
             if self._open:
                 self._open = False
+                self._closed_at = time.perf_counter()
                 audit.emit("ratelimit.storage_up", reason)
 
-    def failure(self, exc: BaseException) -> None:
-        """Record a failed call; opens the breaker at the threshold."""
+    def failure(self, exc: BaseException, started: float | None = None) -> None:
+        """Record a failed call begun at ``started`` (``time.perf_counter``; None: now); opens
+        the breaker at the threshold, unless the call began before the breaker last closed."""
+        if started is not None and started < self._closed_at:
+            return
         with self._lock:
             self._failures += 1
             if not self._open and self._failures >= self.threshold:
@@ -135,10 +140,12 @@ class Breakers:
                 )
         return breaker
 
-    def failure(self, node: str, key: str, exc: BaseException) -> None:
-        """Record a failed call of ``key`` to ``node``."""
+    def failure(
+        self, node: str, key: str, exc: BaseException, started: float | None = None
+    ) -> None:
+        """Record a failed call of ``key`` to ``node`` begun at ``started``."""
         self.failed_keys[node] = key
-        self.get(node).failure(exc)
+        self.get(node).failure(exc, started)
 
     def open_nodes(self) -> list[str]:
         """The nodes whose breaker is open."""

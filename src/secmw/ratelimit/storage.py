@@ -209,14 +209,14 @@ class Fallback:
             self.carry.unpaid(carried)
         remote = self.remote
         if isinstance(exc, NodeFailure):
-            self.breakers.failure(exc.node, exc.key, exc.error)
+            self.breakers.failure(exc.node, exc.key, exc.error, started)
         elif isinstance(exc, MapRefresh):
             pass  # this request gets the policy's answer; no node is to blame
         elif remote is None or not remote.clustered:
-            self.breaker.failure(exc)
+            self.breaker.failure(exc, started)
         else:
             for node, key in {remote.node(hit.key): hit.key for hit in hits}.items():
-                self.breakers.failure(node, key, exc)
+                self.breakers.failure(node, key, exc, started)
 
     def answered(
         self,
