@@ -6,6 +6,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# Imported here, before any test starts a thread: hypothesis' pytest plugin otherwise imports
+# it at the session's end, and CPython 3.11 can fail parsing a module for assertion rewriting
+# while other threads are still winding down ("AST constructor recursion depth mismatch").
+import hypothesis  # noqa: F401
 import pytest
 
 from secmw import audit, metrics
