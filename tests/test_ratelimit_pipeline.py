@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import threading
 import time
 import uuid
@@ -276,3 +277,45 @@ def test_sync_queued_calls_give_up_at_the_deadline(own_redis: RedisServer) -> No
     assert not pipeline._busy
     windows.close()
     control.close()
+
+
+def test_sync_calls_queued_behind_a_frozen_redis_keep_their_one_deadline(
+    own_redis: RedisServer,
+) -> None:
+    """Redis frozen (SIGSTOP) under eight threads: the batch on the wire times out, and the
+    calls queued behind it fail with it instead of each opening a new connection to the frozen
+    server in turn (whose handshake would hold them about a second deadline)."""
+    deadline = 0.3
+    settings_ = RateLimitSettings(
+        storage_uri=own_redis.url, connect_timeout=deadline, command_timeout=deadline
+    )
+    windows = RedisWindows(settings_)
+    windows.connect()
+    assert windows.apply(hits("f", (0, 1, True))).admitted
+    longest: list[float] = []
+    errors: list[BaseException] = []
+
+    def one(number: int) -> None:
+        started = time.monotonic()
+        try:
+            windows.apply(hits("f", (number, 1, True)))
+        except Exception as exc:
+            errors.append(exc)
+        longest.append(time.monotonic() - started)
+
+    process = own_redis.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(3):  # waves: each finds the connection left by the last one's timeout
+            workers = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+            for thread in workers:
+                thread.start()
+                time.sleep(0.01)
+            for thread in workers:
+                thread.join(5)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert len(errors) == 24  # every call failed (the caller's policy answers it)
+    assert max(longest) < deadline * 1.5  # before: up to about twice the deadline
+    windows.close()

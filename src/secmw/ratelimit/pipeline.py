@@ -11,10 +11,11 @@ round trips, so each caller gets the answer its own call would have had.
 
 Failures stay per call: an error reply (``NOSCRIPT``, a script error on one key) goes to that
 call alone, and the caller handles it as it would unpipelined; a connection failure or a timeout
-fails the calls of that batch only. Each call has one deadline, waiting in the queue included: a
-sync caller waits for its answer or the baton until its deadline, and a batch is read within the
-deadline of the caller that sends it, the oldest in the batch (on the async side the caller's
-deadline cancels the wait instead). A caller whose call was not sent leaves the queue.
+fails the calls of that batch and those queued behind it (they would meet the same Redis). Each
+call has one deadline, waiting in the queue included: a sync caller waits for its answer or the
+baton until its deadline, and a batch is read within the nearest deadline of the calls in it (on
+the async side a caller's deadline cancels its wait, and a batch shares the deadline of the
+caller that sends it, the oldest in it). A caller whose call was not sent leaves the queue.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class _Batching:
             chunks += packed_call(self._packed, connection, self._sha, call.keys, call.args)
         return chunks
 
+    def _strand(self) -> list[_Call]:
+        """The calls queued behind a batch whose connection failed or timed out: they would meet
+        the same Redis, so they fail with it now instead of each sending in turn (a new
+        connection to a frozen Redis would hold them past their deadlines)."""
+        stranded, self._queue = self._queue, []
+        return stranded
+
     def _next_leader(self) -> _Call | None:
         """The caller to hand the baton to (None: the pipeline is idle again)."""
         if not self._queue:
@@ -133,20 +141,25 @@ class Pipeline(_Batching):
     def _lead(self) -> None:
         with self._mutex:
             batch = self._take()
+        broken: Exception | None = None
         try:
-            self._send(batch)
+            broken = self._send(batch)
         finally:
             with self._mutex:
+                stranded = self._strand() if broken is not None else []
                 leader = self._next_leader()
+            if broken is not None:
+                self._fail(stranded, broken)
             if leader is not None:
                 leader.signal.release()
 
-    def _send(self, batch: list[_Call]) -> None:
+    def _send(self, batch: list[_Call]) -> Exception | None:
+        """Send ``batch`` and answer its calls; the exception that failed the whole batch."""
         try:
             connection = self._pool.get_connection()
         except Exception as exc:
             self._fail(batch, exc)
-            return
+            return exc
         try:
             # The nearest deadline bounds the batch: no caller in it waits past its own.
             within(connection, min(call.deadline for call in batch))
@@ -159,9 +172,11 @@ class Pipeline(_Batching):
                 self._answer(call, reply)
         except Exception as exc:  # redis-py dropped the connection: the batch's rest fails
             self._fail(batch, exc)
+            return exc
         finally:
             within(connection, None)
             self._pool.release(connection)
+        return None
 
     def _answer(self, call: _Call, reply: Any) -> None:
         with self._mutex:
@@ -197,9 +212,12 @@ class AsyncPipeline(_Batching):
                 return call.result()
         self._busy = True
         batch = self._take()
+        broken: Exception | None = None
         try:
-            await self._send(batch)
+            broken = await self._send(batch)
         finally:
+            if broken is not None:
+                self._fail(self._strand(), broken)
             self._pass_baton()
         return call.result()
 
@@ -215,12 +233,13 @@ class AsyncPipeline(_Batching):
         if leader is not None and not leader.signal.done():
             leader.signal.set_result(None)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[_Call]) -> Exception | None:
+        """Send ``batch`` and answer its calls; the exception that failed the whole batch."""
         try:
             connection = await self._pool.get_connection()
         except Exception as exc:
             self._fail(batch, exc)
-            return
+            return exc
         try:
             await connection.send_packed_command(self._pack(connection, batch), check_health=False)
             for call in batch:
@@ -231,11 +250,13 @@ class AsyncPipeline(_Batching):
                 self._answer(call, reply)
         except Exception as exc:  # redis-py dropped the connection: the batch's rest fails
             self._fail(batch, exc)
+            return exc
         except asyncio.CancelledError:  # the sender's deadline: its batch shares it
             self._fail(batch, TimeoutError("no rate-limit reply within the deadline"))
             raise
         finally:
             await self._pool.release(connection)
+        return None
 
     def _answer(self, call: _Call, reply: Any) -> None:
         if call.reply is _PENDING:
