@@ -278,7 +278,8 @@ class Sentinel:
         # Back as a replica of the new master (as Sentinel would make it, in its own time).
         self.master.extra = (*DEBUG, "--replicaof", HOST, str(self.master_port()))
         self.master.start()
-        wait_for(lambda: self._replicas() > 0 and self._in_sync(), 20, "a replica again")
+        # Sentinel may take its time to accept the old master back (seen once past 20 s).
+        wait_for(lambda: self._replicas() > 0 and self._in_sync(), 60, "a replica again")
 
     def _in_sync(self) -> bool:
         try:
