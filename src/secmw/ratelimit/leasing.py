@@ -43,7 +43,7 @@ class _Leasing:
         self.remote = remote
         self.strategy = remote.strategy
         self.leases = Leases(settings.strategy, settings.lease_slice, settings.memory_max_keys)
-        self._clustered = self.clustered = remote.clustered
+        self.clustered = remote.clustered
         self.node = remote.node  # the node a key lives on, for the breakers (``RemoteNodes``)
         self._client: Any = None
         self._script: Any = None
@@ -73,7 +73,7 @@ class _Leasing:
         size = self.leases.size
         return [
             (group, lease_call(self.strategy, group, size))
-            for group in groups(hits, self._clustered)
+            for group in groups(hits, self.clustered)
         ]
 
 
